@@ -1,0 +1,83 @@
+/*
+ * ns_config.h -- the server's configuration: one table of keys drives the
+ * file parser, the NOTISYNC_<KEY> environment overrides, --help and the
+ * "bad value for key X" errors.  Pure: no I/O except reading the file given.
+ *
+ * Precedence: defaults < file < environment.  Durations are stored in
+ * milliseconds ("30s", "7d", "250ms"; a bare integer is seconds), sizes in
+ * bytes ("64k", "1m"; ×1024).  Strings are heap copies owned by the config.
+ */
+#ifndef NS_CONFIG_H
+#define NS_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct ns_config {
+  /* public: read-only after start-up */
+  char *listen;               /* "0.0.0.0:8080" */
+  char *redis_url;            /* "redis://127.0.0.1:6379/0" */
+  char *redis_prefix;         /* "" : prepended to every Redis key/channel */
+  char *database_url;         /* "postgres://notisync@127.0.0.1:5432/notisync" */
+  char *jwt_secret;           /* HS256 secret */
+  char *jwt_public_key_file;  /* PEM; selects RS256 / ES256 from the key type */
+  char *jwt_issuer;           /* checked when non-empty */
+  char *jwt_audience;         /* checked when non-empty */
+  int64_t queue_max_messages; /* 1000 */
+  int64_t queue_ttl_ms;       /* 7d */
+  int64_t heartbeat_interval_ms; /* 30s */
+  int64_t idle_timeout_ms;    /* 90s */
+  int64_t max_message_bytes;  /* 64k */
+  int64_t max_body_bytes;     /* 64k */
+  int64_t max_outbound_bytes; /* 1m */
+  int64_t max_devices_per_user; /* 32 */
+  int64_t presence_grace_ms;  /* 2s */
+  int64_t client_msg_rate;    /* 20 per second */
+  int64_t client_msg_burst;   /* 50 */
+  int64_t handshake_rate_per_ip;  /* 50 per second, 0 = off */
+  int64_t handshake_burst_per_ip; /* 100 */
+  char *allowed_origins;      /* comma-separated; "" = any */
+  char *tls_cert;
+  char *tls_key;
+  char *log_level;            /* debug | info | warn | error */
+  char *log_format;           /* text | json */
+  char *instance_id;          /* "" = generated at start-up */
+  int64_t workers;            /* 1 */
+} ns_config;
+
+/* Fills `c` with the defaults.  Call ns_config_free() when done. */
+void ns_config_defaults(ns_config *c);
+
+/* Frees every string in `c` and zeroes it. */
+void ns_config_free(ns_config *c);
+
+/* Sets one key from its text form.  Returns 0, or NS_EINVAL with a message
+ * naming the key in `err` ("unknown key 'x'", "bad value for key
+ * 'queue_ttl': ..."). */
+int ns_config_set(ns_config *c, const char *key, const char *value, char *err,
+                  size_t errlen);
+
+/* Reads `path`: lines of `key = value` (or `key value`), '#' comments, blank
+ * lines; values may be double-quoted.  Returns 0, -errno when unreadable, or
+ * NS_EINVAL with "path:line: ..." in `err`. */
+int ns_config_load_file(ns_config *c, const char *path, char *err,
+                        size_t errlen);
+
+/* Applies every NOTISYNC_<KEY>=value in `envp` (NULL-terminated, as environ)
+ * whose KEY, lower-cased, is a config key.  Unknown NOTISYNC_ variables are
+ * ignored (the test harness and scripts set others). */
+int ns_config_load_env(ns_config *c, char *const *envp, char *err,
+                       size_t errlen);
+
+/* Checks cross-key rules (idle_timeout > heartbeat_interval, a JWT key is
+ * configured, log_level/log_format valid, tls_cert with tls_key). */
+int ns_config_validate(const ns_config *c, char *err, size_t errlen);
+
+/* Prints every key, its default and a one-line description. */
+void ns_config_print_help(FILE *f);
+
+/* Parsers shared with other modules (e.g. `token --ttl 1h`). */
+int ns_parse_duration_ms(const char *s, int64_t *out);
+int ns_parse_size(const char *s, int64_t *out);
+
+#endif

@@ -1,0 +1,468 @@
+/*
+ * ns_http.c -- the REST half of the lws protocol callback (SPEC §6):
+ * request assembly with a bounded body, routing, token checks, and replies
+ * written in two HTTP_WRITEABLE passes (headers, then body).
+ *
+ * A handler either replies at once or starts a Redis/PostgreSQL operation
+ * and replies from its completion.  If the client goes away meanwhile,
+ * CLOSED_HTTP clears req->wsi and the completion frees the request.
+ */
+#include <json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ns_log.h"
+#include "ns_server_int.h"
+
+enum { M_GET = 1, M_POST = 2, M_PUT = 4, M_DELETE = 8, M_PATCH = 16, M_OTHER = 32 };
+
+typedef struct ns_req {
+  ns_server *srv;
+  struct lws *wsi;
+  int method;
+  char path[256];
+  char *body;
+  size_t body_len, body_max;
+  int pending;            /* an async operation holds the request */
+  int status;
+  char *resp;             /* JSON or text body */
+  size_t resp_len;
+  const char *ctype;
+  int headers_sent;
+  ns_principal who;
+  int auth_rc;            /* 0, NS_EAUTH / NS_EEXPIRED, or 1 = no token */
+} ns_req;
+
+typedef void (*route_fn)(ns_req *r, const char *arg);
+
+typedef struct route {
+  const char *path;       /* exact, or prefix when ending in '/' */
+  int methods;
+  route_fn fn;
+} route;
+
+static ns_server *srv_of(struct lws *wsi) {
+  return lws_context_user(lws_get_context(wsi));
+}
+
+static void req_free(ns_req *r) {
+  free(r->body);
+  free(r->resp);
+  free(r);
+}
+
+/* Sets the response (takes ownership of `body`) and wakes the writer. */
+static void reply_raw(ns_req *r, int status, char *body, size_t len,
+                      const char *ctype) {
+  char st[8];
+  r->pending = 0;
+  if (!r->wsi) {
+    free(body);
+    req_free(r);
+    return;
+  }
+  snprintf(st, sizeof(st), "%d", status);
+  ns_metrics_inc(&r->srv->metrics, NS_M_HTTP, st);
+  r->status = status;
+  free(r->resp);
+  r->resp = body;
+  r->resp_len = len;
+  r->ctype = ctype;
+  lws_callback_on_writable(r->wsi);
+}
+
+static void reply_json(ns_req *r, int status, json_object *o) {
+  const char *s = json_object_to_json_string_ext(
+      o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+  size_t len = strlen(s);
+  reply_raw(r, status, ns_xstrndup(s, len), len, "application/json");
+  json_object_put(o);
+}
+
+static void reply_error(ns_req *r, int status, const char *code,
+                        const char *msg) {
+  json_object *o = json_object_new_object(), *e = json_object_new_object();
+  json_object_object_add(e, "code", json_object_new_string(code));
+  json_object_object_add(e, "message", json_object_new_string(msg));
+  json_object_object_add(o, "error", e);
+  reply_json(r, status, o);
+}
+
+static void reply_empty(ns_req *r, int status) {
+  reply_raw(r, status, NULL, 0, "application/json");
+}
+
+static void add_ts(json_object *o, const char *key, int64_t ms) {
+  char ts[NS_TS_LEN];
+  ns_format_ts(ms, ts);
+  json_object_object_add(o, key, json_object_new_string(ts));
+}
+
+/* Requires a valid token; replies 401 and returns 0 otherwise. */
+static int need_token(ns_req *r) {
+  if (r->auth_rc == 0)
+    return 1;
+  reply_error(r, 401, "unauthorized",
+              r->auth_rc == 1          ? "missing token"
+              : r->auth_rc == NS_EEXPIRED ? "token expired"
+                                          : "invalid token");
+  return 0;
+}
+
+static void unavailable(ns_req *r) {
+  reply_error(r, 503, "unavailable", "storage backend unavailable");
+}
+
+/* ---- handlers ---- */
+
+static void h_health(ns_req *r, const char *arg) {
+  ns_server *srv = r->srv;
+  int rup = ns__server_redis_up(srv), pup = srv->pg_ready;
+  json_object *o = json_object_new_object();
+  json_object_object_add(o, "status",
+                         json_object_new_string(rup && pup ? "ok" : "degraded"));
+  json_object_object_add(o, "redis", json_object_new_string(rup ? "up" : "down"));
+  json_object_object_add(o, "postgres",
+                         json_object_new_string(pup ? "up" : "down"));
+  json_object_object_add(o, "connections",
+                         json_object_new_int64((int64_t)srv->nconns));
+  json_object_object_add(
+      o, "uptime_s", json_object_new_int64((ns_now_ms() - srv->start_ms) / 1000));
+  json_object_object_add(o, "version", json_object_new_string(NS_VERSION));
+  json_object_object_add(o, "instance_id",
+                         json_object_new_string(srv->instance_id));
+  reply_json(r, rup && pup ? 200 : 503, o);
+}
+
+static void h_metrics(ns_req *r, const char *arg) {
+  ns_server *srv = r->srv;
+  ns_metrics_gauges g;
+  size_t len;
+  char *text;
+  g.connections = srv->nconns;
+  g.device_connections = ns_hub_conn_count(srv->hub);
+  g.users = ns_hub_user_count(srv->hub);
+  g.outbound_bytes = srv->outbound_bytes;
+  g.redis_up = ns__server_redis_up(srv);
+  g.postgres_up = srv->pg_ready;
+  g.uptime_s = (ns_now_ms() - srv->start_ms) / 1000;
+  text = ns_metrics_render(&srv->metrics, &g, &len);
+  reply_raw(r, 200, text, len, "text/plain; version=0.0.4");
+}
+
+static void on_stats_total(int rc, long long total, void *arg) {
+  ns_req *r = arg;
+  json_object *o = json_object_new_object();
+  long long local = r->wsi ? (long long)r->srv->nconns : 0;
+  /* Redis down: the cluster total is unknown; this instance's count is the
+   * best lower bound (documented in docs/protocol.md). */
+  json_object_object_add(o, "total_connections",
+                         json_object_new_int64(rc == 0 ? total : local));
+  json_object_object_add(o, "instance_connections",
+                         json_object_new_int64(local));
+  add_ts(o, "timestamp", ns_now_ms());
+  reply_json(r, 200, o);
+}
+
+static void h_stats(ns_req *r, const char *arg) {
+  if (!need_token(r))
+    return;
+  r->pending = 1;
+  if (ns_presence_total(r->srv, on_stats_total, r) != 0)
+    on_stats_total(NS_EUNAVAIL, 0, r);
+}
+
+static void on_connections_total(int rc, long long total, void *arg) {
+  ns_req *r = arg;
+  json_object *o = json_object_new_object();
+  json_object_object_add(o, "status", json_object_new_string("healthy"));
+  json_object_object_add(
+      o, "connectionCount",
+      json_object_new_int64(rc == 0 ? total : (long long)r->srv->nconns));
+  add_ts(o, "timestamp", ns_now_ms());
+  reply_json(r, 200, o);
+}
+
+static void h_connections(ns_req *r, const char *arg) {
+  r->pending = 1;
+  if (ns_presence_total(r->srv, on_connections_total, r) != 0)
+    on_connections_total(NS_EUNAVAIL, 0, r);
+}
+
+static json_object *device_json(const ns_devrow *d, int full) {
+  json_object *e = json_object_new_object();
+  json_object_object_add(e, "device_id", json_object_new_string(d->device_id));
+  if (full) {
+    json_object_object_add(e, "device_name",
+                           d->name[0] ? json_object_new_string(d->name) : NULL);
+    json_object_object_add(
+        e, "platform",
+        d->platform[0] ? json_object_new_string(d->platform) : NULL);
+  }
+  json_object_object_add(
+      e, "status", json_object_new_string(d->online ? "online" : "offline"));
+  if (full)
+    add_ts(e, "first_seen", d->first_seen_ms);
+  add_ts(e, "last_seen", d->last_seen_ms);
+  json_object_object_add(e, "queued", json_object_new_int64(d->queued));
+  return e;
+}
+
+static void on_user_stats(int rc, const ns_devlist *l, void *arg) {
+  ns_req *r = arg;
+  json_object *o, *arr;
+  size_t i, active = 0;
+  if (rc != 0) {
+    unavailable(r);
+    return;
+  }
+  o = json_object_new_object();
+  arr = json_object_new_array();
+  for (i = 0; i < l->n; i++) {
+    active += l->rows[i].online;
+    json_object_array_add(arr, device_json(&l->rows[i], 0));
+  }
+  json_object_object_add(o, "user_id", json_object_new_string(r->who.sub));
+  json_object_object_add(o, "active_connections",
+                         json_object_new_int64((int64_t)active));
+  json_object_object_add(o, "devices", arr);
+  add_ts(o, "timestamp", ns_now_ms());
+  reply_json(r, 200, o);
+}
+
+static void h_user_stats(ns_req *r, const char *arg) {
+  if (!need_token(r))
+    return;
+  r->pending = 1;
+  if (ns_presence_devices(r->srv, r->who.sub, on_user_stats, r) != 0)
+    unavailable(r);
+}
+
+static void on_devices(int rc, const ns_devlist *l, void *arg) {
+  ns_req *r = arg;
+  json_object *o, *arr;
+  size_t i;
+  if (rc != 0) {
+    unavailable(r);
+    return;
+  }
+  o = json_object_new_object();
+  arr = json_object_new_array();
+  for (i = 0; i < l->n; i++)
+    json_object_array_add(arr, device_json(&l->rows[i], 1));
+  json_object_object_add(o, "devices", arr);
+  reply_json(r, 200, o);
+}
+
+static void h_devices(ns_req *r, const char *arg) {
+  if (!need_token(r))
+    return;
+  r->pending = 1;
+  if (ns_presence_devices(r->srv, r->who.sub, on_devices, r) != 0)
+    unavailable(r);
+}
+
+static void on_forgotten(int rc, void *arg) {
+  ns_req *r = arg;
+  if (rc == 0)
+    reply_empty(r, 204);
+  else if (rc == NS_ENOTFOUND)
+    reply_error(r, 404, "not_found", "no such device");
+  else
+    unavailable(r);
+}
+
+static void h_device_delete(ns_req *r, const char *id) {
+  if (!need_token(r))
+    return;
+  if (!ns_proto_valid_device_id(id, strlen(id))) {
+    reply_error(r, 404, "not_found", "no such device");
+    return;
+  }
+  r->pending = 1;
+  if (ns_presence_forget(r->srv, r->who.sub, id, on_forgotten, r) != 0)
+    unavailable(r);
+}
+
+static const route routes[] = {
+    {"/health", M_GET, h_health},
+    {"/metrics", M_GET, h_metrics},
+    {"/api/v1/websocket/stats", M_GET, h_stats},
+    {"/api/v1/websocket/users/stats", M_GET, h_user_stats},
+    {"/api/v1/websocket/connections", M_GET, h_connections},
+    {"/api/v1/devices", M_GET, h_devices},
+    {"/api/v1/devices/", M_DELETE, h_device_delete},
+};
+
+static void dispatch(ns_req *r) {
+  size_t i;
+  int path_known = 0;
+  for (i = 0; i < NS_ARRAY_SIZE(routes); i++) {
+    const route *rt = &routes[i];
+    size_t n = strlen(rt->path);
+    const char *arg = "";
+    if (rt->path[n - 1] == '/') {
+      if (strncmp(r->path, rt->path, n) != 0 || !r->path[n] ||
+          strchr(r->path + n, '/'))
+        continue;
+      arg = r->path + n;
+    } else if (strcmp(r->path, rt->path) != 0) {
+      continue;
+    }
+    path_known = 1;
+    if (rt->methods & r->method) {
+      rt->fn(r, arg);
+      return;
+    }
+  }
+  if (path_known)
+    reply_error(r, 405, "method_not_allowed", "method not allowed");
+  else
+    reply_error(r, 404, "not_found", "no such route");
+}
+
+/* ---- lws plumbing ---- */
+
+static int method_of(struct lws *wsi) {
+  if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI))
+    return M_GET;
+  if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI))
+    return M_POST;
+  if (lws_hdr_total_length(wsi, WSI_TOKEN_PUT_URI))
+    return M_PUT;
+  if (lws_hdr_total_length(wsi, WSI_TOKEN_DELETE_URI))
+    return M_DELETE;
+  if (lws_hdr_total_length(wsi, WSI_TOKEN_PATCH_URI))
+    return M_PATCH;
+  return M_OTHER;
+}
+
+static void read_auth(ns_req *r) {
+  char hdr[NS_TOKEN_MAX + 16];
+  int n = lws_hdr_copy(r->wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION);
+  r->auth_rc = 1;
+  if (n > 7 && strncasecmp(hdr, "Bearer ", 7) == 0)
+    r->auth_rc = ns_auth_verify(r->srv->auth, hdr + 7, (size_t)n - 7,
+                                ns_now_ms() / 1000, &r->who);
+  else if (n > 0)
+    r->auth_rc = NS_EAUTH;
+}
+
+static int on_http(struct lws *wsi, ns_session *s, const char *uri) {
+  ns_server *srv = srv_of(wsi);
+  ns_req *r = ns_xcalloc(1, sizeof(*r));
+  char cl[24];
+  if (s->req) { /* a keep-alive connection's previous request */
+    if (s->req->pending)
+      s->req->wsi = NULL;
+    else
+      req_free(s->req);
+  }
+  s->kind = 3;
+  s->req = r;
+  r->srv = srv;
+  r->wsi = wsi;
+  r->method = method_of(wsi);
+  snprintf(r->path, sizeof(r->path), "%s", uri);
+  read_auth(r);
+  if (r->method & (M_POST | M_PUT | M_PATCH)) {
+    long long len = -1;
+    if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
+      len = atoll(cl);
+    if (len < 0) {
+      reply_error(r, 411, "length_required", "Content-Length is required");
+      return 0;
+    }
+    if (len > srv->cfg->max_body_bytes) {
+      reply_error(r, 413, "too_large", "request body exceeds max_body_bytes");
+      return 0;
+    }
+    r->body_max = (size_t)len;
+    r->body = ns_xmalloc(r->body_max + 1);
+    if (len > 0)
+      return 0; /* wait for HTTP_BODY / HTTP_BODY_COMPLETION */
+  }
+  dispatch(r);
+  return 0;
+}
+
+/* Writes the headers, then the body; sets *done once the response is out. */
+static int on_writeable(struct lws *wsi, ns_req *r, int *done) {
+  uint8_t hb[LWS_PRE + 1024], *start = hb + LWS_PRE, *p = start,
+                              *end = hb + sizeof(hb) - 1;
+  if (!r || !r->status)
+    return 0;
+  if (!r->headers_sent) {
+    if (lws_add_http_common_headers(wsi, (unsigned)r->status, r->ctype,
+                                    r->resp_len, &p, end) ||
+        lws_finalize_write_http_header(wsi, start, &p, end))
+      return -1;
+    r->headers_sent = 1;
+    if (r->resp_len) {
+      lws_callback_on_writable(wsi);
+      return 0;
+    }
+  } else {
+    /* lws_write needs LWS_PRE writable bytes before the payload. */
+    uint8_t *buf = malloc(LWS_PRE + r->resp_len);
+    int n;
+    if (!buf)
+      return -1;
+    memcpy(buf + LWS_PRE, r->resp, r->resp_len);
+    n = lws_write(wsi, buf + LWS_PRE, r->resp_len, LWS_WRITE_HTTP_FINAL);
+    free(buf);
+    if (n < (int)r->resp_len)
+      return -1;
+  }
+  *done = 1;
+  return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+int ns__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
+                      void *user, void *in, size_t len) {
+  ns_session *s = user;
+  switch (reason) {
+  case LWS_CALLBACK_HTTP:
+    return on_http(wsi, s, in);
+  case LWS_CALLBACK_HTTP_BODY:
+    if (s->req && s->req->body) {
+      ns_req *r = s->req;
+      if (r->body_len + len > r->body_max) {
+        reply_error(r, 413, "too_large", "request body exceeds Content-Length");
+        return 0;
+      }
+      memcpy(r->body + r->body_len, in, len);
+      r->body_len += len;
+    }
+    return 0;
+  case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+    if (s->req && !s->req->status) {
+      s->req->body[s->req->body_len] = '\0';
+      dispatch(s->req);
+    }
+    return 0;
+  case LWS_CALLBACK_HTTP_WRITEABLE: {
+    ns_req *r = s->req;
+    int done = 0, rc = on_writeable(wsi, r, &done);
+    if (done) {
+      s->req = NULL;
+      req_free(r);
+    }
+    return rc;
+  }
+  case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+  case LWS_CALLBACK_CLOSED_HTTP:
+    if (s && s->kind == 3 && s->req) {
+      ns_req *r = s->req;
+      s->req = NULL;
+      if (r->pending)
+        r->wsi = NULL; /* the completion frees it */
+      else
+        req_free(r);
+    }
+    return 0;
+  default:
+    return 0;
+  }
+}

@@ -1,0 +1,62 @@
+/*
+ * ns_metrics.h -- counters, gauges and one histogram, rendered in the
+ * Prometheus text exposition format (SPEC §8).  Pure: no I/O.
+ *
+ * Labelled counter families hold at most NS_METRIC_LABELS distinct label
+ * values; further values are counted under "other" so a client cannot grow
+ * the table (message types come from clients).
+ */
+#ifndef NS_METRICS_H
+#define NS_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define NS_METRIC_LABELS 24
+
+typedef enum {
+  NS_M_HANDSHAKES = 0,   /* notisync_handshakes_total{result} */
+  NS_M_SENT,             /* notisync_messages_sent_total{type} */
+  NS_M_RECEIVED,         /* notisync_messages_received_total{type} */
+  NS_M_QUEUE_DROPPED,    /* notisync_queue_dropped_total{reason} */
+  NS_M_HTTP,             /* notisync_http_requests_total{status} */
+  NS_M__FAMILIES
+} ns_metric_family;
+
+typedef struct ns_metric_family_data {
+  size_t n;
+  char label[NS_METRIC_LABELS][40];
+  uint64_t value[NS_METRIC_LABELS];
+} ns_metric_family_data;
+
+#define NS_LAT_BUCKETS 12
+
+typedef struct ns_metrics {
+  ns_metric_family_data fam[NS_M__FAMILIES];
+  uint64_t queue_appends;
+  uint64_t slow_consumer_closes;
+  uint64_t lat_bucket[NS_LAT_BUCKETS + 1]; /* last = +Inf */
+  uint64_t lat_count;
+  double lat_sum;
+} ns_metrics;
+
+/* Gauges sampled at render time. */
+typedef struct ns_metrics_gauges {
+  uint64_t connections;
+  uint64_t device_connections;
+  uint64_t outbound_bytes;
+  uint64_t users;
+  int redis_up;
+  int postgres_up;
+  int64_t uptime_s;
+} ns_metrics_gauges;
+
+void ns_metrics_init(ns_metrics *m);
+void ns_metrics_inc(ns_metrics *m, ns_metric_family f, const char *label);
+void ns_metrics_observe_latency(ns_metrics *m, double seconds);
+
+/* Renders everything into a malloc'd NUL-terminated string (*len bytes). */
+char *ns_metrics_render(const ns_metrics *m, const ns_metrics_gauges *g,
+                        size_t *len);
+
+#endif

@@ -1,0 +1,712 @@
+/*
+ * ns_presence.c -- device registration, presence and the per-user event bus.
+ *
+ * Redis layout (DESIGN.md): presence:{user} hash device -> JSON
+ * {status, instance, conn, since, last_seen}; inst:{id} liveness key (TTL
+ * 15 s, refreshed every 5 s); stats:conn hash instance -> connections;
+ * channel u:{user} carries compact events between instances:
+ *   {"k":"st","d":device,"s":"online"|"offline","ls":ms}   device status
+ *   {"k":"kick","d":device,"c":conn_id}                     one conn per device
+ * Presence changes run as Lua scripts so the read-modify-write and the
+ * PUBLISH are atomic across instances.  A device reading `online` whose
+ * instance key has expired is reported offline (crashed instance).
+ */
+#include <hiredis/hiredis.h>
+#include <json.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ns_log.h"
+#include "ns_server_int.h"
+
+#define INST_TTL_S 15
+
+/* Connect: counts the user's live devices (other than this one) against the
+ * cap, stores the new presence, and publishes either a kick for the device's
+ * previous connection (it was online: no online flap) or its online status.
+ * Returns -1 (cap reached), 1 (was online), 0 (came online). */
+static const char LUA_CONNECT[] =
+    "local h = redis.call('HGETALL', KEYS[1])\n"
+    "local n, old = 0, false\n"
+    "for i = 1, #h, 2 do\n"
+    "  local ok, t = pcall(cjson.decode, h[i+1])\n"
+    "  if ok and t.status == 'online' and (t.instance == ARGV[5] or\n"
+    "     redis.call('EXISTS', ARGV[4] .. t.instance) == 1) then\n"
+    "    if h[i] == ARGV[1] then old = true else n = n + 1 end\n"
+    "  end\n"
+    "end\n"
+    "if n >= tonumber(ARGV[3]) then return -1 end\n"
+    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
+    "if old then redis.call('PUBLISH', KEYS[2], ARGV[7]) return 1 end\n"
+    "redis.call('PUBLISH', KEYS[2], ARGV[6])\n"
+    "return 0\n";
+
+/* Offline: only if the stored presence still belongs to this connection
+ * (a reconnect or a newer connection elsewhere wins). */
+static const char LUA_OFFLINE[] =
+    "local cur = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    "if not cur then return 0 end\n"
+    "local ok, t = pcall(cjson.decode, cur)\n"
+    "if not ok or t.conn ~= ARGV[2] then return 0 end\n"
+    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])\n"
+    "redis.call('PUBLISH', KEYS[2], ARGV[4])\n"
+    "return 1\n";
+
+/* Read: [device, status, last_seen_ms, queued, ...]. */
+static const char LUA_READ[] =
+    "local h = redis.call('HGETALL', KEYS[1])\n"
+    "local out = {}\n"
+    "for i = 1, #h, 2 do\n"
+    "  local ok, t = pcall(cjson.decode, h[i+1])\n"
+    "  local st, ls = 'offline', 0\n"
+    "  if ok then\n"
+    "    ls = t.last_seen or 0\n"
+    "    if t.status == 'online' and (t.instance == ARGV[3] or\n"
+    "       redis.call('EXISTS', ARGV[1] .. t.instance) == 1) then\n"
+    "      st = 'online' end\n"
+    "  end\n"
+    "  out[#out+1] = h[i]; out[#out+1] = st\n"
+    "  out[#out+1] = string.format('%d', ls)\n"
+    "  out[#out+1] = redis.call('XLEN', ARGV[2] .. h[i])\n"
+    "end\n"
+    "return out\n";
+
+/* Total connections of live instances; prunes dead ones. */
+static const char LUA_TOTAL[] =
+    "local h = redis.call('HGETALL', KEYS[1])\n"
+    "local total = 0\n"
+    "for i = 1, #h, 2 do\n"
+    "  if redis.call('EXISTS', ARGV[1] .. h[i]) == 1 then\n"
+    "    total = total + tonumber(h[i+1])\n"
+    "  else redis.call('HDEL', KEYS[1], h[i]) end\n"
+    "end\n"
+    "return total\n";
+
+void ns__key(const ns_server *srv, char *buf, size_t n, const char *fmt, ...) {
+  va_list ap;
+  size_t p = (size_t)snprintf(buf, n, "%s", srv->prefix);
+  va_start(ap, fmt);
+  vsnprintf(buf + p, n - p, fmt, ap);
+  va_end(ap);
+}
+
+/* ---- small helpers ---- */
+
+static char *presence_json(const char *status, const ns_server *srv,
+                           const char *conn_id, int64_t since, int64_t ls) {
+  char *s = ns_xmalloc(256);
+  snprintf(s, 256,
+           "{\"status\":\"%s\",\"instance\":\"%s\",\"conn\":\"%s\","
+           "\"since\":%lld,\"last_seen\":%lld}",
+           status, srv->instance_id, conn_id, (long long)since, (long long)ls);
+  return s;
+}
+
+static char *status_event(const char *device, const char *status, int64_t ls) {
+  char *s = ns_xmalloc(160);
+  snprintf(s, 160, "{\"k\":\"st\",\"d\":\"%s\",\"s\":\"%s\",\"ls\":%lld}",
+           device, status, (long long)ls);
+  return s;
+}
+
+static int eval(ns_server *srv, ns_redis_cb cb, void *arg, const char *script,
+                int nkeys, const char **args, int nargs) {
+  const char *argv[16];
+  char nk[8];
+  int i;
+  argv[0] = "EVAL";
+  argv[1] = script;
+  snprintf(nk, sizeof(nk), "%d", nkeys);
+  argv[2] = nk;
+  for (i = 0; i < nargs && i < 13; i++)
+    argv[3 + i] = args[i];
+  return ns_redis_cmdargv(srv->redis, cb, arg, 3 + nargs, argv, NULL);
+}
+
+static void op_done(redisReply *r, void *arg) {
+  ns_server *srv = arg;
+  (void)r;
+  srv->pending_ops--;
+}
+
+static void op_done_pg(PGresult *r, void *arg) {
+  ns_server *srv = arg;
+  (void)r;
+  srv->pending_ops--;
+}
+
+static void stats_update(ns_server *srv) {
+  char inst[160], stats[96], n[24];
+  ns__key(srv, inst, sizeof(inst), "inst:%s", srv->instance_id);
+  ns__key(srv, stats, sizeof(stats), "stats:conn");
+  snprintf(n, sizeof(n), "%zu", srv->nconns);
+  ns_redis_cmd(srv->redis, NULL, NULL, "SET %s 1 EX %d", inst, INST_TTL_S);
+  ns_redis_cmd(srv->redis, NULL, NULL, "HSET %s %s %s", stats,
+               srv->instance_id, n);
+}
+
+void ns_presence_heartbeat(ns_server *srv) { stats_update(srv); }
+
+void ns_presence_retire(ns_server *srv) {
+  char inst[160], stats[96];
+  ns__key(srv, inst, sizeof(inst), "inst:%s", srv->instance_id);
+  ns__key(srv, stats, sizeof(stats), "stats:conn");
+  if (ns_redis_cmd(srv->redis, op_done, srv, "DEL %s", inst) == 0)
+    srv->pending_ops++;
+  if (ns_redis_cmd(srv->redis, op_done, srv, "HDEL %s %s", stats,
+                   srv->instance_id) == 0)
+    srv->pending_ops++;
+}
+
+static void user_channel(const ns_server *srv, const char *user, char *buf,
+                         size_t n) {
+  ns__key(srv, buf, n, "u:%s", user);
+}
+
+/* ---- device list: PostgreSQL rows merged with Redis presence ---- */
+
+typedef struct devlist_op {
+  ns_server *srv;
+  char user[NS_SUB_MAX + 1];
+  ns_devlist list;
+  ns_devlist_cb cb;
+  void *arg;
+} devlist_op;
+
+static void devlist_finish(devlist_op *op, int rc) {
+  op->cb(rc, &op->list, op->arg);
+  free(op->list.rows);
+  free(op);
+}
+
+static void on_devlist_presence(redisReply *r, void *arg) {
+  devlist_op *op = arg;
+  size_t i, j;
+  if (!r || r->type != REDIS_REPLY_ARRAY) {
+    devlist_finish(op, NS_EUNAVAIL);
+    return;
+  }
+  for (i = 0; i + 3 < r->elements + 0 && i + 3 <= r->elements - 1; i += 4) {
+    const char *dev = r->element[i]->str;
+    for (j = 0; dev && j < op->list.n; j++) {
+      ns_devrow *row = &op->list.rows[j];
+      long long ls;
+      if (strcmp(row->device_id, dev) != 0)
+        continue;
+      row->online = r->element[i + 1]->str &&
+                    strcmp(r->element[i + 1]->str, "online") == 0;
+      ls = r->element[i + 2]->str ? atoll(r->element[i + 2]->str) : 0;
+      if (ls > row->last_seen_ms)
+        row->last_seen_ms = ls;
+      row->queued = r->element[i + 3]->integer;
+    }
+  }
+  devlist_finish(op, 0);
+}
+
+static void on_devlist_rows(PGresult *res, void *arg) {
+  devlist_op *op = arg;
+  ns_server *srv = op->srv;
+  char key[200], iprefix[96], qprefix[200];
+  const char *args[4];
+  int i, n;
+  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+    devlist_finish(op, NS_EUNAVAIL);
+    return;
+  }
+  n = PQntuples(res);
+  op->list.rows = ns_xcalloc((size_t)(n ? n : 1), sizeof(ns_devrow));
+  op->list.n = (size_t)n;
+  for (i = 0; i < n; i++) {
+    ns_devrow *row = &op->list.rows[i];
+    snprintf(row->device_id, sizeof(row->device_id), "%s",
+             PQgetvalue(res, i, 0));
+    snprintf(row->name, sizeof(row->name), "%s", PQgetvalue(res, i, 1));
+    snprintf(row->platform, sizeof(row->platform), "%s",
+             PQgetvalue(res, i, 2));
+    row->first_seen_ms = atoll(PQgetvalue(res, i, 3));
+    row->last_seen_ms = atoll(PQgetvalue(res, i, 4));
+  }
+  ns__key(srv, key, sizeof(key), "presence:%s", op->user);
+  ns__key(srv, iprefix, sizeof(iprefix), "inst:");
+  ns__key(srv, qprefix, sizeof(qprefix), "q:%s:", op->user);
+  args[0] = key;
+  args[1] = iprefix;
+  args[2] = qprefix;
+  args[3] = srv->instance_id;
+  if (eval(srv, on_devlist_presence, op, LUA_READ, 1, args, 4) != 0)
+    devlist_finish(op, NS_EUNAVAIL);
+}
+
+int ns_presence_devices(ns_server *srv, const char *user, ns_devlist_cb cb,
+                        void *arg) {
+  static const char sql[] =
+      "SELECT device_id, coalesce(device_name, ''), coalesce(platform, ''), "
+      "(extract(epoch FROM first_seen) * 1000)::bigint, "
+      "(extract(epoch FROM last_seen) * 1000)::bigint "
+      "FROM devices WHERE user_id = $1 ORDER BY first_seen, device_id";
+  devlist_op *op;
+  const char *params[1] = {user};
+  if (!srv->pg_ready || !ns__server_redis_up(srv))
+    return NS_EUNAVAIL;
+  op = ns_xcalloc(1, sizeof(*op));
+  op->srv = srv;
+  snprintf(op->user, sizeof(op->user), "%s", user);
+  op->cb = cb;
+  op->arg = arg;
+  if (ns_pg_query(srv->pg, sql, 1, params, on_devlist_rows, op) != 0) {
+    free(op);
+    return NS_EUNAVAIL;
+  }
+  return 0;
+}
+
+/* ---- connect: presence, device row, welcome ---- */
+
+static void fail_connect(ns_conn *c, int code, const char *why) {
+  ns_log(NS_LOG_WARN, "conn %s: connect failed: %s", c->id, why);
+  ns_conn_close(c, code, why);
+}
+
+static void json_add_str(json_object *o, const char *k, const char *v) {
+  json_object_object_add(o, k, json_object_new_string(v));
+}
+
+static void on_welcome_devices(int rc, const ns_devlist *l, void *arg) {
+  ns_conn *c = arg;
+  json_object *d, *arr;
+  char ts[NS_TS_LEN];
+  size_t i, len;
+  char *buf;
+  ns_msg *m;
+  if (!c->wsi || c->state == NS_CONN_CLOSING) {
+    ns_conn_unref(c);
+    return;
+  }
+  if (rc != 0) {
+    fail_connect(c, 1011, "backend unavailable");
+    ns_conn_unref(c);
+    return;
+  }
+  d = json_object_new_object();
+  json_add_str(d, "user_id", c->who.sub);
+  json_add_str(d, "device_id", c->device);
+  json_add_str(d, "connection_id", c->id);
+  ns_format_ts(ns_now_ms(), ts);
+  json_add_str(d, "server_time", ts);
+  json_object_object_add(
+      d, "heartbeat_interval_s",
+      json_object_new_int64(c->srv->cfg->heartbeat_interval_ms / 1000));
+  /* The durable queue is not built yet: nothing is replayed after welcome. */
+  json_object_object_add(d, "queued", json_object_new_int(0));
+  arr = json_object_new_array();
+  for (i = 0; i < l->n; i++) {
+    json_object *e = json_object_new_object();
+    int self = strcmp(l->rows[i].device_id, c->device) == 0;
+    json_add_str(e, "device_id", l->rows[i].device_id);
+    json_add_str(e, "status", self || l->rows[i].online ? "online" : "offline");
+    ns_format_ts(l->rows[i].last_seen_ms, ts);
+    json_add_str(e, "last_seen", ts);
+    json_object_array_add(arr, e);
+  }
+  json_object_object_add(d, "devices", arr);
+  buf = ns_proto_envelope("welcome", d, NULL, NULL, ns_now_ms(), LWS_PRE, &len);
+  m = ns_msg_wrap(buf, len, "welcome");
+  if (m) {
+    ns_conn_send_front(c, m);
+    ns_msg_unref(&m);
+  }
+  c->state = NS_CONN_READY;
+  if (c->wsi)
+    lws_callback_on_writable(c->wsi);
+  ns_log(NS_LOG_INFO, "conn %s: device %s of user %s online", c->id, c->device,
+         c->who.sub);
+  ns_conn_unref(c);
+}
+
+static void on_device_upserted(PGresult *res, void *arg) {
+  ns_conn *c = arg;
+  if (!c->wsi || c->state == NS_CONN_CLOSING) {
+    ns_conn_unref(c);
+    return;
+  }
+  if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
+    fail_connect(c, 1011, "backend unavailable");
+    ns_conn_unref(c);
+    return;
+  }
+  if (ns_presence_devices(c->srv, c->who.sub, on_welcome_devices, c) != 0) {
+    fail_connect(c, 1011, "backend unavailable");
+    ns_conn_unref(c);
+  }
+}
+
+static void hub_leave(ns_conn *c) {
+  ns_server *srv = c->srv;
+  char ch[200];
+  if (!c->in_hub)
+    return;
+  c->in_hub = 0;
+  if (ns_hub_remove(srv->hub, c->who.sub, c->device, c) &&
+      ns_hub_user_devices(srv->hub, c->who.sub) == 0) {
+    user_channel(srv, c->who.sub, ch, sizeof(ch));
+    ns_redis_unsubscribe(srv->redis, ch);
+  }
+}
+
+static void on_connect_script(redisReply *r, void *arg) {
+  static const char sql[] =
+      "INSERT INTO devices (user_id, device_id, device_name, platform) "
+      "VALUES ($1, $2, nullif($3, ''), nullif($4, '')) "
+      "ON CONFLICT (user_id, device_id) DO UPDATE SET last_seen = now(), "
+      "device_name = coalesce(excluded.device_name, devices.device_name), "
+      "platform = coalesce(excluded.platform, devices.platform)";
+  ns_conn *c = arg;
+  const char *params[4];
+  if (!c->wsi || c->state == NS_CONN_CLOSING) {
+    ns_conn_unref(c);
+    return;
+  }
+  if (!r || r->type != REDIS_REPLY_INTEGER) {
+    fail_connect(c, 1011, "backend unavailable");
+    ns_conn_unref(c);
+    return;
+  }
+  if (r->integer < 0) {
+    hub_leave(c);
+    ns_metrics_inc(&c->srv->metrics, NS_M_HANDSHAKES, "too many devices");
+    ns_conn_close(c, 1008, "too many devices");
+    ns_conn_unref(c);
+    return;
+  }
+  params[0] = c->who.sub;
+  params[1] = c->device;
+  params[2] = c->device_name;
+  params[3] = c->platform;
+  if (!c->srv->pg_ready ||
+      ns_pg_query(c->srv->pg, sql, 4, params, on_device_upserted, c) != 0) {
+    fail_connect(c, 1011, "backend unavailable");
+    ns_conn_unref(c);
+  }
+}
+
+void ns_presence_connect(ns_conn *c) {
+  ns_server *srv = c->srv;
+  void *old = NULL;
+  char key[200], ch[200], iprefix[96], max[24];
+  char *val, *online, kick[200];
+  const char *args[9];
+  int64_t now = ns_now_ms();
+  int rc;
+
+  if (!ns__server_redis_up(srv) || !srv->pg_ready) {
+    fail_connect(c, 1011, "backend unavailable");
+    return;
+  }
+  ns_hub_add(srv->hub, c->who.sub, c->device, c, &old);
+  c->in_hub = 1;
+  if (old) {
+    ((ns_conn *)old)->in_hub = 0;
+    ns_conn_close(old, 4000, "replaced");
+  }
+  user_channel(srv, c->who.sub, ch, sizeof(ch));
+  if (ns_hub_user_devices(srv->hub, c->who.sub) == 1)
+    ns_redis_subscribe(srv->redis, ch);
+  stats_update(srv);
+
+  ns__key(srv, key, sizeof(key), "presence:%s", c->who.sub);
+  ns__key(srv, iprefix, sizeof(iprefix), "inst:");
+  snprintf(max, sizeof(max), "%lld", (long long)srv->cfg->max_devices_per_user);
+  val = presence_json("online", srv, c->id, now, now);
+  online = status_event(c->device, "online", now);
+  snprintf(kick, sizeof(kick), "{\"k\":\"kick\",\"d\":\"%s\",\"c\":\"%s\"}",
+           c->device, c->id);
+  args[0] = key;
+  args[1] = ch;
+  args[2] = c->device;
+  args[3] = val;
+  args[4] = max;
+  args[5] = iprefix;
+  args[6] = srv->instance_id;
+  args[7] = online;
+  args[8] = kick;
+  ns_conn_ref(c);
+  rc = eval(srv, on_connect_script, c, LUA_CONNECT, 2, args, 9);
+  free(val);
+  free(online);
+  if (rc != 0) {
+    ns_conn_unref(c);
+    fail_connect(c, 1011, "backend unavailable");
+  }
+}
+
+/* ---- disconnect ---- */
+
+typedef struct ns_pending_off {
+  uv_timer_t timer;
+  ns_server *srv;
+  struct ns_pending_off *prev, *next;
+  char user[NS_SUB_MAX + 1];
+  char device[NS_DEVICE_ID_MAX + 1];
+  char conn_id[96];
+} pending_off;
+
+static void mark_offline(ns_server *srv, const char *user, const char *device,
+                         const char *conn_id) {
+  char key[200], ch[200];
+  int64_t now = ns_now_ms();
+  char *val = presence_json("offline", srv, conn_id, now, now);
+  char *ev = status_event(device, "offline", now);
+  const char *args[6];
+  ns__key(srv, key, sizeof(key), "presence:%s", user);
+  user_channel(srv, user, ch, sizeof(ch));
+  args[0] = key;
+  args[1] = ch;
+  args[2] = device;
+  args[3] = conn_id;
+  args[4] = val;
+  args[5] = ev;
+  if (eval(srv, op_done, srv, LUA_OFFLINE, 2, args, 6) == 0)
+    srv->pending_ops++;
+  free(val);
+  free(ev);
+}
+
+static void pending_closed(uv_handle_t *h) { free(h->data); }
+
+static void pending_fire(pending_off *p) {
+  ns_server *srv = p->srv;
+  if (p->prev)
+    p->prev->next = p->next;
+  else
+    srv->offline = p->next;
+  if (p->next)
+    p->next->prev = p->prev;
+  mark_offline(srv, p->user, p->device, p->conn_id);
+  uv_timer_stop(&p->timer);
+  uv_close((uv_handle_t *)&p->timer, pending_closed);
+}
+
+static void on_grace_over(uv_timer_t *t) { pending_fire(t->data); }
+
+void ns_presence_flush_pending(ns_server *srv) {
+  while (srv->offline)
+    pending_fire(srv->offline);
+}
+
+void ns_presence_disconnect(ns_conn *c) {
+  static const char sql[] = "UPDATE devices SET last_seen = now() "
+                            "WHERE user_id = $1 AND device_id = $2";
+  ns_server *srv = c->srv;
+  const char *params[2] = {c->who.sub, c->device};
+  hub_leave(c);
+  stats_update(srv);
+  if (srv->pg_ready &&
+      ns_pg_query(srv->pg, sql, 2, params, op_done_pg, srv) == 0)
+    srv->pending_ops++;
+  if (srv->cfg->presence_grace_ms <= 0 || srv->stopping) {
+    mark_offline(srv, c->who.sub, c->device, c->id);
+  } else {
+    pending_off *p = ns_xcalloc(1, sizeof(*p));
+    p->srv = srv;
+    snprintf(p->user, sizeof(p->user), "%s", c->who.sub);
+    snprintf(p->device, sizeof(p->device), "%s", c->device);
+    snprintf(p->conn_id, sizeof(p->conn_id), "%s", c->id);
+    uv_timer_init(&srv->loop, &p->timer);
+    p->timer.data = p;
+    p->next = srv->offline;
+    if (srv->offline)
+      srv->offline->prev = p;
+    srv->offline = p;
+    uv_timer_start(&p->timer, on_grace_over,
+                   (uint64_t)srv->cfg->presence_grace_ms, 0);
+  }
+}
+
+/* ---- the user bus ---- */
+
+typedef struct status_fan {
+  const char *device;
+  ns_msg *msg;
+} status_fan;
+
+static void fan_status(void *conn, void *arg) {
+  ns_conn *c = conn;
+  status_fan *f = arg;
+  if (c->state == NS_CONN_READY && strcmp(c->device, f->device) != 0)
+    ns_conn_send(c, f->msg);
+}
+
+static void on_status_event(ns_server *srv, const char *user,
+                            json_object *ev) {
+  json_object *d, *s, *ls;
+  json_object *data;
+  status_fan f;
+  char ts[NS_TS_LEN];
+  size_t len;
+  char *buf;
+  if (!json_object_object_get_ex(ev, "d", &d) ||
+      !json_object_object_get_ex(ev, "s", &s) ||
+      !json_object_object_get_ex(ev, "ls", &ls))
+    return;
+  data = json_object_new_object();
+  json_add_str(data, "device_id", json_object_get_string(d));
+  json_add_str(data, "status", json_object_get_string(s));
+  ns_format_ts(json_object_get_int64(ls), ts);
+  json_add_str(data, "last_seen", ts);
+  buf = ns_proto_envelope("device_status", data, NULL, NULL, ns_now_ms(),
+                          LWS_PRE, &len);
+  f.device = json_object_get_string(d);
+  f.msg = ns_msg_wrap(buf, len, "device_status");
+  if (!f.msg)
+    return;
+  ns_hub_each(srv->hub, user, fan_status, &f);
+  ns_msg_unref(&f.msg);
+}
+
+void ns_presence_on_message(ns_server *srv, const char *ch, size_t chlen,
+                            const char *payload, size_t len) {
+  char user[NS_SUB_MAX + 1];
+  size_t plen = strlen(srv->prefix) + 2;
+  json_object *ev, *k, *d, *cid;
+  if (chlen <= plen || chlen - plen > NS_SUB_MAX)
+    return;
+  memcpy(user, ch + plen, chlen - plen);
+  user[chlen - plen] = '\0';
+  ev = json_tokener_parse_verbose(payload, NULL);
+  (void)len;
+  if (!ev)
+    return;
+  if (json_object_object_get_ex(ev, "k", &k)) {
+    const char *kind = json_object_get_string(k);
+    if (strcmp(kind, "st") == 0) {
+      on_status_event(srv, user, ev);
+    } else if (strcmp(kind, "kick") == 0 &&
+               json_object_object_get_ex(ev, "d", &d) &&
+               json_object_object_get_ex(ev, "c", &cid)) {
+      ns_conn *c = ns_hub_get(srv->hub, user, json_object_get_string(d));
+      if (c && strcmp(c->id, json_object_get_string(cid)) != 0) {
+        hub_leave(c);
+        ns_conn_close(c, 4000, "replaced");
+      }
+    }
+  }
+  json_object_put(ev);
+}
+
+typedef struct resub {
+  ns_server *srv;
+  const char *last;
+} resub;
+
+static void resub_one(void *conn, void *arg) {
+  ns_conn *c = conn;
+  resub *r = arg;
+  char ch[200];
+  /* ns_hub_each visits a user's devices consecutively. */
+  if (r->last && strcmp(r->last, c->who.sub) == 0)
+    return;
+  r->last = c->who.sub;
+  user_channel(r->srv, c->who.sub, ch, sizeof(ch));
+  ns_redis_subscribe(r->srv->redis, ch);
+}
+
+void ns_presence_resubscribe(ns_server *srv) {
+  resub r = {srv, NULL};
+  ns_hub_each(srv->hub, NULL, resub_one, &r);
+}
+
+/* ---- totals and forgetting ---- */
+
+typedef struct total_op {
+  ns_total_cb cb;
+  void *arg;
+} total_op;
+
+static void on_total(redisReply *r, void *arg) {
+  total_op *op = arg;
+  if (r && r->type == REDIS_REPLY_INTEGER)
+    op->cb(0, r->integer, op->arg);
+  else
+    op->cb(NS_EUNAVAIL, 0, op->arg);
+  free(op);
+}
+
+int ns_presence_total(ns_server *srv, ns_total_cb cb, void *arg) {
+  char key[96], iprefix[96];
+  const char *args[2];
+  total_op *op = ns_xmalloc(sizeof(*op));
+  ns__key(srv, key, sizeof(key), "stats:conn");
+  ns__key(srv, iprefix, sizeof(iprefix), "inst:");
+  args[0] = key;
+  args[1] = iprefix;
+  op->cb = cb;
+  op->arg = arg;
+  if (eval(srv, on_total, op, LUA_TOTAL, 1, args, 2) != 0) {
+    free(op);
+    return NS_EUNAVAIL;
+  }
+  return 0;
+}
+
+typedef struct forget_op {
+  ns_server *srv;
+  char user[NS_SUB_MAX + 1];
+  char device[NS_DEVICE_ID_MAX + 1];
+  ns_done_cb cb;
+  void *arg;
+} forget_op;
+
+static void on_forget_redis(redisReply *r, void *arg) {
+  forget_op *op = arg;
+  op->cb(r ? 0 : NS_EUNAVAIL, op->arg);
+  free(op);
+}
+
+static void on_forget_row(PGresult *res, void *arg) {
+  forget_op *op = arg;
+  ns_server *srv = op->srv;
+  char pkey[200], qkey[300], ckey[200];
+  if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
+    op->cb(NS_EUNAVAIL, op->arg);
+    free(op);
+    return;
+  }
+  if (strcmp(PQcmdTuples(res), "0") == 0) {
+    op->cb(NS_ENOTFOUND, op->arg);
+    free(op);
+    return;
+  }
+  ns__key(srv, pkey, sizeof(pkey), "presence:%s", op->user);
+  ns__key(srv, qkey, sizeof(qkey), "q:%s:%s", op->user, op->device);
+  ns__key(srv, ckey, sizeof(ckey), "cur:%s", op->user);
+  ns_redis_cmd(srv->redis, NULL, NULL, "HDEL %s %s", pkey, op->device);
+  ns_redis_cmd(srv->redis, NULL, NULL, "HDEL %s %s", ckey, op->device);
+  if (ns_redis_cmd(srv->redis, on_forget_redis, op, "DEL %s", qkey) != 0) {
+    op->cb(NS_EUNAVAIL, op->arg);
+    free(op);
+  }
+}
+
+int ns_presence_forget(ns_server *srv, const char *user, const char *device,
+                       ns_done_cb cb, void *arg) {
+  static const char sql[] =
+      "DELETE FROM devices WHERE user_id = $1 AND device_id = $2";
+  const char *params[2] = {user, device};
+  forget_op *op;
+  if (!srv->pg_ready || !ns__server_redis_up(srv))
+    return NS_EUNAVAIL;
+  op = ns_xcalloc(1, sizeof(*op));
+  op->srv = srv;
+  snprintf(op->user, sizeof(op->user), "%s", user);
+  snprintf(op->device, sizeof(op->device), "%s", device);
+  op->cb = cb;
+  op->arg = arg;
+  if (ns_pg_query(srv->pg, sql, 2, params, on_forget_row, op) != 0) {
+    free(op);
+    return NS_EUNAVAIL;
+  }
+  return 0;
+}

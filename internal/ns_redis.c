@@ -1,0 +1,312 @@
+/*
+ * ns_redis.c -- reconnecting hiredis async contexts (see ns_redis.h).
+ *
+ * Each context slot (cmd, sub) is either connecting, up, or down waiting for
+ * its retry timer.  hiredis frees a context itself after the connect or
+ * disconnect callback, so the slot's pointer is cleared there and never used
+ * afterwards.
+ */
+#include "ns_redis.h"
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ns_common.h"
+#include "ns_log.h"
+#include "ns_redis_uv.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define PING_TIMEOUT_MS 3000
+
+typedef struct slot {
+  ns_redis *r;
+  int is_sub;
+  redisAsyncContext *ac;
+  int up;
+  uv_timer_t retry;
+  int64_t backoff_ms;
+} slot;
+
+struct ns_redis {
+  uv_loop_t *loop;
+  char host[256];
+  int port;
+  int db;
+  ns_redis_handlers h;
+  slot cmd, sub;
+  int64_t ping_sent_ms; /* 0 = no PING outstanding */
+  int closing;
+  int open_handles;
+};
+
+static void slot_connect(slot *s);
+
+static void notify(ns_redis *r, int sub_reconnected) {
+  if (r->h.on_state && !r->closing)
+    r->h.on_state(r->h.arg, ns_redis_up(r), sub_reconnected);
+}
+
+static int parse_url(ns_redis *r, const char *url) {
+  const char *p = url, *slash, *colon;
+  size_t hostlen;
+  char *end;
+  if (strncmp(p, "redis://", 8) != 0)
+    return NS_EINVAL;
+  p += 8;
+  if (strchr(p, '@'))
+    p = strchr(p, '@') + 1; /* credentials are not supported: ignored */
+  slash = strchr(p, '/');
+  colon = memchr(p, ':', slash ? (size_t)(slash - p) : strlen(p));
+  hostlen = colon ? (size_t)(colon - p) : slash ? (size_t)(slash - p) : strlen(p);
+  if (hostlen == 0 || hostlen >= sizeof(r->host))
+    return NS_EINVAL;
+  memcpy(r->host, p, hostlen);
+  r->host[hostlen] = '\0';
+  r->port = 6379;
+  if (colon) {
+    long port = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || port < 1 || port > 65535 || (*end && *end != '/'))
+      return NS_EINVAL;
+    r->port = (int)port;
+  }
+  r->db = 0;
+  if (slash && slash[1]) {
+    long db = strtol(slash + 1, &end, 10);
+    if (*end || db < 0 || db > 1000)
+      return NS_EINVAL;
+    r->db = (int)db;
+  }
+  return 0;
+}
+
+static void on_retry(uv_timer_t *t) { slot_connect(t->data); }
+
+static void retry_later(slot *s) {
+  if (s->r->closing)
+    return;
+  uv_timer_start(&s->retry, on_retry, (uint64_t)s->backoff_ms, 0);
+  s->backoff_ms = NS_MIN(s->backoff_ms * 2, BACKOFF_MAX_MS);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status) {
+  slot *s = ac->data;
+  if (status != REDIS_OK) {
+    ns_log(NS_LOG_WARN, "redis %s connect to %s:%d failed: %s",
+           s->is_sub ? "sub" : "cmd", s->r->host, s->r->port, ac->errstr);
+    s->ac = NULL; /* hiredis frees it after this callback */
+    retry_later(s);
+    return;
+  }
+  s->up = 1;
+  s->backoff_ms = BACKOFF_MIN_MS;
+  ns_log(NS_LOG_INFO, "redis %s connected to %s:%d", s->is_sub ? "sub" : "cmd",
+         s->r->host, s->r->port);
+  if (!s->is_sub)
+    s->r->ping_sent_ms = 0;
+  notify(s->r, s->is_sub);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status) {
+  slot *s = ac->data;
+  s->ac = NULL;
+  s->up = 0;
+  if (s->r->closing)
+    return;
+  ns_log(NS_LOG_WARN, "redis %s connection lost: %s", s->is_sub ? "sub" : "cmd",
+         status == REDIS_OK ? "closed" : ac->errstr);
+  if (!s->is_sub)
+    s->r->ping_sent_ms = 0;
+  notify(s->r, 0);
+  retry_later(s);
+}
+
+static void slot_connect(slot *s) {
+  redisAsyncContext *ac;
+  if (s->r->closing || s->ac)
+    return;
+  ac = redisAsyncConnect(s->r->host, s->r->port);
+  if (!ac) {
+    retry_later(s);
+    return;
+  }
+  if (ac->err) {
+    ns_log(NS_LOG_WARN, "redis connect: %s", ac->errstr);
+    redisAsyncFree(ac);
+    retry_later(s);
+    return;
+  }
+  ac->data = s;
+  if (ns_redis_uv_attach(ac, s->r->loop) != 0) {
+    redisAsyncFree(ac);
+    retry_later(s);
+    return;
+  }
+  redisEnableKeepAlive(&ac->c);
+  redisAsyncSetConnectCallback(ac, on_connect);
+  redisAsyncSetDisconnectCallback(ac, on_disconnect);
+  s->ac = ac;
+  if (s->r->db)
+    redisAsyncCommand(ac, NULL, NULL, "SELECT %d", s->r->db);
+}
+
+static void slot_init(ns_redis *r, slot *s, int is_sub) {
+  s->r = r;
+  s->is_sub = is_sub;
+  s->backoff_ms = BACKOFF_MIN_MS;
+  uv_timer_init(r->loop, &s->retry);
+  s->retry.data = s;
+  r->open_handles++;
+}
+
+int ns_redis_open(ns_redis **out, uv_loop_t *loop, const char *url,
+                  const ns_redis_handlers *h) {
+  ns_redis *r = ns_xcalloc(1, sizeof(*r));
+  r->loop = loop;
+  r->h = *h;
+  if (parse_url(r, url) != 0) {
+    free(r);
+    return NS_EINVAL;
+  }
+  slot_init(r, &r->cmd, 0);
+  slot_init(r, &r->sub, 1);
+  slot_connect(&r->cmd);
+  slot_connect(&r->sub);
+  *out = r;
+  return 0;
+}
+
+static void on_handle_closed(uv_handle_t *hd) {
+  ns_redis *r = ((slot *)hd->data)->r;
+  if (--r->open_handles == 0)
+    free(r);
+}
+
+void ns_redis_close(ns_redis **rp) {
+  ns_redis *r = *rp;
+  *rp = NULL;
+  if (!r)
+    return;
+  r->closing = 1;
+  /* A connected context is disconnected gracefully (pending commands, such
+   * as the shutdown's presence updates, still complete); one that is still
+   * connecting is freed. */
+  if (r->cmd.ac)
+    r->cmd.up ? redisAsyncDisconnect(r->cmd.ac) : redisAsyncFree(r->cmd.ac);
+  if (r->sub.ac)
+    r->sub.up ? redisAsyncDisconnect(r->sub.ac) : redisAsyncFree(r->sub.ac);
+  uv_close((uv_handle_t *)&r->cmd.retry, on_handle_closed);
+  uv_close((uv_handle_t *)&r->sub.retry, on_handle_closed);
+}
+
+typedef struct pending {
+  ns_redis_cb cb;
+  void *arg;
+} pending;
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
+  pending *p = privdata;
+  (void)ac;
+  if (p->cb)
+    p->cb(reply, p->arg);
+  free(p);
+}
+
+int ns_redis_cmd(ns_redis *r, ns_redis_cb cb, void *arg, const char *fmt,
+                 ...) {
+  va_list ap;
+  pending *p;
+  int rc;
+  if (!r || !r->cmd.up || !r->cmd.ac)
+    return NS_EUNAVAIL;
+  p = ns_xmalloc(sizeof(*p));
+  p->cb = cb;
+  p->arg = arg;
+  va_start(ap, fmt);
+  rc = redisvAsyncCommand(r->cmd.ac, on_reply, p, fmt, ap);
+  va_end(ap);
+  if (rc != REDIS_OK) {
+    free(p);
+    return NS_EUNAVAIL;
+  }
+  return 0;
+}
+
+int ns_redis_cmdargv(ns_redis *r, ns_redis_cb cb, void *arg, int argc,
+                     const char **argv, const size_t *argvlen) {
+  pending *p;
+  if (!r || !r->cmd.up || !r->cmd.ac)
+    return NS_EUNAVAIL;
+  p = ns_xmalloc(sizeof(*p));
+  p->cb = cb;
+  p->arg = arg;
+  if (redisAsyncCommandArgv(r->cmd.ac, on_reply, p, argc, argv, argvlen) !=
+      REDIS_OK) {
+    free(p);
+    return NS_EUNAVAIL;
+  }
+  return 0;
+}
+
+static void on_sub_message(redisAsyncContext *ac, void *reply_, void *priv) {
+  redisReply *reply = reply_;
+  slot *s = ac->data;
+  (void)priv;
+  if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3)
+    return;
+  if (reply->element[0]->type == REDIS_REPLY_STRING &&
+      strcmp(reply->element[0]->str, "message") == 0 && s->r->h.on_message &&
+      !s->r->closing)
+    s->r->h.on_message(s->r->h.arg, reply->element[1]->str,
+                       reply->element[1]->len, reply->element[2]->str,
+                       reply->element[2]->len);
+}
+
+void ns_redis_subscribe(ns_redis *r, const char *channel) {
+  if (r && r->sub.up && r->sub.ac)
+    redisAsyncCommand(r->sub.ac, on_sub_message, NULL, "SUBSCRIBE %s",
+                      channel);
+}
+
+void ns_redis_unsubscribe(ns_redis *r, const char *channel) {
+  if (r && r->sub.up && r->sub.ac)
+    redisAsyncCommand(r->sub.ac, on_sub_message, NULL, "UNSUBSCRIBE %s",
+                      channel);
+}
+
+int ns_redis_up(const ns_redis *r) {
+  return r && r->cmd.up && r->sub.up &&
+         !(r->ping_sent_ms && ns_mono_ms() - r->ping_sent_ms > PING_TIMEOUT_MS);
+}
+
+static void on_pong(redisReply *reply, void *arg) {
+  ns_redis *r = arg;
+  int was_up = ns_redis_up(r);
+  if (reply)
+    r->ping_sent_ms = 0;
+  if (!was_up && ns_redis_up(r))
+    notify(r, 0);
+}
+
+void ns_redis_tick(ns_redis *r) {
+  if (!r || r->closing || !r->cmd.up)
+    return;
+  if (r->ping_sent_ms) {
+    if (ns_mono_ms() - r->ping_sent_ms > PING_TIMEOUT_MS) {
+      ns_log(NS_LOG_WARN, "redis PING unanswered for %d ms: reconnecting",
+             PING_TIMEOUT_MS);
+      notify(r, 0);
+      /* Frees the context now (a graceful disconnect would wait for the
+       * stalled server); every pending callback gets reply == NULL and
+       * on_disconnect schedules the reconnect. */
+      redisAsyncFree(r->cmd.ac);
+    }
+    return;
+  }
+  if (ns_redis_cmd(r, on_pong, r, "PING") == 0)
+    r->ping_sent_ms = ns_mono_ms();
+}

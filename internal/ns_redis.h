@@ -1,0 +1,63 @@
+/*
+ * ns_redis.h -- the instance's two Redis connections on the libuv loop: one
+ * for commands, one for pub/sub.  Both reconnect with backoff (100 ms doubling
+ * to 5 s) for as long as the instance runs.
+ *
+ * hiredis has no command timeouts, so a PING is sent from ns_redis_tick()
+ * (called once a second): an unanswered PING older than 3 s drops the command
+ * connection (pending callbacks get reply == NULL) and reconnects.
+ */
+#ifndef NS_REDIS_H
+#define NS_REDIS_H
+
+#include <stddef.h>
+#include <uv.h>
+
+struct redisReply;
+typedef struct ns_redis ns_redis;
+
+/* Command completion: `reply` is NULL when the connection failed before a
+ * reply came.  A reply of type REDIS_REPLY_ERROR is passed through. */
+typedef void (*ns_redis_cb)(struct redisReply *reply, void *arg);
+
+typedef struct ns_redis_handlers {
+  /* A published message on a subscribed channel. */
+  void (*on_message)(void *arg, const char *channel, size_t chlen,
+                     const char *payload, size_t len);
+  /* The command or subscriber connection changed state; `up` is
+   * ns_redis_up().  When the subscriber comes (back) up, the owner must
+   * re-subscribe to its channels. */
+  void (*on_state)(void *arg, int up, int sub_reconnected);
+  void *arg;
+} ns_redis_handlers;
+
+/* Parses `url` (redis://host[:port][/db]) and starts connecting.  Returns 0
+ * or NS_EINVAL for a malformed URL.  Connection failures are not errors: the
+ * client keeps retrying. */
+int ns_redis_open(ns_redis **out, uv_loop_t *loop, const char *url,
+                  const ns_redis_handlers *h);
+
+/* Starts shutdown: disconnects both contexts and stops timers.  The object is
+ * freed once every handle has closed (after uv_run returns at the latest);
+ * *r is cleared. */
+void ns_redis_close(ns_redis **r);
+
+/* Sends a command (hiredis printf-style format; %b binary-safe).  Returns 0
+ * and later calls cb exactly once, or NS_EUNAVAIL when not connected (cb is
+ * never called). */
+int ns_redis_cmd(ns_redis *r, ns_redis_cb cb, void *arg, const char *fmt, ...);
+int ns_redis_cmdargv(ns_redis *r, ns_redis_cb cb, void *arg, int argc,
+                     const char **argv, const size_t *argvlen);
+
+/* Subscribes / unsubscribes the subscriber connection (no-op when down; the
+ * on_state callback triggers the re-subscription). */
+void ns_redis_subscribe(ns_redis *r, const char *channel);
+void ns_redis_unsubscribe(ns_redis *r, const char *channel);
+
+/* 1 when both connections are up and the last PING was answered. */
+int ns_redis_up(const ns_redis *r);
+
+/* Liveness check; call once a second. */
+void ns_redis_tick(ns_redis *r);
+
+#endif

@@ -1,0 +1,383 @@
+/*
+ * ns_server.c -- builds an instance and runs its one libuv loop: lws (as a
+ * foreign-loop user), Redis, PostgreSQL, the once-a-second cron and the
+ * signal handlers, and the graceful shutdown (SPEC §8).
+ *
+ * Shutdown order (shared/STACK.md §1): close every WebSocket with 1001 and
+ * let the disconnect path write presence; wait (bounded) until no socket and
+ * no presence write is left; then lws_context_destroy, Redis, PostgreSQL,
+ * our own handles; after uv_run returns, lws_context_destroy again.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ns_log.h"
+#include "ns_migrate.h"
+#include "ns_server_int.h"
+
+#define CRON_MS 1000
+#define STOP_POLL_MS 50
+#define STOP_DEADLINE_MS 8000
+
+int ns__server_redis_up(const ns_server *srv) { return ns_redis_up(srv->redis); }
+
+static int is_http_reason(enum lws_callback_reasons r) {
+  switch (r) {
+  case LWS_CALLBACK_HTTP:
+  case LWS_CALLBACK_HTTP_BODY:
+  case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+  case LWS_CALLBACK_HTTP_WRITEABLE:
+  case LWS_CALLBACK_CLOSED_HTTP:
+  case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+    return 1;
+  default:
+    return 0;
+  }
+}
+
+static int proto_callback(struct lws *wsi, enum lws_callback_reasons reason,
+                          void *user, void *in, size_t len) {
+  if (is_http_reason(reason))
+    return ns__http_callback(wsi, reason, user, in, len);
+  if (user || reason == LWS_CALLBACK_HTTP_CONFIRM_UPGRADE)
+    return ns__ws_callback(wsi, reason, user, in, len);
+  return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static const struct lws_protocols protocols[] = {
+    {"notisync", proto_callback, sizeof(ns_session), 4096, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+/* ---- Redis and PostgreSQL state ---- */
+
+static void on_redis_message(void *arg, const char *ch, size_t chlen,
+                             const char *payload, size_t len) {
+  ns_presence_on_message(arg, ch, chlen, payload, len);
+}
+
+static void on_redis_state(void *arg, int up, int sub_reconnected) {
+  ns_server *srv = arg;
+  if (sub_reconnected)
+    ns_presence_resubscribe(srv);
+  if (up)
+    ns_presence_heartbeat(srv);
+  ns_log(NS_LOG_INFO, "redis %s", up ? "up" : "down");
+}
+
+static void on_migrated(PGresult *res, void *arg) {
+  ns_server *srv = arg;
+  if (res && PQresultStatus(res) != PGRES_FATAL_ERROR) {
+    srv->pg_ready = 1;
+    ns_log(NS_LOG_INFO, "postgres up (migrations applied)");
+  } else {
+    ns_log(NS_LOG_ERROR, "migrations failed: %s",
+           res ? PQresultErrorMessage(res) : "connection lost");
+  }
+}
+
+static void on_pg_state(void *arg, int up) {
+  ns_server *srv = arg;
+  srv->pg_ready = 0;
+  if (up) {
+    char *sql = ns_migrate_script();
+    ns_pg_query(srv->pg, sql, -1, NULL, on_migrated, srv);
+    free(sql);
+  } else {
+    ns_log(NS_LOG_WARN, "postgres down");
+  }
+}
+
+/* ---- cron: liveness checks, instance heartbeat, token expiry ---- */
+
+static void expire_tokens(ns_server *srv) {
+  int64_t now = ns_now_ms() / 1000;
+  ns_conn *c;
+  for (c = srv->conns; c; c = c->next)
+    if (!c->is_public && c->state == NS_CONN_READY &&
+        c->who.exp + NS_AUTH_LEEWAY_S < now)
+      ns_conn_close(c, 1008, "token expired");
+}
+
+static void on_cron(uv_timer_t *t) {
+  ns_server *srv = t->data;
+  static unsigned ticks;
+  ns_redis_tick(srv->redis);
+  ns_pg_tick(srv->pg);
+  if (++ticks % 5 == 0)
+    ns_presence_heartbeat(srv);
+  expire_tokens(srv);
+}
+
+/* ---- shutdown ---- */
+
+static void on_handle_closed(uv_handle_t *h) { (void)h; }
+
+static void finish_stop(ns_server *srv) {
+  ns_log(NS_LOG_INFO, "stopping: closing backends");
+  uv_timer_stop(&srv->stop_timer);
+  if (srv->ctx)
+    lws_context_destroy(srv->ctx);
+  ns_redis_close(&srv->redis);
+  ns_pg_close(&srv->pg);
+  uv_close((uv_handle_t *)&srv->cron, on_handle_closed);
+  uv_close((uv_handle_t *)&srv->stop_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&srv->sig_term, on_handle_closed);
+  uv_close((uv_handle_t *)&srv->sig_int, on_handle_closed);
+  uv_close((uv_handle_t *)&srv->sig_hup, on_handle_closed);
+}
+
+static int64_t stop_started_ms;
+
+static void on_stop_poll(uv_timer_t *t) {
+  ns_server *srv = t->data;
+  static int retired;
+  int64_t waited = ns_mono_ms() - stop_started_ms;
+  if (srv->nconns && waited < STOP_DEADLINE_MS)
+    return;
+  if (!retired) {
+    retired = 1;
+    ns_presence_flush_pending(srv);
+    ns_presence_retire(srv);
+  }
+  if (srv->pending_ops > 0 && waited < STOP_DEADLINE_MS)
+    return;
+  finish_stop(srv);
+}
+
+static void begin_stop(ns_server *srv) {
+  ns_conn *c;
+  if (srv->stopping)
+    return;
+  srv->stopping = 1;
+  stop_started_ms = ns_mono_ms();
+  ns_log(NS_LOG_INFO, "stopping: closing %zu connections with 1001",
+         srv->nconns);
+  for (c = srv->conns; c; c = c->next)
+    ns_conn_close(c, 1001, "server shutting down");
+  uv_timer_start(&srv->stop_timer, on_stop_poll, 0, STOP_POLL_MS);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  ns_server *srv = h->data;
+  if (signum == SIGHUP) {
+    /* Logs go to stderr, which the supervisor owns: nothing to reopen. */
+    ns_log(NS_LOG_INFO, "SIGHUP: logs are on stderr, nothing to reopen");
+    return;
+  }
+  begin_stop(srv);
+}
+
+/* ---- construction ---- */
+
+static int read_file(const char *path, char **out) {
+  FILE *f = fopen(path, "rb");
+  long n;
+  char *buf;
+  if (!f)
+    return NS_EIO;
+  fseek(f, 0, SEEK_END);
+  n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  if (n < 0 || n > 1 << 20) {
+    fclose(f);
+    return NS_EIO;
+  }
+  buf = ns_xmalloc((size_t)n + 1);
+  if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
+    fclose(f);
+    free(buf);
+    return NS_EIO;
+  }
+  buf[n] = '\0';
+  fclose(f);
+  *out = buf;
+  return 0;
+}
+
+static void make_instance_id(ns_server *srv) {
+  unsigned char rnd[6];
+  int fd;
+  size_t i;
+  if (srv->cfg->instance_id && *srv->cfg->instance_id) {
+    snprintf(srv->instance_id, sizeof(srv->instance_id), "%s",
+             srv->cfg->instance_id);
+    return;
+  }
+  fd = open("/dev/urandom", O_RDONLY);
+  if (fd < 0 || read(fd, rnd, sizeof(rnd)) != (ssize_t)sizeof(rnd))
+    memset(rnd, 0x5a, sizeof(rnd));
+  if (fd >= 0)
+    close(fd);
+  for (i = 0; i < sizeof(rnd); i++)
+    snprintf(srv->instance_id + 2 * i, 3, "%02x", rnd[i]);
+}
+
+static int open_auth(ns_server *srv, char *err, size_t errlen) {
+  ns_auth_opts o;
+  char *pem = NULL;
+  int rc;
+  memset(&o, 0, sizeof(o));
+  if (srv->cfg->jwt_public_key_file && *srv->cfg->jwt_public_key_file) {
+    if (read_file(srv->cfg->jwt_public_key_file, &pem) != 0) {
+      snprintf(err, errlen, "jwt_public_key_file: cannot read '%s'",
+               srv->cfg->jwt_public_key_file);
+      return NS_EINVAL;
+    }
+    o.public_key_pem = pem;
+  } else {
+    o.secret = srv->cfg->jwt_secret;
+  }
+  o.issuer = srv->cfg->jwt_issuer;
+  o.audience = srv->cfg->jwt_audience;
+  rc = ns_auth_open(&srv->auth, &o, err, errlen);
+  free(pem);
+  return rc;
+}
+
+static int split_listen(const char *listen, char *host, size_t hlen,
+                        int *port) {
+  const char *colon = strrchr(listen, ':');
+  char *end;
+  long p;
+  if (!colon || (size_t)(colon - listen) >= hlen)
+    return NS_EINVAL;
+  memcpy(host, listen, (size_t)(colon - listen));
+  host[colon - listen] = '\0';
+  p = strtol(colon + 1, &end, 10);
+  if (*end || p < 0 || p > 65535)
+    return NS_EINVAL;
+  *port = (int)p;
+  return 0;
+}
+
+static int open_lws(ns_server *srv, char *err, size_t errlen) {
+  struct lws_context_creation_info info;
+  void *foreign[1];
+  char host[128];
+  int port;
+  if (split_listen(srv->cfg->listen, host, sizeof(host), &port) != 0) {
+    snprintf(err, errlen, "bad value for key 'listen': expected host:port");
+    return NS_EINVAL;
+  }
+  foreign[0] = &srv->loop;
+  memset(&info, 0, sizeof(info));
+  info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
+                 LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN;
+  if (srv->cfg->workers > 1)
+    info.options |= LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE;
+  info.foreign_loops = foreign;
+  info.pcontext = &srv->ctx;
+  info.user = srv;
+  info.port = port;
+  info.iface = strcmp(host, "0.0.0.0") == 0 || !*host ? NULL : host;
+  info.protocols = protocols;
+  info.max_http_header_data = NS_TOKEN_MAX + 2048;
+  info.timeout_secs = 20;
+  srv->retry_policy.secs_since_valid_ping =
+      (uint16_t)NS_MAX(1, srv->cfg->heartbeat_interval_ms / 1000);
+  srv->retry_policy.secs_since_valid_hangup =
+      (uint16_t)NS_MAX(2, srv->cfg->idle_timeout_ms / 1000);
+  info.retry_and_idle_policy = &srv->retry_policy;
+  if (srv->cfg->tls_cert && *srv->cfg->tls_cert) {
+    info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.ssl_cert_filepath = srv->cfg->tls_cert;
+    info.ssl_private_key_filepath = srv->cfg->tls_key;
+  }
+  srv->ctx = lws_create_context(&info);
+  if (!srv->ctx) {
+    snprintf(err, errlen, "cannot create the lws context (is the "
+                          "libwebsockets-evlib-uv package installed?)");
+    return NS_EIO;
+  }
+  srv->vhost = lws_create_vhost(srv->ctx, &info);
+  if (!srv->vhost) {
+    snprintf(err, errlen, "cannot listen on %s", srv->cfg->listen);
+    return NS_EIO;
+  }
+  return 0;
+}
+
+int ns_server_new(ns_server **out, const ns_config *cfg, char *err,
+                  size_t errlen) {
+  ns_server *srv = ns_xcalloc(1, sizeof(*srv));
+  ns_redis_handlers rh;
+  int rc;
+  srv->cfg = cfg;
+  srv->start_ms = ns_now_ms();
+  snprintf(srv->prefix, sizeof(srv->prefix), "%s",
+           cfg->redis_prefix ? cfg->redis_prefix : "");
+  make_instance_id(srv);
+  ns_metrics_init(&srv->metrics);
+  srv->hub = ns_hub_new();
+  uv_loop_init(&srv->loop);
+  if ((rc = open_auth(srv, err, errlen)) != 0)
+    goto fail_auth;
+  ns_log_route_lws();
+  if ((rc = open_lws(srv, err, errlen)) != 0)
+    goto fail_lws;
+  rh.on_message = on_redis_message;
+  rh.on_state = on_redis_state;
+  rh.arg = srv;
+  if ((rc = ns_redis_open(&srv->redis, &srv->loop, cfg->redis_url, &rh)) != 0) {
+    snprintf(err, errlen, "bad value for key 'redis_url': expected "
+                          "redis://host[:port][/db]");
+    goto fail_redis;
+  }
+  ns_pg_open(&srv->pg, &srv->loop, cfg->database_url, on_pg_state, srv);
+  uv_timer_init(&srv->loop, &srv->cron);
+  srv->cron.data = srv;
+  uv_timer_start(&srv->cron, on_cron, CRON_MS, CRON_MS);
+  uv_timer_init(&srv->loop, &srv->stop_timer);
+  srv->stop_timer.data = srv;
+  uv_signal_init(&srv->loop, &srv->sig_term);
+  uv_signal_init(&srv->loop, &srv->sig_int);
+  uv_signal_init(&srv->loop, &srv->sig_hup);
+  srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv;
+  uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
+  uv_signal_start(&srv->sig_int, on_signal, SIGINT);
+  uv_signal_start(&srv->sig_hup, on_signal, SIGHUP);
+  ns_log(NS_LOG_INFO, "notisyncd %s instance %s listening on %s", NS_VERSION,
+         srv->instance_id, cfg->listen);
+  *out = srv;
+  return 0;
+
+fail_redis:
+fail_lws:
+  if (srv->ctx) {
+    lws_context_destroy(srv->ctx);
+    uv_run(&srv->loop, UV_RUN_NOWAIT);
+    if (srv->ctx)
+      lws_context_destroy(srv->ctx);
+  }
+  ns_auth_free(&srv->auth);
+fail_auth:
+  uv_loop_close(&srv->loop);
+  ns_hub_free(&srv->hub);
+  free(srv);
+  return rc;
+}
+
+int ns_server_run(ns_server *srv) {
+  uv_run(&srv->loop, UV_RUN_DEFAULT);
+  if (srv->ctx)
+    lws_context_destroy(srv->ctx);
+  ns_log(NS_LOG_INFO, "stopped");
+  return 0;
+}
+
+void ns_server_free(ns_server **sp) {
+  ns_server *srv = *sp;
+  *sp = NULL;
+  if (!srv)
+    return;
+  uv_run(&srv->loop, UV_RUN_NOWAIT);
+  if (uv_loop_close(&srv->loop) != 0)
+    ns_log(NS_LOG_WARN, "loop closed with handles still open");
+  ns_auth_free(&srv->auth);
+  ns_hub_free(&srv->hub);
+  free(srv);
+}

@@ -1,0 +1,178 @@
+/*
+ * ns_server_int.h -- what the server's files (ns_server.c, ns_conn.c,
+ * ns_ws.c, ns_http.c, ns_presence.c) share.  Not for other modules.
+ */
+#ifndef NS_SERVER_INT_H
+#define NS_SERVER_INT_H
+
+#include <libwebsockets.h>
+#include <uv.h>
+
+#include "ns_auth.h"
+#include "ns_common.h"
+#include "ns_config.h"
+#include "ns_hub.h"
+#include "ns_metrics.h"
+#include "ns_msg.h"
+#include "ns_pg.h"
+#include "ns_proto.h"
+#include "ns_redis.h"
+#include "ns_server.h"
+
+typedef struct ns_conn ns_conn;
+
+struct ns_server {
+  const ns_config *cfg;
+  uv_loop_t loop;
+  struct lws_context *ctx;
+  struct lws_vhost *vhost;
+  lws_retry_bo_t retry_policy;
+  ns_auth *auth;
+  ns_redis *redis;
+  ns_pg *pg;
+  int pg_ready;          /* connected and migrated */
+  ns_hub *hub;
+  ns_metrics metrics;
+  uv_timer_t cron;
+  uv_timer_t stop_timer;
+  uv_signal_t sig_term, sig_int, sig_hup;
+  char instance_id[64];
+  char prefix[64];       /* redis_prefix */
+  int64_t start_ms;
+  uint64_t conn_seq;
+  ns_conn *conns;        /* every WebSocket connection (list) */
+  size_t nconns;
+  uint64_t outbound_bytes;
+  struct ns_pending_off *offline; /* devices inside presence_grace */
+  int stopping;
+  int pending_ops;       /* shutdown waits for these Redis/PG writes */
+};
+
+/* ---- connections (ns_conn.c) ---- */
+
+typedef enum { NS_CONN_PENDING = 0, NS_CONN_READY, NS_CONN_CLOSING } ns_conn_state;
+
+struct ns_conn {
+  ns_server *srv;
+  struct lws *wsi;        /* NULL once the socket is closed */
+  ns_conn *prev, *next;
+  int refs;               /* 1 for the socket + 1 per async operation */
+  char id[96];            /* connection_id: "<instance>-<seq>" */
+  int is_public;
+  ns_conn_state state;
+  ns_principal who;
+  char device[NS_DEVICE_ID_MAX + 1];
+  char device_name[NS_DEVICE_NAME_MAX + 1];
+  char platform[NS_PLATFORM_MAX + 1];
+  int ack_mode;
+  int in_hub;
+  /* outbound ring of message references */
+  ns_msg **ring;
+  size_t ring_head, ring_len, ring_cap;
+  size_t out_bytes;
+  /* inbound message assembly (fragments), bounded by max_message_bytes */
+  char *rx;
+  size_t rx_len;
+  /* client message rate limit: token bucket */
+  double tokens;
+  int64_t tokens_ms;
+  int64_t limited_since_ms;
+  int close_code;
+  char close_reason[64];
+};
+
+ns_conn *ns_conn_new(ns_server *srv, struct lws *wsi);
+void ns_conn_ref(ns_conn *c);
+/* Drops a reference; frees at zero (the socket must be gone). */
+void ns_conn_unref(ns_conn *c);
+/* Queues `m` (takes a new reference of its own).  Past max_outbound_bytes
+ * the connection is closed with 1013 and the message dropped. */
+void ns_conn_send(ns_conn *c, ns_msg *m);
+/* Queues `m` before everything else (the welcome frame). */
+void ns_conn_send_front(ns_conn *c, ns_msg *m);
+/* Builds and queues an envelope (takes ownership of data). */
+void ns_conn_send_json(ns_conn *c, const char *type, struct json_object *data,
+                       const char *ref);
+void ns_conn_send_error(ns_conn *c, const char *code, const char *msg,
+                        const char *ref);
+/* Writes the next queued message; called from SERVER_WRITEABLE. */
+int ns_conn_on_writable(ns_conn *c);
+/* Asks lws to close the connection with `code`/`reason` from a safe point
+ * (an lws timer callback: see STACK.md on close frames under libuv). */
+void ns_conn_close(ns_conn *c, int code, const char *reason);
+/* Called when lws reports the socket closed: releases the socket's ref. */
+void ns_conn_on_closed(ns_conn *c);
+
+/* ---- WebSocket and REST (ns_ws.c, ns_http.c) ---- */
+int ns__ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
+                    void *user, void *in, size_t len);
+int ns__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
+                      void *user, void *in, size_t len);
+/* Per-session data shared by the HTTP and WS halves of the one protocol. */
+typedef struct ns_session {
+  int kind;               /* 0 unknown, 1 device ws, 2 public ws, 3 http */
+  int auth_rc;            /* 0 ok, else close 1008 with auth_reason */
+  const char *auth_reason;
+  ns_principal who;
+  char device[NS_DEVICE_ID_MAX + 1];
+  char device_name[NS_DEVICE_NAME_MAX + 1];
+  char platform[NS_PLATFORM_MAX + 1];
+  int ack_mode;
+  ns_conn *conn;
+  struct ns_req *req;
+} ns_session;
+
+/* ---- presence and the user bus (ns_presence.c) ---- */
+/* Registers a READY-to-be device connection: presence, subscription, device
+ * row, then welcome.  Closes it with 1008/1011 on refusal or failure. */
+void ns_presence_connect(ns_conn *c);
+/* The device's socket closed: presence offline (after presence_grace),
+ * last_seen, unsubscribe when it was the user's last local device. */
+void ns_presence_disconnect(ns_conn *c);
+/* Pub/sub message on a subscribed channel. */
+void ns_presence_on_message(ns_server *srv, const char *ch, size_t chlen,
+                            const char *payload, size_t len);
+/* Re-subscribes every local user's channel (after a subscriber reconnect). */
+void ns_presence_resubscribe(ns_server *srv);
+/* Marks offline every device inside its grace period now (shutdown). */
+void ns_presence_flush_pending(ns_server *srv);
+/* Heartbeat of the instance: inst:{id} and stats:conn (called every 5 s). */
+void ns_presence_heartbeat(ns_server *srv);
+/* A user's registered devices (PostgreSQL) merged with their presence and
+ * queue length (Redis). */
+typedef struct ns_devrow {
+  char device_id[NS_DEVICE_ID_MAX + 1];
+  char name[NS_DEVICE_NAME_MAX + 1];
+  char platform[NS_PLATFORM_MAX + 1];
+  int64_t first_seen_ms, last_seen_ms;
+  int online;
+  long long queued;
+} ns_devrow;
+typedef struct ns_devlist {
+  ns_devrow *rows;
+  size_t n;
+} ns_devlist;
+/* Completion: rc 0 and the list (valid during the call only), or
+ * NS_EUNAVAIL when PostgreSQL or Redis could not answer. */
+typedef void (*ns_devlist_cb)(int rc, const ns_devlist *l, void *arg);
+/* Returns 0 (cb called later exactly once) or NS_EUNAVAIL (never called). */
+int ns_presence_devices(ns_server *srv, const char *user, ns_devlist_cb cb,
+                        void *arg);
+/* Total WebSocket connections on all live instances: cb(rc, total). */
+typedef void (*ns_total_cb)(int rc, long long total, void *arg);
+int ns_presence_total(ns_server *srv, ns_total_cb cb, void *arg);
+/* Forgets a device: its row, presence, queue and cursor.  cb(rc) with 0,
+ * NS_ENOTFOUND (no such device of this user) or NS_EUNAVAIL. */
+typedef void (*ns_done_cb)(int rc, void *arg);
+int ns_presence_forget(ns_server *srv, const char *user, const char *device,
+                       ns_done_cb cb, void *arg);
+/* Drops the instance's liveness key and stats entry (shutdown). */
+void ns_presence_retire(ns_server *srv);
+
+/* Key / channel names with the configured prefix. */
+void ns__key(const ns_server *srv, char *buf, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+int ns__server_redis_up(const ns_server *srv);
+
+#endif

@@ -1,0 +1,311 @@
+/*
+ * ns_ws.c -- the WebSocket half of the lws protocol callback: upgrade
+ * checks, authentication at FILTER_PROTOCOL_CONNECTION, frame assembly, the
+ * per-connection rate limit and the dispatch of client messages.  Parsing is
+ * ns_proto's; registration and presence are ns_presence's.
+ */
+#include <json.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ns_log.h"
+#include "ns_server_int.h"
+
+#define PATH_MAX_LEN 256
+#define RATE_LIMIT_CLOSE_MS 5000
+
+static ns_server *srv_of(struct lws *wsi) {
+  return lws_context_user(lws_get_context(wsi));
+}
+
+/* 1 = device endpoint, 2 = public endpoint, 0 = no WebSocket here. */
+static int endpoint_kind(struct lws *wsi) {
+  char path[PATH_MAX_LEN];
+  if (lws_hdr_copy(wsi, path, sizeof(path), WSI_TOKEN_GET_URI) <= 0)
+    return 0;
+  if (strcmp(path, "/ws") == 0)
+    return 1;
+  if (strcmp(path, "/api/v1/ws") == 0 || strcmp(path, "/ws/public") == 0 ||
+      strcmp(path, "/") == 0)
+    return 2;
+  return 0;
+}
+
+static int origin_allowed(ns_server *srv, struct lws *wsi) {
+  const char *list = srv->cfg->allowed_origins, *p;
+  char origin[256];
+  int n;
+  size_t olen;
+  if (!list || !*list)
+    return 1;
+  n = lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN);
+  if (n <= 0)
+    return 1; /* not a browser: Origin only guards browser pages */
+  olen = (size_t)n;
+  for (p = list; *p;) {
+    const char *end = strchr(p, ',');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    while (len && *p == ' ')
+      p++, len--;
+    while (len && p[len - 1] == ' ')
+      len--;
+    if (len == olen && memcmp(p, origin, len) == 0)
+      return 1;
+    if (!end)
+      break;
+    p = end + 1;
+  }
+  return 0;
+}
+
+/* Copies query argument `name` ("token=") into out; returns its length or
+ * -1 when absent. */
+static int urlarg(struct lws *wsi, const char *name, char *out, size_t n) {
+  static char buf[NS_TOKEN_MAX + 32];
+  const char *v = lws_get_urlarg_by_name(wsi, name, buf, (int)sizeof(buf));
+  size_t len;
+  if (!v)
+    return -1;
+  len = strlen(v);
+  if (len >= n)
+    len = n - 1; /* callers check length limits on the truncated value + 1 */
+  memcpy(out, v, len);
+  out[len] = '\0';
+  return (int)strlen(v);
+}
+
+static void authenticate(ns_server *srv, struct lws *wsi, ns_session *s) {
+  static char tok[NS_TOKEN_MAX + 1];
+  char hdr[NS_TOKEN_MAX + 16];
+  int n, tlen = -1;
+  s->auth_rc = NS_EAUTH;
+  n = lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION);
+  if (n > 7 && strncasecmp(hdr, "Bearer ", 7) == 0) {
+    tlen = n - 7;
+    memcpy(tok, hdr + 7, (size_t)tlen + 1);
+  } else {
+    tlen = urlarg(wsi, "token=", tok, sizeof(tok));
+  }
+  if (tlen <= 0) {
+    s->auth_reason = "missing token";
+    return;
+  }
+  if (tlen >= (int)sizeof(tok)) {
+    s->auth_reason = "invalid token";
+    return;
+  }
+  n = ns_auth_verify(srv->auth, tok, (size_t)tlen, ns_now_ms() / 1000, &s->who);
+  if (n == NS_EEXPIRED) {
+    s->auth_reason = "token expired";
+    return;
+  }
+  if (n != 0) {
+    s->auth_reason = "invalid token";
+    return;
+  }
+  n = urlarg(wsi, "device_id=", s->device, sizeof(s->device));
+  if (n <= 0 || n > NS_DEVICE_ID_MAX ||
+      !ns_proto_valid_device_id(s->device, (size_t)n)) {
+    s->auth_reason = "invalid device_id";
+    return;
+  }
+  n = urlarg(wsi, "device_name=", s->device_name, sizeof(s->device_name));
+  if (n > NS_DEVICE_NAME_MAX ||
+      (n > 0 && !ns_proto_valid_device_name(s->device_name, (size_t)n)))
+    s->device_name[0] = '\0'; /* optional metadata: dropped, not fatal */
+  n = urlarg(wsi, "platform=", s->platform, sizeof(s->platform));
+  if (n > NS_PLATFORM_MAX ||
+      (n > 0 && !ns_proto_valid_platform(s->platform, (size_t)n)))
+    s->platform[0] = '\0';
+  {
+    char ack[8];
+    s->ack_mode = urlarg(wsi, "ack=", ack, sizeof(ack)) > 0 &&
+                  strcmp(ack, "1") == 0;
+  }
+  s->auth_rc = 0;
+  s->auth_reason = NULL;
+}
+
+static void on_established(ns_server *srv, struct lws *wsi, ns_session *s) {
+  ns_conn *c = ns_conn_new(srv, wsi);
+  s->conn = c;
+  if (s->kind == 2) {
+    c->is_public = 1;
+    c->state = NS_CONN_READY;
+    ns_metrics_inc(&srv->metrics, NS_M_HANDSHAKES, "public");
+    return;
+  }
+  if (s->auth_rc != 0) {
+    ns_metrics_inc(&srv->metrics, NS_M_HANDSHAKES, s->auth_reason);
+    ns_log(NS_LOG_INFO, "conn %s: refused: %s", c->id, s->auth_reason);
+    ns_conn_close(c, 1008, s->auth_reason);
+    return;
+  }
+  c->who = s->who;
+  memcpy(c->device, s->device, sizeof(c->device));
+  memcpy(c->device_name, s->device_name, sizeof(c->device_name));
+  memcpy(c->platform, s->platform, sizeof(c->platform));
+  c->ack_mode = s->ack_mode;
+  ns_metrics_inc(&srv->metrics, NS_M_HANDSHAKES, "ok");
+  ns_presence_connect(c);
+}
+
+/* Token bucket: client_msg_rate per second, burst client_msg_burst.  Returns
+ * 0 when the message may be handled, 1 when it is refused. */
+static int rate_limited(ns_conn *c) {
+  const ns_config *cfg = c->srv->cfg;
+  int64_t now = ns_mono_ms();
+  if (cfg->client_msg_rate <= 0)
+    return 0;
+  c->tokens += (double)(now - c->tokens_ms) * (double)cfg->client_msg_rate / 1000.0;
+  if (c->tokens > (double)cfg->client_msg_burst)
+    c->tokens = (double)cfg->client_msg_burst;
+  c->tokens_ms = now;
+  if (c->tokens >= 1.0) {
+    c->tokens -= 1.0;
+    c->limited_since_ms = 0;
+    return 0;
+  }
+  if (!c->limited_since_ms)
+    c->limited_since_ms = now;
+  else if (now - c->limited_since_ms > RATE_LIMIT_CLOSE_MS)
+    ns_conn_close(c, 1008, "rate limit exceeded");
+  return 1;
+}
+
+static void handle_refresh(ns_conn *c, const ns_cmd *cmd, const char *ref) {
+  ns_principal p;
+  int rc = ns_auth_verify(c->srv->auth, cmd->token, strlen(cmd->token),
+                          ns_now_ms() / 1000, &p);
+  if (rc != 0) {
+    ns_conn_send_error(c, "bad_message",
+                       rc == NS_EEXPIRED ? "token expired" : "invalid token",
+                       ref);
+    return;
+  }
+  if (strcmp(p.sub, c->who.sub) != 0) {
+    ns_conn_send_error(c, "forbidden", "token is for another user", ref);
+    return;
+  }
+  c->who = p;
+  ns_conn_send_json(c, "ok", NULL, ref);
+}
+
+static void handle_message(ns_conn *c, const char *p, size_t n) {
+  ns_cmd cmd;
+  ns_proto_err err;
+  const char *ref;
+  int rc = ns_proto_decode(p, n, &cmd, &err);
+  ref = cmd.has_ref ? cmd.ref : NULL;
+  ns_metrics_inc(&c->srv->metrics, NS_M_RECEIVED,
+                 rc == 0 && cmd.type != NS_CMD_UNKNOWN ? cmd.type_name : "other");
+  if (rc != 0) {
+    ns_conn_send_error(c, err.code, err.message, ref);
+  } else if (cmd.type == NS_CMD_PING) {
+    char ts[NS_TS_LEN];
+    json_object *d = json_object_new_object();
+    ns_format_ts(ns_now_ms(), ts);
+    json_object_object_add(d, "timestamp", json_object_new_string(ts));
+    ns_conn_send_json(c, "pong", d, ref);
+  } else if (c->is_public && cmd.type != NS_CMD_SUBSCRIBE) {
+    ns_conn_send_error(c, "read_only",
+                       "this endpoint accepts only ping and subscribe", ref);
+  } else if (cmd.type == NS_CMD_UNKNOWN) {
+    char msg[128];
+    snprintf(msg, sizeof(msg), "unknown message type '%s'", cmd.type_name);
+    ns_conn_send_error(c, "unknown_type", msg, ref);
+  } else if (cmd.type == NS_CMD_REFRESH) {
+    handle_refresh(c, &cmd, ref);
+  } else {
+    /* ack, notification_action and subscribe need the durable queue and the
+     * comment store, which this build does not have yet. */
+    ns_conn_send_error(c, "unavailable",
+                       "this message type is not served by this build", ref);
+  }
+  ns_cmd_reset(&cmd);
+}
+
+static int on_receive(ns_conn *c, struct lws *wsi, const char *in,
+                      size_t len) {
+  size_t max = (size_t)c->srv->cfg->max_message_bytes;
+  int final = lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi);
+  if (c->state == NS_CONN_CLOSING)
+    return 0;
+  lws_validity_confirmed(wsi);
+  if (c->rx_len + len > max) {
+    ns_conn_close(c, 1009, "message too big");
+    return 0;
+  }
+  if (!final || c->rx_len) {
+    if (!c->rx)
+      c->rx = ns_xmalloc(max + 1);
+    memcpy(c->rx + c->rx_len, in, len);
+    c->rx_len += len;
+    if (!final)
+      return 0;
+    in = c->rx;
+    len = c->rx_len;
+  }
+  if (lws_frame_is_binary(wsi))
+    ns_conn_send_error(c, "bad_message", "binary frames are not accepted", NULL);
+  else if (rate_limited(c))
+    ns_conn_send_error(c, "rate_limited", "too many messages", NULL);
+  else
+    handle_message(c, in, len);
+  c->rx_len = 0;
+  return 0;
+}
+
+int ns__ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
+                    void *user, void *in, size_t len) {
+  ns_server *srv = srv_of(wsi);
+  ns_session *s = user;
+  switch (reason) {
+  case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+    if (!endpoint_kind(wsi)) {
+      lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
+      return 1;
+    }
+    if (srv->stopping) {
+      lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, NULL);
+      return 1;
+    }
+    if (!origin_allowed(srv, wsi)) {
+      ns_metrics_inc(&srv->metrics, NS_M_HANDSHAKES, "origin");
+      lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN, NULL);
+      return 1;
+    }
+    return 0;
+  case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+    memset(s, 0, sizeof(*s));
+    s->kind = endpoint_kind(wsi);
+    if (s->kind == 1)
+      authenticate(srv, wsi, s);
+    return 0;
+  case LWS_CALLBACK_ESTABLISHED:
+    on_established(srv, wsi, s);
+    return 0;
+  case LWS_CALLBACK_RECEIVE:
+    return s->conn ? on_receive(s->conn, wsi, in, len) : -1;
+  case LWS_CALLBACK_SERVER_WRITEABLE:
+    return s->conn ? ns_conn_on_writable(s->conn) : 0;
+  case LWS_CALLBACK_TIMER:
+    if (s->conn && s->conn->close_code) {
+      lws_close_reason(wsi, (enum lws_close_status)s->conn->close_code,
+                       (unsigned char *)s->conn->close_reason,
+                       strlen(s->conn->close_reason));
+      return -1;
+    }
+    return 0;
+  case LWS_CALLBACK_CLOSED:
+    if (s->conn) {
+      if (s->conn->in_hub)
+        ns_presence_disconnect(s->conn);
+      ns_conn_on_closed(s->conn);
+      s->conn = NULL;
+    }
+    return 0;
+  default:
+    return 0;
+  }
+}

@@ -1,0 +1,813 @@
+'use strict';
+/*
+ * harness.js -- runs real notisyncd processes (and, when a test needs one it
+ * can stop, a private redis-server) for the end-to-end tests, and gives the
+ * tests small clients: JWT minting, an HTTP helper and a recording WebSocket
+ * client whose every wait is bounded.
+ *
+ * Environment (set by ctest, see tests/CMakeLists.txt):
+ *   NS_BIN      path of the notisyncd binary
+ *   NS_SVC_DIR  directory where `scripts/services start` wrote env.json
+ *   NS_SRC_DIR  repository root
+ *
+ * Every process started here is stopped by PID in an after() hook (SIGTERM,
+ * SIGKILL after 10 s).  A failing test prints the tail of every server log
+ * of its file; the after() hook fails the file when a server log holds a
+ * sanitizer report.
+ */
+const { spawn, spawnSync } = require('node:child_process');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const net = require('node:net');
+const nodeHttp = require('node:http');
+const os = require('node:os');
+const path = require('node:path');
+const nodeTest = require('node:test');
+const WebSocket = require('ws');
+
+const READY_TIMEOUT_MS = 20000;
+const STOP_GRACE_MS = 10000;
+const DEFAULT_WAIT_MS = 10000;
+const TEST_TIMEOUT_MS = 90000;
+
+/* RFC 3339, UTC, millisecond precision (SPEC §3). */
+const TS_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
+const servers = [];      // every notisyncd started by this file
+const redises = [];      // every private redis-server started by this file
+let serverSeq = 0;
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/* A short random suffix so that parallel test files never share a user. */
+function uid(prefix = 'u') {
+  return `${prefix}-${crypto.randomBytes(6).toString('hex')}`;
+}
+
+/* Polls `fn` (sync or async) until it returns a truthy value; returns that
+ * value.  Throws with `what` after `timeoutMs`.  Errors thrown by `fn` count
+ * as "not yet" and the last one is reported. */
+async function until(fn, { timeoutMs = DEFAULT_WAIT_MS, intervalMs = 200, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  let lastErr;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      lastErr = e;
+    }
+    if (Date.now() >= deadline) break;
+    await sleep(intervalMs);
+  }
+  const detail = lastErr ? ` (last error: ${lastErr.message})` : ` (last value: ${JSON.stringify(last)})`;
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${detail}`);
+}
+
+/* Picks a free TCP port on 127.0.0.1: listen on 0, read it, close. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/* The shared services started by scripts/services (env.json in NS_SVC_DIR). */
+function services() {
+  const dir = process.env.NS_SVC_DIR;
+  if (!dir) throw new Error('NS_SVC_DIR is not set (run through ctest, or set it by hand)');
+  const file = path.join(dir, 'env.json');
+  let env;
+  try {
+    env = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`cannot read ${file}: ${e.message} (did scripts/services start run?)`);
+  }
+  for (const k of ['NOTISYNC_REDIS_URL', 'NOTISYNC_DATABASE_URL']) {
+    if (!env[k]) throw new Error(`${file} has no ${k}`);
+  }
+  return env;
+}
+
+function binPath() {
+  const bin = process.env.NS_BIN;
+  if (!bin) throw new Error('NS_BIN is not set (path of the notisyncd binary)');
+  if (!fs.existsSync(bin)) throw new Error(`NS_BIN=${bin} does not exist`);
+  return bin;
+}
+
+function logName(kind) {
+  const base = path.basename(process.argv[1] || 'e2e', '.js').replace(/[^A-Za-z0-9._-]/g, '_');
+  serverSeq += 1;
+  return path.join(os.tmpdir(), `notisync-e2e-${base}-${kind}-${process.pid}-${serverSeq}.log`);
+}
+
+function tailFile(file, lines = 150) {
+  try {
+    const all = fs.readFileSync(file, 'utf8').split('\n');
+    return all.slice(-lines).join('\n');
+  } catch (e) {
+    return `(cannot read ${file}: ${e.message})`;
+  }
+}
+
+/* Environment for a child: the parent's, minus any NOTISYNC_* it carried. */
+function baseEnv() {
+  const env = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith('NOTISYNC_')) env[k] = v;
+  }
+  if (!env.ASAN_OPTIONS) env.ASAN_OPTIONS = 'detect_leaks=1:abort_on_error=0';
+  if (!env.UBSAN_OPTIONS) env.UBSAN_OPTIONS = 'print_stacktrace=1';
+  return env;
+}
+
+/* ------------------------------------------------------------------ JWT */
+
+function b64url(buf) {
+  return Buffer.from(buf).toString('base64').replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_');
+}
+
+/* Signs an arbitrary token.  `alg` picks the signature: HS256/HS384/HS512
+ * (key = secret string or Buffer), RS256 (key = RSA private KeyObject/PEM),
+ * ES256 (key = EC P-256 private key), none (empty signature).  `header`
+ * overrides/extends the header (default {alg, typ:"JWT"}). */
+function signJwt({ alg = 'HS256', key, payload, header = {} }) {
+  const h = { alg, typ: 'JWT', ...header };
+  const input = `${b64url(JSON.stringify(h))}.${b64url(JSON.stringify(payload))}`;
+  let sig;
+  switch (alg) {
+    case 'HS256':
+    case 'HS384':
+    case 'HS512': {
+      const hash = { HS256: 'sha256', HS384: 'sha384', HS512: 'sha512' }[alg];
+      sig = crypto.createHmac(hash, key).update(input).digest();
+      break;
+    }
+    case 'RS256':
+      sig = crypto.sign('sha256', Buffer.from(input), key);
+      break;
+    case 'ES256':
+      sig = crypto.sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' });
+      break;
+    case 'none':
+      sig = Buffer.alloc(0);
+      break;
+    default:
+      throw new Error(`signJwt: unsupported alg ${alg}`);
+  }
+  return `${input}.${b64url(sig)}`;
+}
+
+function nowS() {
+  return Math.floor(Date.now() / 1000);
+}
+
+/* Standard claims for `sub`, valid for an hour; `extra` overrides. */
+function claims(sub, extra = {}) {
+  const now = nowS();
+  return { sub, iat: now, exp: now + 3600, ...extra };
+}
+
+/* Key pairs generated once per process (RSA 2048 and EC P-256), with the
+ * public key as SPKI PEM text. */
+let keyCache = null;
+function keys() {
+  if (keyCache) return keyCache;
+  const rsa = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const rsa2 = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const ec = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const ec2 = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const pem = (k) => k.export({ type: 'spki', format: 'pem' });
+  keyCache = {
+    rsa: { privateKey: rsa.privateKey, publicPem: pem(rsa.publicKey) },
+    rsaOther: { privateKey: rsa2.privateKey, publicPem: pem(rsa2.publicKey) },
+    ec: { privateKey: ec.privateKey, publicPem: pem(ec.publicKey) },
+    ecOther: { privateKey: ec2.privateKey, publicPem: pem(ec2.publicKey) },
+  };
+  return keyCache;
+}
+
+/* Writes `text` to a fresh file under os.tmpdir() and returns its path. */
+function tmpFile(name, text) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'notisync-e2e-'));
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, text);
+  return file;
+}
+
+/* ----------------------------------------------------------------- HTTP */
+
+/* One HTTP request without keep-alive.  Returns {status, headers, text,
+ * json} (json = parsed body or undefined).  Bounded by `timeoutMs`. */
+function httpRequest(base, method, urlPath, { token, body, headers = {}, timeoutMs = DEFAULT_WAIT_MS } = {}) {
+  return new Promise((resolve, reject) => {
+    const u = new URL(urlPath, base);
+    const h = { Connection: 'close', ...headers };
+    let payload;
+    if (body !== undefined) {
+      payload = Buffer.isBuffer(body) ? body : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
+      if (!Object.keys(h).some((k) => k.toLowerCase() === 'content-type')) h['Content-Type'] = 'application/json';
+      h['Content-Length'] = String(payload.length);
+    }
+    if (token) h.Authorization = `Bearer ${token}`;
+    const req = nodeHttp.request(
+      { host: u.hostname, port: u.port, path: u.pathname + u.search, method, headers: h, agent: false },
+      (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () => {
+          clearTimeout(timer);
+          const text = Buffer.concat(chunks).toString('utf8');
+          let json;
+          try {
+            json = text.length ? JSON.parse(text) : undefined;
+          } catch {
+            json = undefined;
+          }
+          resolve({ status: res.statusCode, headers: res.headers, text, json });
+        });
+      },
+    );
+    const timer = setTimeout(() => {
+      req.destroy(new Error(`HTTP ${method} ${urlPath}: no answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    req.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    if (payload) req.write(payload);
+    req.end();
+  });
+}
+
+/* ------------------------------------------------------------ WebSocket */
+
+/* A WebSocket client that records every frame (parsed when JSON), every
+ * ping it got, and the close code/reason.  Waits are bounded and consume
+ * frames in order: next()/waitFor() search from a cursor and move it past
+ * the frame they return. */
+class WsClient {
+  constructor(url, { headers = {}, autoPong = true, label = '', maxPayload } = {}) {
+    this.url = url;
+    this.label = label || url.replace(/token=[^&]*/, 'token=…');
+    this.frames = [];      // {raw, msg, binary, at}
+    this.pings = 0;
+    this.cursor = 0;
+    this.closeInfo = null; // {code, reason, at}
+    this.error = null;
+    this.httpStatus = null;
+    this.opened = false;
+    this.waiters = new Set();
+    const opts = { headers, autoPong, handshakeTimeout: DEFAULT_WAIT_MS };
+    if (maxPayload) opts.maxPayload = maxPayload;
+    this.ws = new WebSocket(url, opts);
+    this.openPromise = new Promise((resolve, reject) => {
+      this.ws.on('open', () => {
+        this.opened = true;
+        resolve(this);
+      });
+      this.ws.on('unexpected-response', (req, res) => {
+        this.httpStatus = res.statusCode;
+        const err = new Error(`${this.label}: upgrade refused with HTTP ${res.statusCode}`);
+        this.error = err;
+        res.resume();
+        req.destroy();
+        this.closeInfo = this.closeInfo || { code: -1, reason: `http ${res.statusCode}`, at: Date.now() };
+        this.notify();
+        reject(err);
+      });
+      this.ws.on('error', (e) => {
+        this.error = e;
+        if (!this.opened) reject(new Error(`${this.label}: ${e.message}`));
+        this.notify();
+      });
+    });
+    this.openPromise.catch(() => {});
+    this.ws.on('message', (data, isBinary) => {
+      const raw = isBinary ? data : data.toString('utf8');
+      let msg = null;
+      if (!isBinary) {
+        try {
+          msg = JSON.parse(raw);
+        } catch {
+          msg = null;
+        }
+      }
+      this.frames.push({ raw, msg, binary: isBinary, at: Date.now() });
+      this.notify();
+    });
+    this.ws.on('ping', () => {
+      this.pings += 1;
+    });
+    this.ws.on('close', (code, reason) => {
+      this.closeInfo = this.closeInfo || { code, reason: reason.toString('utf8'), at: Date.now() };
+      this.notify();
+    });
+  }
+
+  notify() {
+    for (const w of [...this.waiters]) w();
+  }
+
+  /* Resolves when the upgrade completed; rejects on refusal or error. */
+  open() {
+    return withTimeout(this.openPromise, DEFAULT_WAIT_MS, `${this.label}: open`);
+  }
+
+  messages() {
+    return this.frames.filter((f) => f.msg).map((f) => f.msg);
+  }
+
+  describe() {
+    const shown = this.frames.slice(-20).map((f) => (typeof f.raw === 'string' ? f.raw : `<binary ${f.raw.length}>`));
+    return `frames=[${shown.join(', ')}] close=${JSON.stringify(this.closeInfo)}`;
+  }
+
+  /* Waits for the first frame at or after the cursor whose parsed message
+   * satisfies `pred`; returns the message and moves the cursor past it. */
+  waitFor(pred, timeoutMs = DEFAULT_WAIT_MS, what = 'matching frame') {
+    return new Promise((resolve, reject) => {
+      let timer = null;
+      const check = () => {
+        for (let i = this.cursor; i < this.frames.length; i += 1) {
+          const f = this.frames[i];
+          if (f.msg && pred(f.msg)) {
+            this.cursor = i + 1;
+            done();
+            resolve(f.msg);
+            return;
+          }
+        }
+        if (this.closeInfo) {
+          done();
+          reject(new Error(`${this.label}: closed while waiting for ${what}: ${this.describe()}`));
+        }
+      };
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+      };
+      timer = setTimeout(() => {
+        done();
+        reject(new Error(`${this.label}: no ${what} within ${timeoutMs} ms: ${this.describe()}`));
+      }, timeoutMs);
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  /* The next frame of `type` (see waitFor). */
+  next(type, timeoutMs = DEFAULT_WAIT_MS) {
+    return this.waitFor((m) => m.type === type, timeoutMs, `'${type}' frame`);
+  }
+
+  /* Resolves {code, reason} when the connection closes (bounded). */
+  closed(timeoutMs = DEFAULT_WAIT_MS) {
+    return new Promise((resolve, reject) => {
+      let timer = null;
+      const check = () => {
+        if (this.closeInfo) {
+          clearTimeout(timer);
+          this.waiters.delete(check);
+          resolve(this.closeInfo);
+        }
+      };
+      timer = setTimeout(() => {
+        this.waiters.delete(check);
+        reject(new Error(`${this.label}: not closed within ${timeoutMs} ms: ${this.describe()}`));
+      }, timeoutMs);
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  /* Waits `ms` and returns every parsed message that arrived meanwhile
+   * (from the moment of the call) and satisfies `pred`. */
+  async collect(ms, pred = () => true) {
+    const from = this.frames.length;
+    await sleep(ms);
+    return this.frames.slice(from).filter((f) => f.msg && pred(f.msg)).map((f) => f.msg);
+  }
+
+  isOpen() {
+    return this.ws.readyState === WebSocket.OPEN;
+  }
+
+  send(msg) {
+    this.ws.send(typeof msg === 'string' || Buffer.isBuffer(msg) ? msg : JSON.stringify(msg));
+  }
+
+  /* Sends a ping message and returns the matching pong. */
+  async ping(ref = uid('ref'), timeoutMs = DEFAULT_WAIT_MS) {
+    this.send({ type: 'ping', ref, data: {} });
+    return this.waitFor((m) => m.type === 'pong' && m.ref === ref, timeoutMs, `pong ref=${ref}`);
+  }
+
+  /* Closes normally and waits (bounded) for the close to complete. */
+  async close(code = 1000) {
+    if (this.closeInfo) return this.closeInfo;
+    try {
+      this.ws.close(code);
+    } catch {
+      this.ws.terminate();
+    }
+    try {
+      return await this.closed(DEFAULT_WAIT_MS);
+    } catch {
+      this.ws.terminate();
+      return this.closeInfo;
+    }
+  }
+
+  terminate() {
+    this.ws.terminate();
+  }
+}
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/* -------------------------------------------------------------- servers */
+
+class Server {
+  constructor(opts) {
+    this.opts = opts;
+    this.secret = opts.secret;
+    this.clients = [];
+    this.exit = null;   // {code, signal} once exited
+    this.stopped = false;
+  }
+
+  get base() {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /* Spawns `notisyncd serve` and waits for /health (200 or 503). */
+  async start() {
+    const svc = this.opts.services === false ? {} : services();
+    this.port = this.opts.port || (await freePort());
+    const env = baseEnv();
+    env.NOTISYNC_LISTEN = `127.0.0.1:${this.port}`;
+    if (svc.NOTISYNC_REDIS_URL) env.NOTISYNC_REDIS_URL = svc.NOTISYNC_REDIS_URL;
+    if (svc.NOTISYNC_DATABASE_URL) env.NOTISYNC_DATABASE_URL = svc.NOTISYNC_DATABASE_URL;
+    if (this.secret) env.NOTISYNC_JWT_SECRET = this.secret;
+    env.NOTISYNC_PRESENCE_GRACE = '0';
+    env.NOTISYNC_LOG_LEVEL = 'debug';
+    env.NOTISYNC_INSTANCE_ID = this.opts.instanceId || uid('e2e');
+    /* Handshake limits are per client IP and every test connects from
+     * 127.0.0.1: leave them on (defaults) unless a test overrides. */
+    for (const [k, v] of Object.entries(this.opts.env || {})) {
+      if (v === null || v === undefined) delete env[k];
+      else env[k] = String(v);
+    }
+    this.env = env;
+    this.logFile = this.logFile || logName('notisyncd');
+    const fd = fs.openSync(this.logFile, 'a');
+    fs.writeSync(fd, `=== ${new Date().toISOString()} start ${binPath()} serve on port ${this.port}\n`);
+    this.exit = null;
+    this.stopped = false;
+    this.proc = spawn(binPath(), ['serve'], { env, stdio: ['ignore', fd, fd] });
+    fs.closeSync(fd);
+    this.pid = this.proc.pid;
+    this.exitPromise = new Promise((resolve) => {
+      this.proc.on('exit', (code, signal) => {
+        this.exit = { code, signal, at: Date.now() };
+        resolve(this.exit);
+      });
+      this.proc.on('error', (e) => {
+        this.exit = { code: null, signal: null, error: e.message, at: Date.now() };
+        resolve(this.exit);
+      });
+    });
+    if (!servers.includes(this)) servers.push(this);
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    for (;;) {
+      if (this.exit) {
+        throw new Error(`notisyncd exited during start-up (${JSON.stringify(this.exit)}); log ${this.logFile}:\n${tailFile(this.logFile)}`);
+      }
+      try {
+        const r = await httpRequest(this.base, 'GET', '/health', { timeoutMs: 2000 });
+        if (r.status === 200 || r.status === 503) break;
+      } catch {
+        /* not listening yet */
+      }
+      if (Date.now() >= deadline) {
+        throw new Error(`notisyncd not ready within ${READY_TIMEOUT_MS} ms; log ${this.logFile}:\n${tailFile(this.logFile)}`);
+      }
+      await sleep(150);
+    }
+    return this;
+  }
+
+  /* True while the process runs. */
+  alive() {
+    return this.exit === null && !!this.proc;
+  }
+
+  /* Sends `sig` and waits (bounded) for the exit; returns {code, signal, ms}
+   * or null when it did not exit in time. */
+  async signalAndWait(sig, timeoutMs) {
+    if (!this.alive()) return this.exit;
+    const t0 = Date.now();
+    try {
+      process.kill(this.pid, sig);
+    } catch {
+      /* already gone */
+    }
+    const res = await Promise.race([this.exitPromise, sleep(timeoutMs).then(() => null)]);
+    return res ? { ...res, ms: Date.now() - t0 } : null;
+  }
+
+  /* SIGTERM, then SIGKILL after 10 s.  Returns the exit record. */
+  async stop() {
+    for (const c of this.clients) {
+      try {
+        c.terminate();
+      } catch {
+        /* ignore */
+      }
+    }
+    if (!this.proc) return null;
+    this.stopped = true;
+    let res = await this.signalAndWait('SIGTERM', STOP_GRACE_MS);
+    if (!res) {
+      fs.appendFileSync(this.logFile, `=== harness: no exit ${STOP_GRACE_MS} ms after SIGTERM, sending SIGKILL\n`);
+      res = await this.signalAndWait('SIGKILL', STOP_GRACE_MS);
+      if (res) res.killed = true;
+    }
+    return res;
+  }
+
+  log() {
+    try {
+      return fs.readFileSync(this.logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  /* An HS256 token for `sub` signed with this server's secret. */
+  token(sub, extra = {}) {
+    return signJwt({ alg: 'HS256', key: this.secret, payload: claims(sub, extra) });
+  }
+
+  http(method, urlPath, opts) {
+    return httpRequest(this.base, method, urlPath, opts);
+  }
+
+  /* ws://127.0.0.1:PORT/ws?… with the given query parameters (undefined
+   * values left out). */
+  wsUrl(params = {}, wsPath = '/ws') {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null) q.append(k, v);
+    const qs = q.toString();
+    return `ws://127.0.0.1:${this.port}${wsPath}${qs ? `?${qs}` : ''}`;
+  }
+
+  /* Opens a WebSocket (does not wait for anything). */
+  ws(url, opts = {}) {
+    const c = new WsClient(url, opts);
+    this.clients.push(c);
+    return c;
+  }
+
+  /* Connects device `deviceId` of `user` with a fresh token, waits for the
+   * upgrade and the welcome frame; returns the client with `.welcome`. */
+  async device(user, deviceId, { params = {}, token, headers, autoPong, label } = {}) {
+    const tok = token || this.token(user);
+    const c = this.ws(this.wsUrl({ token: tok, device_id: deviceId, ...params }), {
+      headers,
+      autoPong,
+      label: label || `${user}/${deviceId}`,
+    });
+    await c.open();
+    c.welcome = await c.next('welcome');
+    return c;
+  }
+}
+
+/* Creates (does not start) a server.  opts: env (extra/overriding
+ * NOTISYNC_* vars; null deletes), secret (HS256 secret; null = none),
+ * port, instanceId. */
+function newServer(opts = {}) {
+  const secret = opts.secret === null ? null : opts.secret || crypto.randomBytes(24).toString('hex');
+  return new Server({ ...opts, secret });
+}
+
+/* Starts a server in a before() hook of the current file; the after() hook
+ * registered by this module stops it.  Returns the Server (usable once the
+ * hook ran). */
+function useServer(opts = {}) {
+  const srv = newServer(opts);
+  nodeTest.before(async () => {
+    await srv.start();
+  });
+  return srv;
+}
+
+/* ---------------------------------------------------------- redis-server */
+
+/* Sends PING over RESP; resolves true on +PONG. */
+function redisPing(port, timeoutMs = 1000) {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    let buf = '';
+    const finish = (v) => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(v);
+    };
+    const timer = setTimeout(() => finish(false), timeoutMs);
+    s.on('connect', () => s.write('PING\r\n'));
+    s.on('data', (d) => {
+      buf += d.toString();
+      if (buf.includes('\r\n')) finish(buf.startsWith('+PONG'));
+    });
+    s.on('error', () => finish(false));
+  });
+}
+
+/* A private redis-server (no persistence) on a free port, run in the
+ * foreground so it is stopped by PID. */
+class PrivateRedis {
+  constructor() {
+    this.proc = null;
+    this.exit = null;
+  }
+
+  get url() {
+    return `redis://127.0.0.1:${this.port}/0`;
+  }
+
+  /* Starts (or restarts on the same port) and waits for PONG. */
+  async start(port) {
+    if (this.proc && !this.exit) throw new Error('redis already running');
+    this.port = port || this.port || (await freePort());
+    this.dir = this.dir || fs.mkdtempSync(path.join(os.tmpdir(), 'notisync-e2e-redis-'));
+    this.logFile = this.logFile || logName('redis');
+    const fd = fs.openSync(this.logFile, 'a');
+    this.exit = null;
+    this.proc = spawn('redis-server', [
+      '--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+      '--dir', this.dir, '--daemonize', 'no',
+    ], { stdio: ['ignore', fd, fd] });
+    fs.closeSync(fd);
+    this.pid = this.proc.pid;
+    this.exitPromise = new Promise((resolve) => {
+      this.proc.on('exit', (code, signal) => {
+        this.exit = { code, signal };
+        resolve(this.exit);
+      });
+      this.proc.on('error', (e) => {
+        this.exit = { error: e.message };
+        resolve(this.exit);
+      });
+    });
+    if (!redises.includes(this)) redises.push(this);
+    await until(async () => {
+      if (this.exit) throw new Error(`redis-server exited: ${JSON.stringify(this.exit)} ${tailFile(this.logFile, 20)}`);
+      return redisPing(this.port);
+    }, { timeoutMs: 10000, intervalMs: 100, what: `redis-server on port ${this.port}` });
+    return this;
+  }
+
+  /* SIGTERM (SIGKILL after 10 s) and wait for the exit. */
+  async stop() {
+    if (!this.proc || this.exit) return this.exit;
+    try {
+      process.kill(this.pid, 'SIGTERM');
+    } catch {
+      /* gone */
+    }
+    let res = await Promise.race([this.exitPromise, sleep(STOP_GRACE_MS).then(() => null)]);
+    if (!res) {
+      try {
+        process.kill(this.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+      res = await Promise.race([this.exitPromise, sleep(STOP_GRACE_MS).then(() => null)]);
+    }
+    return res;
+  }
+}
+
+function useRedis() {
+  const r = new PrivateRedis();
+  nodeTest.before(async () => {
+    await r.start();
+  });
+  return r;
+}
+
+/* ----------------------------------------------------- hooks and checks */
+
+const SANITIZER_RE = /ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|SUMMARY: UndefinedBehaviorSanitizer/;
+
+function dumpLogs(reason) {
+  for (const s of servers) {
+    if (!s.logFile) continue;
+    process.stderr.write(`\n----- ${reason}: notisyncd log ${s.logFile} (port ${s.port}, exit ${JSON.stringify(s.exit)}) -----\n`);
+    process.stderr.write(`${tailFile(s.logFile)}\n`);
+  }
+}
+
+/* Every process this file started is stopped here, by PID.  A sanitizer
+ * report in a server log fails the file. */
+nodeTest.after(async () => {
+  const problems = [];
+  for (const s of servers) {
+    await s.stop();
+    if (SANITIZER_RE.test(s.log())) problems.push(`sanitizer report in ${s.logFile}`);
+  }
+  for (const r of redises) await r.stop();
+  if (problems.length) {
+    dumpLogs('sanitizer');
+    throw new Error(problems.join('; '));
+  }
+});
+
+/* node:test's test() with a default timeout and, on failure, the tail of
+ * every server log of this file on stderr and the log paths in the error. */
+function test(name, opts, fn) {
+  if (typeof opts === 'function') {
+    fn = opts;
+    opts = {};
+  }
+  const wrapped = async (t) => {
+    try {
+      await fn(t);
+    } catch (e) {
+      dumpLogs(`FAILED: ${name}`);
+      if (e && typeof e.message === 'string') {
+        const logs = servers.map((s) => s.logFile).filter(Boolean);
+        try {
+          e.message += `\n(server logs: ${logs.join(', ')})`;
+        } catch {
+          /* read-only message */
+        }
+      }
+      throw e;
+    }
+  };
+  return nodeTest.test(name, { timeout: TEST_TIMEOUT_MS, ...opts }, wrapped);
+}
+
+/* ------------------------------------------------------------ assertions */
+
+function isTimestamp(s) {
+  return typeof s === 'string' && TS_RE.test(s) && !Number.isNaN(Date.parse(s));
+}
+
+/* A date string a client can parse (used for last_seen / first_seen, whose
+ * format SPEC does not pin: we expect RFC 3339). */
+function isDateString(s) {
+  return typeof s === 'string' && /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}/.test(s) && !Number.isNaN(Date.parse(s));
+}
+
+module.exports = {
+  TS_RE,
+  DEFAULT_WAIT_MS,
+  sleep,
+  uid,
+  until,
+  freePort,
+  services,
+  binPath,
+  signJwt,
+  claims,
+  nowS,
+  keys,
+  tmpFile,
+  httpRequest,
+  WsClient,
+  Server,
+  newServer,
+  useServer,
+  PrivateRedis,
+  useRedis,
+  redisPing,
+  test,
+  dumpLogs,
+  tailFile,
+  isTimestamp,
+  isDateString,
+  servers,
+};

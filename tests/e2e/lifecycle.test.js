@@ -1,0 +1,158 @@
+'use strict';
+/*
+ * lifecycle.test.js -- SPEC §8 SIGTERM (close 1001, devices offline, exit 0
+ * within 10 s) and SPEC §7 heartbeat (WebSocket ping every
+ * heartbeat_interval; a peer silent for idle_timeout is closed and its device
+ * goes offline).
+ */
+const assert = require('node:assert/strict');
+const {
+  test, newServer, useServer, uid, until, sleep,
+} = require('./lib/harness');
+
+const hb = useServer({ env: { NOTISYNC_HEARTBEAT_INTERVAL: '1s', NOTISYNC_IDLE_TIMEOUT: '3s' } });
+
+async function deviceStatus(srv, user, deviceId) {
+  const r = await srv.http('GET', '/api/v1/devices', { token: srv.token(user) });
+  assert.equal(r.status, 200, r.text);
+  const d = r.json.devices.find((x) => x.device_id === deviceId);
+  return d ? d.status : undefined;
+}
+
+/* Opcodes of the unmasked server frames in `b` (stops at a partial frame). */
+function opcodes(b) {
+  const ops = [];
+  let i = 0;
+  while (i + 2 <= b.length) {
+    const op = b[i] & 0x0f;
+    let len = b[i + 1] & 0x7f;
+    let hdr = 2;
+    if (len === 126) {
+      if (i + 4 > b.length) break;
+      len = b.readUInt16BE(i + 2);
+      hdr = 4;
+    } else if (len === 127) {
+      if (i + 10 > b.length) break;
+      len = Number(b.readBigUInt64BE(i + 2));
+      hdr = 10;
+    }
+    if (i + hdr + len > b.length) break;
+    ops.push(op);
+    i += hdr + len;
+  }
+  return ops;
+}
+
+test('SIGTERM: connected clients see 1001, the process exits 0 within 10 s, devices end offline', async () => {
+  const secret = `lifecycle-${uid()}`;
+  const s1 = newServer({ secret });
+  await s1.start();
+  const user = uid();
+  const d1 = await s1.device(user, 'd1');
+  const d2 = await s1.device(user, 'd2');
+  await d1.waitFor((m) => m.type === 'device_status' && m.data.device_id === 'd2' && m.data.status === 'online', 5000)
+    .catch(() => null); /* presence has its own test; this only lets d2 settle */
+  assert.equal(await deviceStatus(s1, user, 'd1'), 'online');
+
+  const res = await s1.signalAndWait('SIGTERM', 10000);
+  assert.ok(res, `notisyncd did not exit within 10 s of SIGTERM (pid ${s1.pid})`);
+  assert.equal(res.signal, null, `exited by signal ${res.signal}`);
+  assert.equal(res.code, 0, `exit code after SIGTERM: ${JSON.stringify(res)}`);
+  assert.ok(res.ms <= 10000, `took ${res.ms} ms`);
+
+  for (const c of [d1, d2]) {
+    const info = await c.closed(5000);
+    assert.equal(info.code, 1001, `close code on shutdown: ${c.describe()}`);
+  }
+
+  /* a fresh server on the same Redis and PostgreSQL sees the devices offline */
+  const s2 = newServer({ secret });
+  await s2.start();
+  const devs = await s2.http('GET', '/api/v1/devices', { token: s2.token(user) });
+  assert.equal(devs.status, 200, devs.text);
+  const byId = Object.fromEntries(devs.json.devices.map((d) => [d.device_id, d]));
+  assert.ok(byId.d1 && byId.d2, `both devices still registered: ${devs.text}`);
+  assert.equal(byId.d1.status, 'offline');
+  assert.equal(byId.d2.status, 'offline');
+  await s2.stop();
+});
+
+test('SIGTERM with no clients: exit 0 quickly', async () => {
+  const s = newServer();
+  await s.start();
+  const res = await s.signalAndWait('SIGTERM', 10000);
+  assert.ok(res, 'exited within 10 s');
+  assert.equal(res.code, 0, JSON.stringify(res));
+});
+
+test('SIGINT behaves like SIGTERM (exit 0, clients see 1001)', async () => {
+  const s = newServer();
+  await s.start();
+  const c = await s.device(uid(), 'int');
+  const res = await s.signalAndWait('SIGINT', 10000);
+  assert.ok(res, 'exited within 10 s of SIGINT');
+  assert.equal(res.code, 0, JSON.stringify(res));
+  assert.equal((await c.closed(5000)).code, 1001, c.describe());
+});
+
+test('heartbeat: welcome announces heartbeat_interval_s = 1', async () => {
+  const c = await hb.device(uid(), 'hb0');
+  assert.equal(c.welcome.data.heartbeat_interval_s, 1);
+  await c.close();
+});
+
+test('heartbeat: a client that answers pings stays open past idle_timeout', async () => {
+  const c = await hb.device(uid(), 'hb1');
+  await sleep(5000);
+  assert.ok(c.isOpen(), `closed although it answered pings: ${c.describe()}`);
+  assert.ok(c.pings >= 2, `server sent ${c.pings} WebSocket pings in 5 s with heartbeat_interval=1s`);
+  assert.equal((await c.ping()).type, 'pong');
+  await c.close();
+});
+
+test('heartbeat: a client that never answers pings is closed (~idle_timeout) and goes offline', async () => {
+  const user = uid();
+  const t0 = Date.now();
+  const c = await hb.device(user, 'hb-silent', { autoPong: false });
+  assert.equal(await deviceStatus(hb, user, 'hb-silent'), 'online');
+  await c.closed(12000);
+  const elapsed = Date.now() - t0;
+  assert.ok(elapsed >= 2000, `closed after ${elapsed} ms, before idle_timeout=3s`);
+  assert.ok(elapsed <= 12000, `closed after ${elapsed} ms`);
+  assert.ok(c.pings >= 1, 'it was pinged before being closed');
+  await until(async () => (await deviceStatus(hb, user, 'hb-silent')) === 'offline',
+    { what: 'hb-silent offline after the idle close' });
+});
+
+test('heartbeat: a raw TCP client that completes the handshake and then goes silent is closed', async () => {
+  const net = require('node:net');
+  const crypto = require('node:crypto');
+  const user = uid();
+  const sock = net.connect({ host: '127.0.0.1', port: hb.port });
+  let buf = Buffer.alloc(0);
+  let ended = false;
+  sock.on('data', (d) => { buf = Buffer.concat([buf, d]); });
+  sock.on('close', () => { ended = true; });
+  sock.on('error', () => { ended = true; });
+  await new Promise((resolve, reject) => {
+    sock.once('connect', resolve);
+    sock.once('error', reject);
+  });
+  const key = crypto.randomBytes(16).toString('base64');
+  const q = new URLSearchParams({ token: hb.token(user), device_id: 'raw-1' }).toString();
+  sock.write(`GET /ws?${q} HTTP/1.1\r\nHost: 127.0.0.1:${hb.port}\r\nUpgrade: websocket\r\n`
+    + `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+  const t0 = Date.now();
+  await until(() => buf.includes('\r\n\r\n'), { timeoutMs: 10000, intervalMs: 50, what: 'upgrade response' });
+  assert.match(buf.toString('latin1'), /^HTTP\/1\.1 101/, 'upgrade accepted');
+  await until(() => ended, { timeoutMs: 15000, intervalMs: 100, what: 'server closing the silent raw socket' });
+  const elapsed = Date.now() - t0;
+  assert.ok(elapsed >= 2000, `closed after ${elapsed} ms, before idle_timeout=3s`);
+  /* the server did ping it: look for a ping frame (opcode 0x9) after the
+   * 101 response and the welcome */
+  const frames = buf.subarray(buf.indexOf('\r\n\r\n') + 4);
+  const ops = opcodes(frames);
+  assert.equal(ops[0], 0x1, `first frame is text (welcome): ${ops}`);
+  assert.ok(ops.includes(0x9), `a WebSocket ping frame was sent: opcodes ${ops}`);
+  sock.destroy();
+});
