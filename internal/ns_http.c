@@ -416,7 +416,7 @@ static int on_writeable(struct lws *wsi, ns_req *r, int *done) {
       return -1;
   }
   *done = 1;
-  return lws_http_transaction_completed(wsi) ? -1 : 0;
+  return 0;
 }
 
 int ns__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
@@ -445,11 +445,12 @@ int ns__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
   case LWS_CALLBACK_HTTP_WRITEABLE: {
     ns_req *r = s->req;
     int done = 0, rc = on_writeable(wsi, r, &done);
-    if (done) {
-      s->req = NULL;
-      req_free(r);
-    }
-    return rc;
+    if (rc || !done)
+      return rc;
+    /* Completing the transaction may free the session data: detach first. */
+    s->req = NULL;
+    req_free(r);
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
   }
   case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
   case LWS_CALLBACK_CLOSED_HTTP:

@@ -575,8 +575,11 @@ void ns_presence_on_message(ns_server *srv, const char *ch, size_t chlen,
     return;
   memcpy(user, ch + plen, chlen - plen);
   user[chlen - plen] = '\0';
-  ev = json_tokener_parse_verbose(payload, NULL);
-  (void)len;
+  {
+    json_tokener *tok = json_tokener_new();
+    ev = json_tokener_parse_ex(tok, payload, (int)len);
+    json_tokener_free(tok);
+  }
   if (!ev)
     return;
   if (json_object_object_get_ex(ev, "k", &k)) {
