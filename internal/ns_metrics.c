@@ -34,7 +34,7 @@ void ns_metrics_inc(ns_metrics *m, ns_metric_family f, const char *label) {
       return;
     }
   }
-  if (d->n == NS_METRIC_LABELS - 1 && strcmp(label, "other") != 0) {
+  if (d->n >= NS_METRIC_LABELS - 1 && strcmp(label, "other") != 0) {
     ns_metrics_inc(m, f, "other");
     return;
   }

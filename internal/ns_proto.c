@@ -98,13 +98,31 @@ int ns_proto_utf8_valid(const char *s, size_t n) {
 }
 
 /* ------------------------------------------------------------------ */
+/* Errors                                                               */
+
+static int fail(ns_proto_err *err, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Fills `err` and returns the matching return code: NS_ENOMEM for the
+ * "internal" code, NS_EPARSE for the client's mistakes. */
+static int fail(ns_proto_err *err, const char *code, const char *fmt, ...) {
+  va_list ap;
+  err->code = code;
+  va_start(ap, fmt);
+  vsnprintf(err->message, sizeof(err->message), fmt, ap);
+  va_end(ap);
+  return strcmp(code, "internal") == 0 ? NS_ENOMEM : NS_EPARSE;
+}
+
+/* ------------------------------------------------------------------ */
 /* Strict JSON syntax check (RFC 8259)                                  */
 
 typedef struct scan {
   const unsigned char *p;
   size_t n;
-  size_t i;
+  size_t i;      /* next byte; where the error is when a scan fails */
   int depth;
+  int too_deep;
 } scan;
 
 static int scan_value(scan *s);
@@ -212,8 +230,10 @@ static int scan_literal(scan *s, const char *lit) {
 static int scan_container(scan *s, int is_object) {
   unsigned char close = is_object ? '}' : ']';
 
-  if (++s->depth > NS_PROTO_MAX_DEPTH)
+  if (++s->depth > NS_PROTO_MAX_DEPTH) {
+    s->too_deep = 1;
     return -1;
+  }
   s->i++;
   skip_ws(s);
   if (s->i < s->n && s->p[s->i] == close)
@@ -269,32 +289,27 @@ static int scan_value(scan *s) {
 }
 
 /* 0 when p[0..n) is exactly one JSON value, optionally surrounded by
- * whitespace; -1 otherwise. */
-static int check_json(const char *p, size_t n) {
-  scan s = {(const unsigned char *)p, n, 0, 0};
+ * whitespace.  Otherwise fills `err` (bad_json, with the byte offset where
+ * the scan stopped) and returns NS_EPARSE. */
+static int check_json(const char *p, size_t n, ns_proto_err *err) {
+  scan s = {(const unsigned char *)p, n, 0, 0, 0};
   skip_ws(&s);
-  if (scan_value(&s) < 0)
-    return -1;
-  skip_ws(&s);
-  return s.i == n ? 0 : -1;
+  if (s.i == n)
+    return fail(err, "bad_json", "message is not valid JSON: no value");
+  if (scan_value(&s) == 0) {
+    skip_ws(&s);
+    if (s.i == n)
+      return 0;
+  }
+  if (s.too_deep)
+    return fail(err, "bad_json",
+                "message is not valid JSON: nested deeper than %d levels",
+                NS_PROTO_MAX_DEPTH);
+  return fail(err, "bad_json", "message is not valid JSON at byte %zu", s.i);
 }
 
 /* ------------------------------------------------------------------ */
 /* Decoding                                                             */
-
-static int fail(ns_proto_err *err, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Fills `err` and returns the matching return code: NS_ENOMEM for the
- * "internal" code, NS_EPARSE for the client's mistakes. */
-static int fail(ns_proto_err *err, const char *code, const char *fmt, ...) {
-  va_list ap;
-  err->code = code;
-  va_start(ap, fmt);
-  vsnprintf(err->message, sizeof(err->message), fmt, ap);
-  va_end(ap);
-  return strcmp(code, "internal") == 0 ? NS_ENOMEM : NS_EPARSE;
-}
 
 /* Parses p[0..n) into a json-c tree in *out (owned by the caller). */
 static int parse_json(const char *p, size_t n, json_object **out,
@@ -303,8 +318,10 @@ static int parse_json(const char *p, size_t n, json_object **out,
   json_object *root = NULL;
   int rc = 0;
 
-  if (n == 0 || n >= INT_MAX || check_json(p, n) < 0)
-    return fail(err, "bad_json", "message is not valid JSON");
+  if (n >= INT_MAX)
+    return fail(err, "bad_json", "message is not valid JSON: too long");
+  if (check_json(p, n, err) < 0)
+    return NS_EPARSE;
   tok = json_tokener_new_ex(NS_PROTO_MAX_DEPTH + 2);
   if (!tok)
     return fail(err, "internal", "out of memory");

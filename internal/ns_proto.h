@@ -61,13 +61,16 @@ typedef struct ns_cmd {
 } ns_cmd;
 
 typedef struct ns_proto_err {
-  const char *code;      /* "bad_json" | "bad_message" (static string) */
+  const char *code;      /* "bad_json" | "bad_message" (static string);
+                            "internal" only with NS_ENOMEM */
   char message[128];     /* human-readable, names the field when it can */
 } ns_proto_err;
 
 /* Decodes one client text frame of `n` bytes.  Returns 0 and fills `out`, or
  * NS_EPARSE and fills `err` (out->ref / has_ref still set when they were
- * read).  Always call ns_cmd_reset() on `out` afterwards. */
+ * read).  Out of memory: NS_ENOMEM with err->code "internal", so replying
+ * with err->code is right in every case.  Always call ns_cmd_reset() on
+ * `out` afterwards. */
 int ns_proto_decode(const char *p, size_t n, ns_cmd *out, ns_proto_err *err);
 void ns_cmd_reset(ns_cmd *c);
 

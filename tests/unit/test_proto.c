@@ -190,6 +190,7 @@ static void test_depth_bound(void **state) {
   s = nested(32, &n); /* depth 33 */
   assert_int_equal(decode_exact(s, n, &c, &e), NS_EPARSE);
   assert_string_equal(e.code, "bad_json");
+  assert_non_null(strstr(e.message, "nested deeper than 32"));
   ns_cmd_reset(&c);
   free(s);
 
@@ -577,6 +578,28 @@ static void test_decode_respects_length(void **state) {
   ns_cmd_reset(&c);
 }
 
+static void test_bad_json_messages(void **state) {
+  static const struct {
+    const char *in;
+    size_t n;
+    const char *message;
+  } t[] = {
+      {IN(""), "message is not valid JSON: no value"},
+      {IN(" \n "), "message is not valid JSON: no value"},
+      {IN("{\"type\":\"ping\"} x"), "message is not valid JSON at byte 16"},
+      {IN("{\"type\":NaN}"), "message is not valid JSON at byte 8"},
+      {IN("{\"a\":\"\xed\xa0\x80\"}"), "message is not valid JSON at byte 6"},
+  };
+  for (size_t i = 0; i < NS_ARRAY_SIZE(t); i++) {
+    ns_cmd c;
+    ns_proto_err e;
+    assert_int_equal(decode_exact(t[i].in, t[i].n, &c, &e), NS_EPARSE);
+    assert_string_equal(e.code, "bad_json");
+    assert_string_equal(e.message, t[i].message);
+    ns_cmd_reset(&c);
+  }
+}
+
 static void test_reset_and_reuse(void **state) {
   ns_cmd c;
   ns_proto_err e;
@@ -928,6 +951,7 @@ int main(void) {
       cmocka_unit_test(test_ok_table),
       cmocka_unit_test(test_type_name_truncation),
       cmocka_unit_test(test_decode_respects_length),
+      cmocka_unit_test(test_bad_json_messages),
       cmocka_unit_test(test_reset_and_reuse),
       cmocka_unit_test(test_envelope_exact),
       cmocka_unit_test(test_envelope_parse_back),

@@ -1,0 +1,81 @@
+/*
+ * test_metrics.c -- Prometheus rendering, label bounds and the latency
+ * histogram's cumulative buckets.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ns_metrics.h"
+
+static ns_metrics m;
+
+static void test_render_has_required_families(void **state) {
+  ns_metrics_gauges g = {7, 5, 100, 3, 1, 0, 12};
+  size_t len;
+  char *s;
+  (void)state;
+  ns_metrics_init(&m);
+  ns_metrics_inc(&m, NS_M_HANDSHAKES, "ok");
+  ns_metrics_inc(&m, NS_M_HANDSHAKES, "ok");
+  ns_metrics_inc(&m, NS_M_SENT, "pong");
+  s = ns_metrics_render(&m, &g, &len);
+  assert_int_equal(strlen(s), len);
+  assert_non_null(strstr(s, "notisync_connections 7\n"));
+  assert_non_null(strstr(s, "notisync_redis_up 1\n"));
+  assert_non_null(strstr(s, "notisync_postgres_up 0\n"));
+  assert_non_null(strstr(s, "notisync_handshakes_total{result=\"ok\"} 2\n"));
+  assert_non_null(strstr(s, "notisync_messages_sent_total{type=\"pong\"} 1\n"));
+  assert_non_null(strstr(s, "# TYPE notisync_messages_received_total counter"));
+  assert_non_null(strstr(s, "notisync_queue_appends_total 0\n"));
+  assert_non_null(strstr(s, "notisync_slow_consumer_closes_total 0\n"));
+  assert_non_null(strstr(s, "# TYPE notisync_delivery_latency_seconds histogram"));
+  free(s);
+}
+
+static void test_labels_are_bounded(void **state) {
+  char label[32];
+  int i;
+  (void)state;
+  ns_metrics_init(&m);
+  for (i = 0; i < 1000; i++) {
+    snprintf(label, sizeof(label), "t%d", i);
+    ns_metrics_inc(&m, NS_M_RECEIVED, label);
+  }
+  assert_int_equal(m.fam[NS_M_RECEIVED].n, NS_METRIC_LABELS);
+  assert_string_equal(m.fam[NS_M_RECEIVED].label[NS_METRIC_LABELS - 1], "other");
+  assert_int_equal(m.fam[NS_M_RECEIVED].value[NS_METRIC_LABELS - 1],
+                   1000 - (NS_METRIC_LABELS - 1));
+}
+
+static void test_histogram_cumulative(void **state) {
+  ns_metrics_gauges g = {0};
+  size_t len;
+  char *s;
+  (void)state;
+  ns_metrics_init(&m);
+  ns_metrics_observe_latency(&m, 0.0002);
+  ns_metrics_observe_latency(&m, 0.003);
+  ns_metrics_observe_latency(&m, 100);
+  s = ns_metrics_render(&m, &g, &len);
+  assert_non_null(strstr(s, "notisync_delivery_latency_seconds_bucket{le=\"0.0005\"} 1\n"));
+  assert_non_null(strstr(s, "notisync_delivery_latency_seconds_bucket{le=\"0.005\"} 2\n"));
+  assert_non_null(strstr(s, "notisync_delivery_latency_seconds_bucket{le=\"5\"} 2\n"));
+  assert_non_null(strstr(s, "notisync_delivery_latency_seconds_bucket{le=\"+Inf\"} 3\n"));
+  assert_non_null(strstr(s, "notisync_delivery_latency_seconds_count 3\n"));
+  free(s);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_render_has_required_families),
+      cmocka_unit_test(test_labels_are_bounded),
+      cmocka_unit_test(test_histogram_cumulative),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
