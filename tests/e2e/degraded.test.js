@@ -7,9 +7,8 @@
  * Uses private redis-servers (the shared one must never be stopped).
  */
 const assert = require('node:assert/strict');
-const nodeTest = require('node:test');
 const {
-  test, newServer, PrivateRedis, uid, until, freePort, sleep,
+  test, setup, newServer, PrivateRedis, uid, until, freePort, sleep,
 } = require('./lib/harness');
 
 const redis = new PrivateRedis();
@@ -19,7 +18,7 @@ const b = newServer({ env: {} });
 const lateRedis = new PrivateRedis();
 const late = newServer({ env: {} });
 
-nodeTest.before(async () => {
+setup(async () => {
   await redis.start();
   a.opts.env.NOTISYNC_REDIS_URL = redis.url;
   b.opts.env.NOTISYNC_REDIS_URL = redis.url;

@@ -52,7 +52,7 @@ test('SIGTERM: connected clients see 1001, the process exits 0 within 10 s, devi
   const d2 = await s1.device(user, 'd2');
   await d1.waitFor((m) => m.type === 'device_status' && m.data.device_id === 'd2' && m.data.status === 'online', 5000)
     .catch(() => null); /* presence has its own test; this only lets d2 settle */
-  assert.equal(await deviceStatus(s1, user, 'd1'), 'online');
+  await until(async () => (await deviceStatus(s1, user, 'd1')) === 'online', { what: 'd1 online before SIGTERM' });
 
   const res = await s1.signalAndWait('SIGTERM', 10000);
   assert.ok(res, `notisyncd did not exit within 10 s of SIGTERM (pid ${s1.pid})`);
@@ -114,7 +114,8 @@ test('heartbeat: a client that never answers pings is closed (~idle_timeout) and
   const user = uid();
   const t0 = Date.now();
   const c = await hb.device(user, 'hb-silent', { autoPong: false });
-  assert.equal(await deviceStatus(hb, user, 'hb-silent'), 'online');
+  await until(async () => (await deviceStatus(hb, user, 'hb-silent')) === 'online',
+    { timeoutMs: 2000, intervalMs: 100, what: 'hb-silent online' });
   await c.closed(12000);
   const elapsed = Date.now() - t0;
   assert.ok(elapsed >= 2000, `closed after ${elapsed} ms, before idle_timeout=3s`);

@@ -15,7 +15,7 @@
  * of its file; the after() hook fails the file when a server log holds a
  * sanitizer report.
  */
-const { spawn, spawnSync } = require('node:child_process');
+const { spawn } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const net = require('node:net');
@@ -611,14 +611,24 @@ function newServer(opts = {}) {
   return new Server({ ...opts, secret });
 }
 
-/* Starts a server in a before() hook of the current file; the after() hook
- * registered by this module stops it.  Returns the Server (usable once the
- * hook ran). */
+/* Set-up steps of this file run one after another on one promise chain
+ * that every test() awaits first.  (node 20 runs a top-level before() hook
+ * at once when it is registered, so several of them would run
+ * concurrently.)  A failed step fails every test with its error. */
+let setupChain = Promise.resolve();
+
+/* Queues `fn` (async) after the steps queued earlier. */
+function setup(fn) {
+  setupChain = setupChain.then(() => fn());
+  setupChain.catch(() => {});
+}
+
+/* Starts a server before the first test of the current file; the after()
+ * hook registered by this module stops it.  Returns the Server (usable once
+ * set-up ran). */
 function useServer(opts = {}) {
   const srv = newServer(opts);
-  nodeTest.before(async () => {
-    await srv.start();
-  });
+  setup(() => srv.start());
   return srv;
 }
 
@@ -711,9 +721,7 @@ class PrivateRedis {
 
 function useRedis() {
   const r = new PrivateRedis();
-  nodeTest.before(async () => {
-    await r.start();
-  });
+  setup(() => r.start());
   return r;
 }
 
@@ -753,6 +761,7 @@ function test(name, opts, fn) {
   }
   const wrapped = async (t) => {
     try {
+      await setupChain;
       await fn(t);
     } catch (e) {
       dumpLogs(`FAILED: ${name}`);
@@ -801,6 +810,7 @@ module.exports = {
   Server,
   newServer,
   useServer,
+  setup,
   PrivateRedis,
   useRedis,
   redisPing,
