@@ -28,8 +28,7 @@ ns_conn *ns_conn_new(ns_server *srv, struct lws *wsi) {
     srv->conns->prev = c;
   srv->conns = c;
   srv->nconns++;
-  c->tokens = (double)srv->cfg->client_msg_burst;
-  c->tokens_ms = ns_mono_ms();
+  ns_bucket_init(&c->bucket, (double)srv->cfg->client_msg_burst, ns_mono_ms());
   return c;
 }
 

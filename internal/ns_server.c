@@ -21,6 +21,7 @@
 #define CRON_MS 1000
 #define STOP_POLL_MS 50
 #define STOP_DEADLINE_MS 8000
+#define IPLIMIT_ENTRIES 65536
 
 int ns__server_redis_up(const ns_server *srv) { return ns_redis_up(srv->redis); }
 
@@ -313,6 +314,8 @@ int ns_server_new(ns_server **out, const ns_config *cfg, char *err,
   make_instance_id(srv);
   ns_metrics_init(&srv->metrics);
   srv->hub = ns_hub_new();
+  srv->iplimit = ns_iplimit_new(IPLIMIT_ENTRIES, (double)cfg->handshake_rate_per_ip,
+                                (double)cfg->handshake_burst_per_ip);
   uv_loop_init(&srv->loop);
   if ((rc = open_auth(srv, err, errlen)) != 0)
     goto fail_auth;
@@ -357,6 +360,7 @@ fail_lws:
 fail_auth:
   uv_loop_close(&srv->loop);
   ns_hub_free(&srv->hub);
+  ns_iplimit_free(&srv->iplimit);
   free(srv);
   return rc;
 }
@@ -379,5 +383,6 @@ void ns_server_free(ns_server **sp) {
     ns_log(NS_LOG_WARN, "loop closed with handles still open");
   ns_auth_free(&srv->auth);
   ns_hub_free(&srv->hub);
+  ns_iplimit_free(&srv->iplimit);
   free(srv);
 }

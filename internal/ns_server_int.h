@@ -16,6 +16,7 @@
 #include "ns_msg.h"
 #include "ns_pg.h"
 #include "ns_proto.h"
+#include "ns_ratelimit.h"
 #include "ns_redis.h"
 #include "ns_server.h"
 
@@ -32,6 +33,7 @@ struct ns_server {
   ns_pg *pg;
   int pg_ready;          /* connected and migrated */
   ns_hub *hub;
+  ns_iplimit *iplimit;   /* handshakes per client IP */
   ns_metrics metrics;
   uv_timer_t cron;
   uv_timer_t stop_timer;
@@ -74,8 +76,7 @@ struct ns_conn {
   char *rx;
   size_t rx_len;
   /* client message rate limit: token bucket */
-  double tokens;
-  int64_t tokens_ms;
+  ns_bucket bucket;
   int64_t limited_since_ms;
   int close_code;
   char close_reason[64];

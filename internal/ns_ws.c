@@ -150,19 +150,14 @@ static void on_established(ns_server *srv, struct lws *wsi, ns_session *s) {
   ns_presence_connect(c);
 }
 
-/* Token bucket: client_msg_rate per second, burst client_msg_burst.  Returns
- * 0 when the message may be handled, 1 when it is refused. */
+/* Client message rate (SPEC §7).  Returns 0 when the message may be
+ * handled, 1 when it is refused; still refused 5 s after the first refusal
+ * closes the connection with 1008. */
 static int rate_limited(ns_conn *c) {
   const ns_config *cfg = c->srv->cfg;
   int64_t now = ns_mono_ms();
-  if (cfg->client_msg_rate <= 0)
-    return 0;
-  c->tokens += (double)(now - c->tokens_ms) * (double)cfg->client_msg_rate / 1000.0;
-  if (c->tokens > (double)cfg->client_msg_burst)
-    c->tokens = (double)cfg->client_msg_burst;
-  c->tokens_ms = now;
-  if (c->tokens >= 1.0) {
-    c->tokens -= 1.0;
+  if (ns_bucket_take(&c->bucket, (double)cfg->client_msg_rate,
+                     (double)cfg->client_msg_burst, now)) {
     c->limited_since_ms = 0;
     return 0;
   }
@@ -265,6 +260,15 @@ int ns__ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
     if (!endpoint_kind(wsi)) {
       lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
       return 1;
+    }
+    {
+      char ip[64];
+      lws_get_peer_simple(wsi, ip, sizeof(ip));
+      if (!ns_iplimit_allow(srv->iplimit, ip, ns_mono_ms())) {
+        ns_metrics_inc(&srv->metrics, NS_M_HANDSHAKES, "rate_limited");
+        lws_return_http_status(wsi, 429, NULL);
+        return 1;
+      }
     }
     if (srv->stopping) {
       lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, NULL);
