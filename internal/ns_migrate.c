@@ -22,6 +22,7 @@ char *ns_migrate_script(void) {
   s = ns_xmalloc(cap);
   len += (size_t)snprintf(
       s + len, cap - len,
+      "SET client_min_messages = warning;\n"
       "BEGIN;\nSELECT pg_advisory_xact_lock(" LOCK_KEY ");\n"
       "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY "
       "KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT "

@@ -414,7 +414,6 @@ void ns_presence_connect(ns_conn *c) {
   user_channel(srv, c->who.sub, ch, sizeof(ch));
   if (ns_hub_user_devices(srv->hub, c->who.sub) == 1)
     ns_redis_subscribe(srv->redis, ch);
-  stats_update(srv);
 
   ns__key(srv, key, sizeof(key), "presence:%s", c->who.sub);
   ns__key(srv, iprefix, sizeof(iprefix), "inst:");
@@ -502,7 +501,6 @@ void ns_presence_disconnect(ns_conn *c) {
   ns_server *srv = c->srv;
   const char *params[2] = {c->who.sub, c->device};
   hub_leave(c);
-  stats_update(srv);
   if (srv->pg_ready &&
       ns_pg_query(srv->pg, sql, 2, params, op_done_pg, srv) == 0)
     srv->pending_ops++;

@@ -84,6 +84,11 @@ static int parse_url(ns_redis *r, const char *url) {
   return 0;
 }
 
+int ns_redis_url_valid(const char *url) {
+  ns_redis r;
+  return parse_url(&r, url);
+}
+
 static void on_retry(uv_timer_t *t) { slot_connect(t->data); }
 
 static void retry_later(slot *s) {

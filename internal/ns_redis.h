@@ -37,6 +37,9 @@ typedef struct ns_redis_handlers {
 int ns_redis_open(ns_redis **out, uv_loop_t *loop, const char *url,
                   const ns_redis_handlers *h);
 
+/* Checks `url` without connecting: 0 or NS_EINVAL. */
+int ns_redis_url_valid(const char *url);
+
 /* Starts shutdown: disconnects both contexts and stops timers.  The object is
  * freed once every handle has closed (after uv_run returns at the latest);
  * *r is cleared. */

@@ -105,10 +105,9 @@ static void expire_tokens(ns_server *srv) {
 
 static void on_cron(uv_timer_t *t) {
   ns_server *srv = t->data;
-  static unsigned ticks;
   ns_redis_tick(srv->redis);
   ns_pg_tick(srv->pg);
-  if (++ticks % 5 == 0)
+  if (++srv->cron_ticks % 5 == 0)
     ns_presence_heartbeat(srv);
   expire_tokens(srv);
 }
@@ -131,16 +130,13 @@ static void finish_stop(ns_server *srv) {
   uv_close((uv_handle_t *)&srv->sig_hup, on_handle_closed);
 }
 
-static int64_t stop_started_ms;
-
 static void on_stop_poll(uv_timer_t *t) {
   ns_server *srv = t->data;
-  static int retired;
-  int64_t waited = ns_mono_ms() - stop_started_ms;
+  int64_t waited = ns_mono_ms() - srv->stop_started_ms;
   if (srv->nconns && waited < STOP_DEADLINE_MS)
     return;
-  if (!retired) {
-    retired = 1;
+  if (!srv->retired) {
+    srv->retired = 1;
     ns_presence_flush_pending(srv);
     ns_presence_retire(srv);
   }
@@ -154,7 +150,7 @@ static void begin_stop(ns_server *srv) {
   if (srv->stopping)
     return;
   srv->stopping = 1;
-  stop_started_ms = ns_mono_ms();
+  srv->stop_started_ms = ns_mono_ms();
   ns_log(NS_LOG_INFO, "stopping: closing %zu connections with 1001",
          srv->nconns);
   for (c = srv->conns; c; c = c->next)
@@ -304,9 +300,15 @@ static int open_lws(ns_server *srv, char *err, size_t errlen) {
 
 int ns_server_new(ns_server **out, const ns_config *cfg, char *err,
                   size_t errlen) {
-  ns_server *srv = ns_xcalloc(1, sizeof(*srv));
+  ns_server *srv;
   ns_redis_handlers rh;
   int rc;
+  if (ns_redis_url_valid(cfg->redis_url) != 0) {
+    snprintf(err, errlen, "bad value for key 'redis_url': expected "
+                          "redis://host[:port][/db]");
+    return NS_EINVAL;
+  }
+  srv = ns_xcalloc(1, sizeof(*srv));
   srv->cfg = cfg;
   srv->start_ms = ns_now_ms();
   snprintf(srv->prefix, sizeof(srv->prefix), "%s",
@@ -351,8 +353,9 @@ int ns_server_new(ns_server **out, const ns_config *cfg, char *err,
 fail_redis:
 fail_lws:
   if (srv->ctx) {
+    /* With a foreign loop the destroy finishes on the loop (STACK.md §1). */
     lws_context_destroy(srv->ctx);
-    uv_run(&srv->loop, UV_RUN_NOWAIT);
+    uv_run(&srv->loop, UV_RUN_DEFAULT);
     if (srv->ctx)
       lws_context_destroy(srv->ctx);
   }

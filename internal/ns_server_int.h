@@ -47,6 +47,9 @@ struct ns_server {
   uint64_t outbound_bytes;
   struct ns_pending_off *offline; /* devices inside presence_grace */
   int stopping;
+  int retired;           /* liveness key and stats entry removed */
+  int64_t stop_started_ms;
+  unsigned cron_ticks;
   int pending_ops;       /* shutdown waits for these Redis/PG writes */
 };
 
@@ -137,7 +140,8 @@ void ns_presence_on_message(ns_server *srv, const char *ch, size_t chlen,
 void ns_presence_resubscribe(ns_server *srv);
 /* Marks offline every device inside its grace period now (shutdown). */
 void ns_presence_flush_pending(ns_server *srv);
-/* Heartbeat of the instance: inst:{id} and stats:conn (called every 5 s). */
+/* Heartbeat of the instance: inst:{id} and stats:conn (every 5 s, and on
+ * every connection open/close so totals are exact). */
 void ns_presence_heartbeat(ns_server *srv);
 /* A user's registered devices (PostgreSQL) merged with their presence and
  * queue length (Redis). */
