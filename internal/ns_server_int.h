@@ -80,7 +80,8 @@ struct ns_conn {
   size_t rx_len;
   /* client message rate limit: token bucket */
   ns_bucket bucket;
-  int64_t limited_since_ms;
+  int64_t limited_since_ms; /* start of the current run of refusals */
+  int64_t last_refused_ms;
   int close_code;
   char close_reason[64];
 };

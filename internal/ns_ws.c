@@ -151,19 +151,20 @@ static void on_established(ns_server *srv, struct lws *wsi, ns_session *s) {
 }
 
 /* Client message rate (SPEC §7).  Returns 0 when the message may be
- * handled, 1 when it is refused; still refused 5 s after the first refusal
- * closes the connection with 1008. */
+ * handled, 1 when it is refused.  An episode of refusals starts at the first
+ * refusal and lasts while refusals keep coming less than a second apart
+ * (the odd message let through by the refill does not end it); an episode
+ * longer than 5 s closes the connection with 1008. */
 static int rate_limited(ns_conn *c) {
   const ns_config *cfg = c->srv->cfg;
   int64_t now = ns_mono_ms();
   if (ns_bucket_take(&c->bucket, (double)cfg->client_msg_rate,
-                     (double)cfg->client_msg_burst, now)) {
-    c->limited_since_ms = 0;
+                     (double)cfg->client_msg_burst, now))
     return 0;
-  }
-  if (!c->limited_since_ms)
+  if (!c->limited_since_ms || now - c->last_refused_ms > 1000)
     c->limited_since_ms = now;
-  else if (now - c->limited_since_ms > RATE_LIMIT_CLOSE_MS)
+  c->last_refused_ms = now;
+  if (now - c->limited_since_ms > RATE_LIMIT_CLOSE_MS)
     ns_conn_close(c, 1008, "rate limit exceeded");
   return 1;
 }

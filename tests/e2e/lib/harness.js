@@ -257,7 +257,7 @@ function httpRequest(base, method, urlPath, { token, body, headers = {}, timeout
  * frames in order: next()/waitFor() search from a cursor and move it past
  * the frame they return. */
 class WsClient {
-  constructor(url, { headers = {}, autoPong = true, label = '', maxPayload } = {}) {
+  constructor(url, { headers = {}, autoPong = true, label = '', maxPayload, localAddress } = {}) {
     this.url = url;
     this.label = label || url.replace(/token=[^&]*/, 'token=…');
     this.frames = [];      // {raw, msg, binary, at}
@@ -270,6 +270,7 @@ class WsClient {
     this.waiters = new Set();
     const opts = { headers, autoPong, handshakeTimeout: DEFAULT_WAIT_MS };
     if (maxPayload) opts.maxPayload = maxPayload;
+    if (localAddress) opts.localAddress = localAddress; /* another loopback source, e.g. 127.0.0.2 */
     this.ws = new WebSocket(url, opts);
     this.openPromise = new Promise((resolve, reject) => {
       this.ws.on('open', () => {
