@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "ns_log.h"
+#include "ns_queue.h"
 #include "ns_server_int.h"
 
 ns_conn *ns_conn_new(ns_server *srv, struct lws *wsi) {
@@ -155,9 +156,12 @@ int ns_conn_on_writable(ns_conn *c) {
   c->ring_len--;
   c->out_bytes -= m->len;
   c->srv->outbound_bytes -= m->len;
+  ns_queue_on_written(c, m);
   ns_msg_unref(&m);
   if (c->ring_len)
     lws_callback_on_writable(c->wsi);
+  else
+    ns_queue_on_drained(c);
   return 0;
 }
 

@@ -12,27 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ns_http_int.h"
 #include "ns_log.h"
-#include "ns_server_int.h"
-
-enum { M_GET = 1, M_POST = 2, M_PUT = 4, M_DELETE = 8, M_PATCH = 16, M_OTHER = 32 };
-
-typedef struct ns_req {
-  ns_server *srv;
-  struct lws *wsi;
-  int method;
-  char path[256];
-  char *body;
-  size_t body_len, body_max;
-  int pending;            /* an async operation holds the request */
-  int status;
-  char *resp;             /* JSON or text body */
-  size_t resp_len;
-  const char *ctype;
-  int headers_sent;
-  ns_principal who;
-  int auth_rc;            /* 0, NS_EAUTH / NS_EEXPIRED, or 1 = no token */
-} ns_req;
 
 typedef void (*route_fn)(ns_req *r, const char *arg);
 
@@ -46,20 +27,20 @@ static ns_server *srv_of(struct lws *wsi) {
   return lws_context_user(lws_get_context(wsi));
 }
 
-static void req_free(ns_req *r) {
+void ns__http_req_free(ns_req *r) {
   free(r->body);
   free(r->resp);
   free(r);
 }
 
 /* Sets the response (takes ownership of `body`) and wakes the writer. */
-static void reply_raw(ns_req *r, int status, char *body, size_t len,
+void ns__http_reply_raw(ns_req *r, int status, char *body, size_t len,
                       const char *ctype) {
   char st[8];
   r->pending = 0;
   if (!r->wsi) {
     free(body);
-    req_free(r);
+    ns__http_req_free(r);
     return;
   }
   snprintf(st, sizeof(st), "%d", status);
@@ -72,46 +53,46 @@ static void reply_raw(ns_req *r, int status, char *body, size_t len,
   lws_callback_on_writable(r->wsi);
 }
 
-static void reply_json(ns_req *r, int status, json_object *o) {
+void ns__http_reply_json(ns_req *r, int status, json_object *o) {
   const char *s = json_object_to_json_string_ext(
       o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
   size_t len = strlen(s);
-  reply_raw(r, status, ns_xstrndup(s, len), len, "application/json");
+  ns__http_reply_raw(r, status, ns_xstrndup(s, len), len, "application/json");
   json_object_put(o);
 }
 
-static void reply_error(ns_req *r, int status, const char *code,
+void ns__http_reply_error(ns_req *r, int status, const char *code,
                         const char *msg) {
   json_object *o = json_object_new_object(), *e = json_object_new_object();
   json_object_object_add(e, "code", json_object_new_string(code));
   json_object_object_add(e, "message", json_object_new_string(msg));
   json_object_object_add(o, "error", e);
-  reply_json(r, status, o);
+  ns__http_reply_json(r, status, o);
 }
 
-static void reply_empty(ns_req *r, int status) {
-  reply_raw(r, status, NULL, 0, "application/json");
+void ns__http_reply_empty(ns_req *r, int status) {
+  ns__http_reply_raw(r, status, NULL, 0, "application/json");
 }
 
-static void add_ts(json_object *o, const char *key, int64_t ms) {
+void ns__http_add_ts(json_object *o, const char *key, int64_t ms) {
   char ts[NS_TS_LEN];
   ns_format_ts(ms, ts);
   json_object_object_add(o, key, json_object_new_string(ts));
 }
 
 /* Requires a valid token; replies 401 and returns 0 otherwise. */
-static int need_token(ns_req *r) {
+int ns__http_need_token(ns_req *r) {
   if (r->auth_rc == 0)
     return 1;
-  reply_error(r, 401, "unauthorized",
+  ns__http_reply_error(r, 401, "unauthorized",
               r->auth_rc == 1          ? "missing token"
               : r->auth_rc == NS_EEXPIRED ? "token expired"
                                           : "invalid token");
   return 0;
 }
 
-static void unavailable(ns_req *r) {
-  reply_error(r, 503, "unavailable", "storage backend unavailable");
+void ns__http_unavailable(ns_req *r) {
+  ns__http_reply_error(r, 503, "unavailable", "storage backend unavailable");
 }
 
 /* ---- handlers ---- */
@@ -132,7 +113,7 @@ static void h_health(ns_req *r, const char *arg) {
   json_object_object_add(o, "version", json_object_new_string(NS_VERSION));
   json_object_object_add(o, "instance_id",
                          json_object_new_string(srv->instance_id));
-  reply_json(r, rup && pup ? 200 : 503, o);
+  ns__http_reply_json(r, rup && pup ? 200 : 503, o);
 }
 
 static void h_metrics(ns_req *r, const char *arg) {
@@ -148,7 +129,7 @@ static void h_metrics(ns_req *r, const char *arg) {
   g.postgres_up = srv->pg_ready;
   g.uptime_s = (ns_now_ms() - srv->start_ms) / 1000;
   text = ns_metrics_render(&srv->metrics, &g, &len);
-  reply_raw(r, 200, text, len, "text/plain; version=0.0.4");
+  ns__http_reply_raw(r, 200, text, len, "text/plain; version=0.0.4");
 }
 
 static void on_stats_total(int rc, long long total, void *arg) {
@@ -161,12 +142,12 @@ static void on_stats_total(int rc, long long total, void *arg) {
                          json_object_new_int64(rc == 0 ? total : local));
   json_object_object_add(o, "instance_connections",
                          json_object_new_int64(local));
-  add_ts(o, "timestamp", ns_now_ms());
-  reply_json(r, 200, o);
+  ns__http_add_ts(o, "timestamp", ns_now_ms());
+  ns__http_reply_json(r, 200, o);
 }
 
 static void h_stats(ns_req *r, const char *arg) {
-  if (!need_token(r))
+  if (!ns__http_need_token(r))
     return;
   r->pending = 1;
   if (ns_presence_total(r->srv, on_stats_total, r) != 0)
@@ -180,8 +161,8 @@ static void on_connections_total(int rc, long long total, void *arg) {
   json_object_object_add(
       o, "connectionCount",
       json_object_new_int64(rc == 0 ? total : (long long)r->srv->nconns));
-  add_ts(o, "timestamp", ns_now_ms());
-  reply_json(r, 200, o);
+  ns__http_add_ts(o, "timestamp", ns_now_ms());
+  ns__http_reply_json(r, 200, o);
 }
 
 static void h_connections(ns_req *r, const char *arg) {
@@ -203,8 +184,8 @@ static json_object *device_json(const ns_devrow *d, int full) {
   json_object_object_add(
       e, "status", json_object_new_string(d->online ? "online" : "offline"));
   if (full)
-    add_ts(e, "first_seen", d->first_seen_ms);
-  add_ts(e, "last_seen", d->last_seen_ms);
+    ns__http_add_ts(e, "first_seen", d->first_seen_ms);
+  ns__http_add_ts(e, "last_seen", d->last_seen_ms);
   json_object_object_add(e, "queued", json_object_new_int64(d->queued));
   return e;
 }
@@ -214,7 +195,7 @@ static void on_user_stats(int rc, const ns_devlist *l, void *arg) {
   json_object *o, *arr;
   size_t i, active = 0;
   if (rc != 0) {
-    unavailable(r);
+    ns__http_unavailable(r);
     return;
   }
   o = json_object_new_object();
@@ -227,16 +208,16 @@ static void on_user_stats(int rc, const ns_devlist *l, void *arg) {
   json_object_object_add(o, "active_connections",
                          json_object_new_int64((int64_t)active));
   json_object_object_add(o, "devices", arr);
-  add_ts(o, "timestamp", ns_now_ms());
-  reply_json(r, 200, o);
+  ns__http_add_ts(o, "timestamp", ns_now_ms());
+  ns__http_reply_json(r, 200, o);
 }
 
 static void h_user_stats(ns_req *r, const char *arg) {
-  if (!need_token(r))
+  if (!ns__http_need_token(r))
     return;
   r->pending = 1;
   if (ns_presence_devices(r->srv, r->who.sub, on_user_stats, r) != 0)
-    unavailable(r);
+    ns__http_unavailable(r);
 }
 
 static void on_devices(int rc, const ns_devlist *l, void *arg) {
@@ -244,7 +225,7 @@ static void on_devices(int rc, const ns_devlist *l, void *arg) {
   json_object *o, *arr;
   size_t i;
   if (rc != 0) {
-    unavailable(r);
+    ns__http_unavailable(r);
     return;
   }
   o = json_object_new_object();
@@ -252,37 +233,37 @@ static void on_devices(int rc, const ns_devlist *l, void *arg) {
   for (i = 0; i < l->n; i++)
     json_object_array_add(arr, device_json(&l->rows[i], 1));
   json_object_object_add(o, "devices", arr);
-  reply_json(r, 200, o);
+  ns__http_reply_json(r, 200, o);
 }
 
 static void h_devices(ns_req *r, const char *arg) {
-  if (!need_token(r))
+  if (!ns__http_need_token(r))
     return;
   r->pending = 1;
   if (ns_presence_devices(r->srv, r->who.sub, on_devices, r) != 0)
-    unavailable(r);
+    ns__http_unavailable(r);
 }
 
 static void on_forgotten(int rc, void *arg) {
   ns_req *r = arg;
   if (rc == 0)
-    reply_empty(r, 204);
+    ns__http_reply_empty(r, 204);
   else if (rc == NS_ENOTFOUND)
-    reply_error(r, 404, "not_found", "no such device");
+    ns__http_reply_error(r, 404, "not_found", "no such device");
   else
-    unavailable(r);
+    ns__http_unavailable(r);
 }
 
 static void h_device_delete(ns_req *r, const char *id) {
-  if (!need_token(r))
+  if (!ns__http_need_token(r))
     return;
   if (!ns_proto_valid_device_id(id, strlen(id))) {
-    reply_error(r, 404, "not_found", "no such device");
+    ns__http_reply_error(r, 404, "not_found", "no such device");
     return;
   }
   r->pending = 1;
   if (ns_presence_forget(r->srv, r->who.sub, id, on_forgotten, r) != 0)
-    unavailable(r);
+    ns__http_unavailable(r);
 }
 
 static const route routes[] = {
@@ -293,6 +274,8 @@ static const route routes[] = {
     {"/api/v1/websocket/connections", M_GET, h_connections},
     {"/api/v1/devices", M_GET, h_devices},
     {"/api/v1/devices/", M_DELETE, h_device_delete},
+    {"/api/v1/notifications", M_GET | M_POST, ns__notify_root},
+    {"/api/v1/notifications/*", M_GET | M_POST, ns__notify_sub},
 };
 
 static void dispatch(ns_req *r) {
@@ -302,7 +285,11 @@ static void dispatch(ns_req *r) {
     const route *rt = &routes[i];
     size_t n = strlen(rt->path);
     const char *arg = "";
-    if (rt->path[n - 1] == '/') {
+    if (rt->path[n - 1] == '*') { /* prefix; the handler parses the rest */
+      if (strncmp(r->path, rt->path, n - 1) != 0 || !r->path[n - 1])
+        continue;
+      arg = r->path + n - 1;
+    } else if (rt->path[n - 1] == '/') {
       if (strncmp(r->path, rt->path, n) != 0 || !r->path[n] ||
           strchr(r->path + n, '/'))
         continue;
@@ -317,9 +304,9 @@ static void dispatch(ns_req *r) {
     }
   }
   if (path_known)
-    reply_error(r, 405, "method_not_allowed", "method not allowed");
+    ns__http_reply_error(r, 405, "method_not_allowed", "method not allowed");
   else
-    reply_error(r, 404, "not_found", "no such route");
+    ns__http_reply_error(r, 404, "not_found", "no such route");
 }
 
 /* ---- lws plumbing ---- */
@@ -357,7 +344,7 @@ static int on_http(struct lws *wsi, ns_session *s, const char *uri) {
     if (s->req->pending)
       s->req->wsi = NULL;
     else
-      req_free(s->req);
+      ns__http_req_free(s->req);
   }
   s->kind = 3;
   s->req = r;
@@ -366,16 +353,19 @@ static int on_http(struct lws *wsi, ns_session *s, const char *uri) {
   r->method = method_of(wsi);
   snprintf(r->path, sizeof(r->path), "%s", uri);
   read_auth(r);
+  if (lws_hdr_custom_copy(wsi, r->device_hdr, sizeof(r->device_hdr),
+                          "x-device-id:", 12) < 0)
+    r->device_hdr[0] = '\0';
   if (r->method & (M_POST | M_PUT | M_PATCH)) {
     long long len = -1;
     if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
       len = atoll(cl);
     if (len < 0) {
-      reply_error(r, 411, "length_required", "Content-Length is required");
+      ns__http_reply_error(r, 411, "length_required", "Content-Length is required");
       return 0;
     }
     if (len > srv->cfg->max_body_bytes) {
-      reply_error(r, 413, "too_large", "request body exceeds max_body_bytes");
+      ns__http_reply_error(r, 413, "too_large", "request body exceeds max_body_bytes");
       return 0;
     }
     r->body_max = (size_t)len;
@@ -429,7 +419,7 @@ int ns__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
     if (s->req && s->req->body) {
       ns_req *r = s->req;
       if (r->body_len + len > r->body_max) {
-        reply_error(r, 413, "too_large", "request body exceeds Content-Length");
+        ns__http_reply_error(r, 413, "too_large", "request body exceeds Content-Length");
         return 0;
       }
       memcpy(r->body + r->body_len, in, len);
@@ -449,7 +439,7 @@ int ns__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
       return rc;
     /* Completing the transaction may free the session data: detach first. */
     s->req = NULL;
-    req_free(r);
+    ns__http_req_free(r);
     return lws_http_transaction_completed(wsi) ? -1 : 0;
   }
   case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
@@ -460,7 +450,7 @@ int ns__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
       if (r->pending)
         r->wsi = NULL; /* the completion frees it */
       else
-        req_free(r);
+        ns__http_req_free(r);
     }
     return 0;
   default:

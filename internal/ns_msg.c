@@ -19,6 +19,8 @@ ns_msg *ns_msg_wrap(char *buf, size_t len, const char *type) {
   m->buf = buf;
   m->type = type;
   m->durable = 0;
+  m->qid[0] = '\0';
+  m->commit_ms = 0;
   return m;
 }
 

@@ -18,6 +18,8 @@ typedef struct ns_msg {
   char *buf;         /* headroom + payload + NUL */
   const char *type;  /* static message type name, for metrics */
   int durable;       /* new_notification / notification_sync */
+  char qid[42];      /* durable: the stream id (same in every device's queue) */
+  long long commit_ms; /* durable: producer commit time, for the latency metric */
 } ns_msg;
 
 /* Wraps `buf` (from ns_proto_envelope with LWS_PRE headroom; ownership is

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "ns_log.h"
+#include "ns_queue.h"
 #include "ns_server_int.h"
 
 #define INST_TTL_S 15
@@ -299,8 +300,7 @@ static void on_welcome_devices(int rc, const ns_devlist *l, void *arg) {
   json_object_object_add(
       d, "heartbeat_interval_s",
       json_object_new_int64(c->srv->cfg->heartbeat_interval_ms / 1000));
-  /* The durable queue is not built yet: nothing is replayed after welcome. */
-  json_object_object_add(d, "queued", json_object_new_int(0));
+  json_object_object_add(d, "queued", json_object_new_int64(c->queued));
   arr = json_object_new_array();
   for (i = 0; i < l->n; i++) {
     json_object *e = json_object_new_object();
@@ -326,6 +326,16 @@ static void on_welcome_devices(int rc, const ns_devlist *l, void *arg) {
   ns_conn_unref(c);
 }
 
+/* The first page of the device's queue is in the ring: now the welcome,
+ * which needs the device list. */
+static void on_queue_ready(int rc, ns_conn *c) {
+  if (rc != 0 || !c->wsi || c->state == NS_CONN_CLOSING ||
+      ns_presence_devices(c->srv, c->who.sub, on_welcome_devices, c) != 0) {
+    fail_connect(c, 1011, "backend unavailable");
+    ns_conn_unref(c);
+  }
+}
+
 static void on_device_upserted(PGresult *res, void *arg) {
   ns_conn *c = arg;
   if (!c->wsi || c->state == NS_CONN_CLOSING) {
@@ -337,10 +347,7 @@ static void on_device_upserted(PGresult *res, void *arg) {
     ns_conn_unref(c);
     return;
   }
-  if (ns_presence_devices(c->srv, c->who.sub, on_welcome_devices, c) != 0) {
-    fail_connect(c, 1011, "backend unavailable");
-    ns_conn_unref(c);
-  }
+  ns_queue_attach(c, on_queue_ready); /* our reference moves along */
 }
 
 static void hub_leave(ns_conn *c) {
@@ -564,6 +571,24 @@ static void on_status_event(ns_server *srv, const char *user,
   ns_msg_unref(&f.msg);
 }
 
+/* A durable message was queued for these devices: each one connected here
+ * reads its stream. */
+static void kick_targets(ns_server *srv, const char *user, const char *csv) {
+  while (csv && *csv) {
+    const char *end = strchr(csv, ',');
+    size_t n = end ? (size_t)(end - csv) : strlen(csv);
+    char dev[NS_DEVICE_ID_MAX + 1];
+    ns_conn *c;
+    if (n < sizeof(dev)) {
+      memcpy(dev, csv, n);
+      dev[n] = '\0';
+      if ((c = ns_hub_get(srv->hub, user, dev)) != NULL)
+        ns_queue_kick(c);
+    }
+    csv = end ? end + 1 : NULL;
+  }
+}
+
 void ns_presence_on_message(ns_server *srv, const char *ch, size_t chlen,
                             const char *payload, size_t len) {
   char user[NS_SUB_MAX + 1];
@@ -584,6 +609,9 @@ void ns_presence_on_message(ns_server *srv, const char *ch, size_t chlen,
     const char *kind = json_object_get_string(k);
     if (strcmp(kind, "st") == 0) {
       on_status_event(srv, user, ev);
+    } else if (strcmp(kind, "q") == 0 &&
+               json_object_object_get_ex(ev, "t", &d)) {
+      kick_targets(srv, user, json_object_get_string(d));
     } else if (strcmp(kind, "kick") == 0 &&
                json_object_object_get_ex(ev, "d", &d) &&
                json_object_object_get_ex(ev, "c", &cid)) {

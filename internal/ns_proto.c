@@ -340,6 +340,39 @@ static int parse_json(const char *p, size_t n, json_object **out,
   return rc;
 }
 
+int ns_proto_parse_json(const char *p, size_t n, struct json_object **out,
+                        ns_proto_err *err) {
+  *out = NULL;
+  return parse_json(p, n, out, err);
+}
+
+char *ns_proto_envelope_raw(const char *type, const char *id,
+                            const char *data_json, int64_t now_ms,
+                            size_t headroom, size_t *len) {
+  char ts[NS_TS_LEN];
+  size_t cap = headroom + strlen(type) + (id ? strlen(id) : 0) +
+               strlen(data_json) + 96;
+  char *buf = malloc(cap);
+  int n;
+  if (!buf)
+    return NULL;
+  ns_format_ts(now_ms, ts);
+  if (id)
+    n = snprintf(buf + headroom, cap - headroom,
+                 "{\"type\":\"%s\",\"id\":\"%s\",\"data\":%s,\"timestamp\":\"%s\"}",
+                 type, id, data_json, ts);
+  else
+    n = snprintf(buf + headroom, cap - headroom,
+                 "{\"type\":\"%s\",\"data\":%s,\"timestamp\":\"%s\"}", type,
+                 data_json, ts);
+  if (n < 0 || (size_t)n >= cap - headroom) {
+    free(buf);
+    return NULL;
+  }
+  *len = (size_t)n;
+  return buf;
+}
+
 /* Looks up `key` in `obj`; 1 and fills s/len when it is a string. */
 static int get_string(json_object *obj, const char *key, const char **s,
                       size_t *len) {

@@ -87,6 +87,20 @@ char *ns_proto_envelope(const char *type, struct json_object *data,
 char *ns_proto_error(const char *code, const char *message, const char *ref,
                      int64_t now_ms, size_t headroom, size_t *len);
 
+/* Parses untrusted bytes (a REST body) with the same strict checks as
+ * client frames (UTF-8, depth, no trailing bytes).  Returns 0 and the tree
+ * in *out (caller puts it; NULL for the literal null), or NS_EPARSE with
+ * `err` filled. */
+int ns_proto_parse_json(const char *p, size_t n, struct json_object **out,
+                        ns_proto_err *err);
+
+/* Builds {"type","id"?,"data":<data_json>,"timestamp"} around `data_json`,
+ * which must already be server-made JSON (it is copied verbatim).  Same
+ * buffer contract as ns_proto_envelope.  Returns NULL on OOM. */
+char *ns_proto_envelope_raw(const char *type, const char *id,
+                            const char *data_json, int64_t now_ms,
+                            size_t headroom, size_t *len);
+
 /* Field validators (SPEC §2, §3).  Return 1 when valid, 0 when not. */
 int ns_proto_valid_device_id(const char *s, size_t n);   /* [A-Za-z0-9._:-]{1,64} */
 int ns_proto_valid_device_name(const char *s, size_t n); /* <=64 printable UTF-8 */

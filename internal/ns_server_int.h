@@ -84,6 +84,15 @@ struct ns_conn {
   int64_t last_refused_ms;
   int close_code;
   char close_reason[64];
+  /* durable delivery (ns_queue.c) */
+  int q_attached;          /* first fetch started */
+  int q_fetching, q_refetch, q_more;
+  int q_trimming;
+  long long queued;        /* queue length at connect (welcome.queued) */
+  char q_last[NS_STREAM_ID_MAX + 1];    /* last id put in the ring */
+  char q_written[NS_STREAM_ID_MAX + 1]; /* last id delivered (written/acked) */
+  char q_trimmed[NS_STREAM_ID_MAX + 1]; /* last id trimmed in Redis */
+  void (*q_ready)(int rc, ns_conn *c);
 };
 
 ns_conn *ns_conn_new(ns_server *srv, struct lws *wsi);
@@ -174,6 +183,17 @@ int ns_presence_forget(ns_server *srv, const char *user, const char *device,
                        ns_done_cb cb, void *arg);
 /* Drops the instance's liveness key and stats entry (shutdown). */
 void ns_presence_retire(ns_server *srv);
+
+/* ---- notifications (ns_notify.c) ---- */
+/* Applies `action` to notification `id` of `user` (PostgreSQL), caches the
+ * status (notif:{id}) and queues notification_sync to every other
+ * registered device.  cb(rc, row): rc 0 with the updated notification
+ * (borrowed for the call), NS_ENOTFOUND (not this user's), or NS_EUNAVAIL.
+ * Returns 0 (cb called later) or NS_EUNAVAIL (never called). */
+typedef void (*ns_action_cb)(int rc, struct json_object *row, void *arg);
+int ns_notify_action(ns_server *srv, const char *user, const char *id,
+                     ns_action action, const char *source_device,
+                     ns_action_cb cb, void *arg);
 
 /* Key / channel names with the configured prefix. */
 void ns__key(const ns_server *srv, char *buf, size_t n, const char *fmt, ...)

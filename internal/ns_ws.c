@@ -6,9 +6,11 @@
  */
 #include <json.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ns_log.h"
+#include "ns_queue.h"
 #include "ns_server_int.h"
 
 #define PATH_MAX_LEN 256
@@ -187,6 +189,40 @@ static void handle_refresh(ns_conn *c, const ns_cmd *cmd, const char *ref) {
   ns_conn_send_json(c, "ok", NULL, ref);
 }
 
+typedef struct action_req {
+  ns_conn *c;
+  int has_ref;
+  char ref[NS_REF_MAX + 1];
+} action_req;
+
+static void on_action_done(int rc, json_object *row, void *arg) {
+  action_req *a = arg;
+  const char *ref = a->has_ref ? a->ref : NULL;
+  (void)row;
+  if (a->c->wsi && a->c->state != NS_CONN_CLOSING) {
+    if (rc == 0)
+      ns_conn_send_json(a->c, "ok", NULL, ref);
+    else if (rc == NS_ENOTFOUND)
+      ns_conn_send_error(a->c, "not_found", "no such notification", ref);
+    else
+      ns_conn_send_error(a->c, "unavailable", "storage backend unavailable", ref);
+  }
+  ns_conn_unref(a->c);
+  free(a);
+}
+
+static void handle_action(ns_conn *c, const ns_cmd *cmd, const char *ref) {
+  action_req *a = ns_xcalloc(1, sizeof(*a));
+  a->c = c;
+  a->has_ref = ref != NULL;
+  if (ref)
+    snprintf(a->ref, sizeof(a->ref), "%s", ref);
+  ns_conn_ref(c);
+  if (ns_notify_action(c->srv, c->who.sub, cmd->notification_id, cmd->action,
+                       c->device, on_action_done, a) != 0)
+    on_action_done(NS_EUNAVAIL, NULL, a);
+}
+
 static void handle_message(ns_conn *c, const char *p, size_t n) {
   ns_cmd cmd;
   ns_proto_err err;
@@ -212,9 +248,12 @@ static void handle_message(ns_conn *c, const char *p, size_t n) {
     ns_conn_send_error(c, "unknown_type", msg, ref);
   } else if (cmd.type == NS_CMD_REFRESH) {
     handle_refresh(c, &cmd, ref);
+  } else if (cmd.type == NS_CMD_ACK) {
+    ns_queue_ack(c, cmd.id);
+  } else if (cmd.type == NS_CMD_ACTION) {
+    handle_action(c, &cmd, ref);
   } else {
-    /* ack, notification_action and subscribe need the durable queue and the
-     * comment store, which this build does not have yet. */
+    /* subscribe needs the comment store (not built yet). */
     ns_conn_send_error(c, "unavailable",
                        "this message type is not served by this build", ref);
   }

@@ -822,3 +822,220 @@ module.exports = {
   isDateString,
   servers,
 };
+
+/* ================================================================
+ * Notification pipeline helpers (issue 3), appended: producers
+ * (postNotification), durable-message views of a WsClient, auto-ack,
+ * stream-id ordering, Prometheus reads, and a private Redis + PostgreSQL
+ * pair (scripts/services in a directory of this file's own) that a test
+ * may stop and start.
+ * ================================================================ */
+const { execFile } = require('node:child_process');
+
+const DURABLE_TYPES = new Set(['new_notification', 'notification_sync']);
+
+/* A fresh UUID (v4) for a client-supplied notification id. */
+function newId() {
+  return crypto.randomUUID();
+}
+
+/* A valid producer body: defaults for the required fields, `fields`
+ * overrides or adds (e.g. id, source_device, user_id). */
+function notificationBody(fields = {}) {
+  return { app_name: 'e2e', title: `title ${uid('t')}`, body: 'hello from e2e', ...fields };
+}
+
+/* POST /api/v1/notifications as `user` (token minted by `srv` unless
+ * `token` is given).  `fields` are merged over notificationBody(); pass
+ * `raw` to send a body as is.  Returns the httpRequest result. */
+function postNotification(srv, user, fields = {}, { token, raw, timeoutMs = 15000, headers } = {}) {
+  const body = raw !== undefined ? raw : notificationBody(fields);
+  return srv.http('POST', '/api/v1/notifications', {
+    token: token || srv.token(user), body, timeoutMs, headers,
+  });
+}
+
+/* POST /api/v1/notifications/batch with `items` as given. */
+function postBatch(srv, user, items, { token, timeoutMs = 30000 } = {}) {
+  return srv.http('POST', '/api/v1/notifications/batch', {
+    token: token || srv.token(user), body: { notifications: items }, timeoutMs,
+  });
+}
+
+/* Every durable message a client has received so far (optionally only of
+ * `type`), in arrival order, from the first frame on (not the cursor). */
+function durables(client, type) {
+  return client.messages().filter((m) => (type ? m.type === type : DURABLE_TYPES.has(m.type)));
+}
+
+/* The notification ids (data.id) of every new_notification received. */
+function notifIds(client) {
+  return durables(client, 'new_notification').map((m) => m.data && m.data.id);
+}
+
+/* Makes `client` acknowledge every durable message it has received or will
+ * receive (one cumulative ack per message, as soon as it is recorded).
+ * Returns a function that stops the acking. */
+function autoAck(client) {
+  let done = 0;
+  let on = true;
+  const pump = () => {
+    for (; on && done < client.frames.length; done += 1) {
+      const m = client.frames[done].msg;
+      if (m && DURABLE_TYPES.has(m.type) && typeof m.id === 'string' && client.isOpen()) {
+        try {
+          client.send({ type: 'ack', data: { id: m.id } });
+        } catch {
+          /* closing */
+        }
+      }
+    }
+  };
+  client.ws.on('message', pump);
+  pump();
+  return () => {
+    on = false;
+  };
+}
+
+/* Compares two delivery ids.  Redis stream ids ("ms-seq") are compared
+ * numerically; anything else as strings. */
+function cmpStreamId(a, b) {
+  const re = /^(\d+)-(\d+)$/;
+  const ma = re.exec(a);
+  const mb = re.exec(b);
+  if (ma && mb) {
+    const x = BigInt(ma[1]) - BigInt(mb[1]);
+    if (x !== 0n) return x < 0n ? -1 : 1;
+    const y = BigInt(ma[2]) - BigInt(mb[2]);
+    return y === 0n ? 0 : (y < 0n ? -1 : 1);
+  }
+  return a < b ? -1 : (a > b ? 1 : 0);
+}
+
+/* Waits until `client` has received no new frame matching `pred` for
+ * `idleMs`, bounded by `maxMs` overall (then returns anyway; the caller's
+ * assertions decide).  Returns the number of matching frames. */
+async function drainUntilIdle(client, { idleMs = 2000, maxMs = 60000, pred = (m) => DURABLE_TYPES.has(m.type) } = {}) {
+  const t0 = Date.now();
+  const count = () => client.frames.filter((f) => f.msg && pred(f.msg)).length;
+  let last = count();
+  let lastChange = Date.now();
+  while (Date.now() - t0 < maxMs) {
+    await sleep(100);
+    const n = count();
+    if (n !== last) {
+      last = n;
+      lastChange = Date.now();
+    } else if (Date.now() - lastChange >= idleMs) {
+      break;
+    }
+    if (client.closeInfo) break;
+  }
+  return last;
+}
+
+/* Sum of every sample of the Prometheus series `name` (with or without
+ * labels; `labelRe` filters on the label text) in GET /metrics; undefined
+ * when the series is absent. */
+async function metricSum(srv, name, labelRe) {
+  const r = await srv.http('GET', '/metrics');
+  if (r.status !== 200) throw new Error(`/metrics answered ${r.status}`);
+  const re = new RegExp(`^${name}(\\{[^}]*\\})? ([0-9.eE+-]+|NaN|\\+Inf)$`, 'gm');
+  let sum;
+  for (const m of r.text.matchAll(re)) {
+    if (labelRe && !labelRe.test(m[1] || '')) continue;
+    sum = (sum || 0) + Number(m[2]);
+  }
+  return sum;
+}
+
+/* ------------------------------------------- private Redis + PostgreSQL */
+
+const privateServices = [];
+
+function servicesScript() {
+  const src = process.env.NS_SRC_DIR || path.resolve(__dirname, '..', '..', '..');
+  return path.join(src, 'scripts', 'services');
+}
+
+/* A Redis (appendonly) + PostgreSQL pair of this file's own, run by
+ * scripts/services in a fresh directory under os.tmpdir(): a test may stop
+ * and restart either on the same port and data (stopPg/startPg,
+ * stopRedis/startRedis).  Stopped in an after() hook. */
+class PrivateServices {
+  constructor() {
+    this.dir = null;
+    this.env = null;
+  }
+
+  get redisUrl() {
+    return this.env.NOTISYNC_REDIS_URL;
+  }
+
+  get databaseUrl() {
+    return this.env.NOTISYNC_DATABASE_URL;
+  }
+
+  /* Runs `scripts/services CMD DIR` (bounded); rejects on failure. */
+  run(cmd, timeoutMs = 120000) {
+    return new Promise((resolve, reject) => {
+      execFile(servicesScript(), [cmd, this.dir], { timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+        if (err) {
+          reject(new Error(`scripts/services ${cmd} ${this.dir} failed: ${err.message}\n${stderr}`));
+          return;
+        }
+        resolve({ stdout, stderr });
+      });
+    });
+  }
+
+  async start() {
+    this.dir = this.dir || fs.mkdtempSync(path.join(os.tmpdir(), 'notisync-e2e-svc-'));
+    if (!privateServices.includes(this)) privateServices.push(this);
+    await this.run('start');
+    this.env = JSON.parse(fs.readFileSync(path.join(this.dir, 'env.json'), 'utf8'));
+    return this;
+  }
+
+  stopPg() { return this.run('stop-pg', 60000); }
+
+  startPg() { return this.run('start-pg', 60000); }
+
+  stopRedis() { return this.run('stop-redis', 60000); }
+
+  startRedis() { return this.run('start-redis', 60000); }
+
+  async stop() {
+    if (!this.dir) return;
+    await this.run('stop', 60000).catch((e) => process.stderr.write(`${e.message}\n`));
+  }
+}
+
+/* Starts a private Redis + PostgreSQL pair before the first test. */
+function useServices() {
+  const s = new PrivateServices();
+  setup(() => s.start());
+  return s;
+}
+
+/* Registered after the hook above, so the servers are stopped first. */
+nodeTest.after(async () => {
+  for (const s of privateServices) await s.stop();
+});
+
+Object.assign(module.exports, {
+  DURABLE_TYPES,
+  newId,
+  notificationBody,
+  postNotification,
+  postBatch,
+  durables,
+  notifIds,
+  autoAck,
+  cmpStreamId,
+  drainUntilIdle,
+  metricSum,
+  PrivateServices,
+  useServices,
+});

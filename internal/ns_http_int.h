@@ -1,0 +1,50 @@
+/*
+ * ns_http_int.h -- what the REST files (ns_http.c and the feature handlers
+ * such as ns_notify.c) share: the request and its reply helpers.
+ */
+#ifndef NS_HTTP_INT_H
+#define NS_HTTP_INT_H
+
+#include "ns_server_int.h"
+
+enum { M_GET = 1, M_POST = 2, M_PUT = 4, M_DELETE = 8, M_PATCH = 16, M_OTHER = 32 };
+
+/* One REST request.  A handler replies at once or sets `pending` and
+ * replies from an async completion; if the client went away meanwhile,
+ * `wsi` is NULL and the reply call frees the request. */
+typedef struct ns_req {
+  ns_server *srv;
+  struct lws *wsi;
+  int method;
+  char path[256];
+  char *body;             /* NUL-terminated, body_len bytes */
+  size_t body_len, body_max;
+  int pending;
+  int status;
+  char *resp;
+  size_t resp_len;
+  const char *ctype;
+  int headers_sent;
+  ns_principal who;
+  int auth_rc;            /* 0, NS_EAUTH / NS_EEXPIRED, or 1 = no token */
+  char device_hdr[NS_DEVICE_ID_MAX + 1]; /* X-Device-ID */
+} ns_req;
+
+void ns__http_req_free(ns_req *r);
+void ns__http_reply_raw(ns_req *r, int status, char *body, size_t len,
+                        const char *ctype);
+/* Takes ownership of `o`. */
+void ns__http_reply_json(ns_req *r, int status, struct json_object *o);
+void ns__http_reply_error(ns_req *r, int status, const char *code,
+                          const char *msg);
+void ns__http_reply_empty(ns_req *r, int status);
+/* 1 when the request carries a valid token; otherwise replies 401. */
+int ns__http_need_token(ns_req *r);
+void ns__http_unavailable(ns_req *r);
+void ns__http_add_ts(struct json_object *o, const char *key, int64_t ms);
+
+/* Notification routes (ns_notify.c): /api/v1/notifications and below. */
+void ns__notify_root(ns_req *r, const char *arg);
+void ns__notify_sub(ns_req *r, const char *arg);
+
+#endif

@@ -1,0 +1,407 @@
+/*
+ * ns_queue.c -- durable per-device queues on Redis Streams and their
+ * delivery to a connection (see ns_queue.h for the key layout).
+ *
+ * A connection only ever reads its stream forward from the last id it put
+ * in its ring, one fetch at a time; a live "q" event is just a nudge to
+ * read.  So the per-connection order is the stream's order, a live message
+ * can never overtake a queued one, and nothing is sent twice on one
+ * connection.  Pages are NS_QUEUE_PAGE entries; the next page is read once
+ * the ring has drained, so replay respects max_outbound_bytes.
+ */
+#include "ns_queue.h"
+
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ns_log.h"
+
+#define NS_QUEUE_PAGE 200
+
+static const char LUA_PUSH[] =
+    "if ARGV[6] == '1' then\n"
+    "  if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then\n"
+    "    return -1 end\n"
+    "end\n"
+    "local t = redis.call('TIME')\n"
+    "local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local seq = 0\n"
+    "for i = 3, #KEYS do\n"
+    "  local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[i])\n"
+    "  if ok then\n"
+    "    for j = 1, #info, 2 do\n"
+    "      if info[j] == 'last-generated-id' then\n"
+    "        local a, b = string.match(info[j+1], '^(%d+)-(%d+)$')\n"
+    "        a = tonumber(a); b = tonumber(b)\n"
+    "        if a > ms then ms = a; seq = b + 1\n"
+    "        elseif a == ms and b + 1 > seq then seq = b + 1 end\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local id = string.format('%.0f-%.0f', ms, seq)\n"
+    "local minid = string.format('%.0f', ms - tonumber(ARGV[8]))\n"
+    "for i = 3, #KEYS do\n"
+    "  redis.call('XADD', KEYS[i], 'MAXLEN', ARGV[2], id, 't', ARGV[3],\n"
+    "             'd', ARGV[4], 'c', ARGV[5])\n"
+    "  redis.call('XTRIM', KEYS[i], 'MINID', minid)\n"
+    "  redis.call('EXPIRE', KEYS[i], ARGV[1])\n"
+    "end\n"
+    "if #KEYS > 2 then\n"
+    "  redis.call('PUBLISH', KEYS[2], '{\"k\":\"q\",\"t\":\"' .. ARGV[7] .. '\"}')\n"
+    "end\n"
+    "return #KEYS - 2\n";
+
+static const char LUA_FETCH[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local missed, len = 0, 0\n"
+    "local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])\n"
+    "if ok then\n"
+    "  redis.call('XTRIM', KEYS[1], 'MINID',\n"
+    "             string.format('%.0f', now - tonumber(ARGV[4])))\n"
+    "  if ARGV[5] == '1' then\n"
+    "    local added = 0\n"
+    "    for j = 1, #info, 2 do\n"
+    "      if info[j] == 'entries-added' then added = info[j+1] end\n"
+    "    end\n"
+    "    len = redis.call('XLEN', KEYS[1])\n"
+    "    local done = tonumber(redis.call('HGET', KEYS[2], ARGV[1] .. ':n') or '0')\n"
+    "    missed = added - done - len\n"
+    "    if missed > 0 then\n"
+    "      redis.call('HINCRBY', KEYS[2], ARGV[1] .. ':n', missed)\n"
+    "    else missed = 0 end\n"
+    "  end\n"
+    "elseif ARGV[5] == '1' then\n"
+    "  redis.call('HDEL', KEYS[2], ARGV[1] .. ':n')\n"
+    "end\n"
+    "local from = '-'\n"
+    "if ARGV[2] ~= '' then from = '(' .. ARGV[2] end\n"
+    "return {missed, len, redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', ARGV[3])}\n";
+
+static const char LUA_TRIM[] =
+    "local a, b = string.match(ARGV[2], '^(%d+)-(%d+)$')\n"
+    "if not a then return 0 end\n"
+    "local n = redis.call('XTRIM', KEYS[1], 'MINID',\n"
+    "                     a .. '-' .. string.format('%.0f', tonumber(b) + 1))\n"
+    "if n > 0 then redis.call('HINCRBY', KEYS[2], ARGV[1] .. ':n', n) end\n"
+    "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])\n"
+    "return n\n";
+
+/* Parses "a-b"; 0 on success. */
+static int parse_id(const char *s, uint64_t *a, uint64_t *b) {
+  return sscanf(s, "%" SCNu64 "-%" SCNu64, a, b) == 2 ? 0 : -1;
+}
+
+/* >0 when x is after y; empty ids sort first. */
+static int id_cmp(const char *x, const char *y) {
+  uint64_t xa = 0, xb = 0, ya = 0, yb = 0;
+  if (!*x || !*y)
+    return (*x != 0) - (*y != 0);
+  parse_id(x, &xa, &xb);
+  parse_id(y, &ya, &yb);
+  if (xa != ya)
+    return xa > ya ? 1 : -1;
+  return xb > yb ? 1 : xb < yb ? -1 : 0;
+}
+
+static void qkeys(const ns_conn *c, char *q, size_t qn, char *cur, size_t cn) {
+  ns__key(c->srv, q, qn, "q:%s:%s", c->who.sub, c->device);
+  ns__key(c->srv, cur, cn, "cur:%s", c->who.sub);
+}
+
+/* ---- push ---- */
+
+typedef struct push_op {
+  ns_queue_push_cb cb;
+  void *arg;
+  ns_server *srv;
+} push_op;
+
+static void on_pushed(redisReply *r, void *arg) {
+  push_op *op = arg;
+  if (!r || r->type != REDIS_REPLY_INTEGER) {
+    if (r && r->type == REDIS_REPLY_ERROR)
+      ns_log(NS_LOG_ERROR, "queue push: %s", r->str);
+    op->cb(NS_EUNAVAIL, 0, op->arg);
+  } else {
+    long long n = r->integer < 0 ? 0 : r->integer;
+    op->srv->metrics.queue_appends += (uint64_t)n;
+    op->cb(0, n, op->arg);
+  }
+  free(op);
+}
+
+int ns_queue_push(ns_server *srv, const char *user, const char *targets_csv,
+                  const char *type, const char *data_json, const char *marker,
+                  int64_t commit_ms, ns_queue_push_cb cb, void *arg) {
+  const ns_config *cfg = srv->cfg;
+  char ttl_s[24], maxlen[24], commit[24], ttl_ms[24], nkeys[16];
+  char mkey[128], ch[200];
+  const char **argv;
+  char **owned;
+  size_t ndev = 0, i, argc;
+  const char *p;
+  push_op *op;
+  int rc;
+
+  for (p = targets_csv; *p; p++)
+    ndev += *p == ',';
+  if (*targets_csv)
+    ndev++;
+  snprintf(ttl_s, sizeof(ttl_s), "%lld", (long long)(cfg->queue_ttl_ms / 1000));
+  snprintf(ttl_ms, sizeof(ttl_ms), "%lld", (long long)cfg->queue_ttl_ms);
+  snprintf(maxlen, sizeof(maxlen), "%lld", (long long)cfg->queue_max_messages);
+  snprintf(commit, sizeof(commit), "%lld", (long long)commit_ms);
+  snprintf(nkeys, sizeof(nkeys), "%zu", ndev + 2);
+  ns__key(srv, mkey, sizeof(mkey), "qd:%s", marker ? marker : "-");
+  ns__key(srv, ch, sizeof(ch), "u:%s", user);
+
+  argc = 3 + (ndev + 2) + 8;
+  argv = ns_xcalloc(argc, sizeof(*argv));
+  owned = ns_xcalloc(ndev + 1, sizeof(*owned));
+  argv[0] = "EVAL";
+  argv[1] = LUA_PUSH;
+  argv[2] = nkeys;
+  argv[3] = mkey;
+  argv[4] = ch;
+  for (i = 0, p = targets_csv; i < ndev; i++) {
+    const char *end = strchr(p, ',');
+    size_t n = end ? (size_t)(end - p) : strlen(p);
+    char key[300], dev[NS_DEVICE_ID_MAX + 1];
+    snprintf(dev, sizeof(dev), "%.*s", (int)NS_MIN(n, sizeof(dev) - 1), p);
+    ns__key(srv, key, sizeof(key), "q:%s:%s", user, dev);
+    owned[i] = ns_xstrdup(key);
+    argv[5 + i] = owned[i];
+    p = end ? end + 1 : p + n;
+  }
+  argv[5 + ndev + 0] = ttl_s;
+  argv[5 + ndev + 1] = maxlen;
+  argv[5 + ndev + 2] = type;
+  argv[5 + ndev + 3] = data_json;
+  argv[5 + ndev + 4] = commit;
+  argv[5 + ndev + 5] = marker ? "1" : "0";
+  argv[5 + ndev + 6] = targets_csv;
+  argv[5 + ndev + 7] = ttl_ms;
+  op = ns_xmalloc(sizeof(*op));
+  op->cb = cb;
+  op->arg = arg;
+  op->srv = srv;
+  rc = ns_redis_cmdargv(srv->redis, on_pushed, op, (int)argc, argv, NULL);
+  for (i = 0; i < ndev; i++)
+    free(owned[i]);
+  free(owned);
+  free(argv);
+  if (rc != 0) {
+    free(op);
+    return NS_EUNAVAIL;
+  }
+  return 0;
+}
+
+/* ---- delivery to one connection ---- */
+
+static void fetch(ns_conn *c, int first);
+
+/* Builds the ring message of one stream entry [id, [field, value, ...]]. */
+static ns_msg *entry_msg(redisReply *e) {
+  redisReply *f;
+  const char *type = NULL, *data = NULL;
+  long long commit = 0;
+  size_t i, len;
+  char *buf;
+  ns_msg *m;
+  if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+      e->element[0]->type != REDIS_REPLY_STRING)
+    return NULL;
+  f = e->element[1];
+  for (i = 0; f->type == REDIS_REPLY_ARRAY && i + 1 < f->elements; i += 2) {
+    const char *k = f->element[i]->str, *v = f->element[i + 1]->str;
+    if (!k || !v)
+      continue;
+    if (strcmp(k, "t") == 0)
+      type = v;
+    else if (strcmp(k, "d") == 0)
+      data = v;
+    else if (strcmp(k, "c") == 0)
+      commit = atoll(v);
+  }
+  if (!type || !data)
+    return NULL;
+  buf = ns_proto_envelope_raw(type, e->element[0]->str, data, ns_now_ms(),
+                              LWS_PRE, &len);
+  m = ns_msg_wrap(buf, len,
+                  strcmp(type, "notification_sync") == 0 ? "notification_sync"
+                                                         : "new_notification");
+  if (!m)
+    return NULL;
+  m->durable = 1;
+  snprintf(m->qid, sizeof(m->qid), "%s", e->element[0]->str);
+  m->commit_ms = commit;
+  return m;
+}
+
+static void send_overflow(ns_conn *c, long long missed) {
+  json_object *d = json_object_new_object();
+  json_object_object_add(d, "missed", json_object_new_int64(missed));
+  ns_conn_send_json(c, "queue_overflow", d, NULL);
+  ns_metrics_inc(&c->srv->metrics, NS_M_QUEUE_DROPPED, "missed");
+}
+
+static void on_fetched(redisReply *r, void *arg) {
+  ns_conn *c = arg;
+  int first = c->q_ready != NULL;
+  size_t i;
+  c->q_fetching = 0;
+  if (!c->wsi || c->state == NS_CONN_CLOSING) {
+    if (first) {
+      void (*ready)(int, ns_conn *) = c->q_ready;
+      c->q_ready = NULL;
+      ready(NS_EUNAVAIL, c);
+    }
+    ns_conn_unref(c);
+    return;
+  }
+  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+    if (r && r->type == REDIS_REPLY_ERROR)
+      ns_log(NS_LOG_ERROR, "queue fetch: %s", r->str);
+    if (first) {
+      void (*ready)(int, ns_conn *) = c->q_ready;
+      c->q_ready = NULL;
+      ready(NS_EUNAVAIL, c);
+    } else {
+      ns_conn_close(c, 1011, "backend unavailable");
+    }
+    ns_conn_unref(c);
+    return;
+  }
+  if (first) {
+    c->queued = r->element[1]->integer;
+    if (r->element[0]->integer > 0)
+      send_overflow(c, r->element[0]->integer);
+  }
+  for (i = 0; i < r->element[2]->elements; i++) {
+    ns_msg *m = entry_msg(r->element[2]->element[i]);
+    if (!m)
+      continue;
+    if (id_cmp(m->qid, c->q_last) > 0) {
+      snprintf(c->q_last, sizeof(c->q_last), "%s", m->qid);
+      ns_conn_send(c, m);
+    }
+    ns_msg_unref(&m);
+  }
+  c->q_more = r->element[2]->elements == NS_QUEUE_PAGE;
+  if (first) {
+    void (*ready)(int, ns_conn *) = c->q_ready;
+    c->q_ready = NULL;
+    ready(0, c);
+  }
+  if (c->q_refetch || (c->q_more && c->ring_len == 0)) {
+    c->q_refetch = 0;
+    fetch(c, 0);
+  }
+  ns_conn_unref(c);
+}
+
+static void fetch(ns_conn *c, int first) {
+  char q[300], cur[200], count[16], ttl[24];
+  const char *argv[10];
+  if (c->q_fetching) {
+    c->q_refetch = 1;
+    return;
+  }
+  qkeys(c, q, sizeof(q), cur, sizeof(cur));
+  snprintf(count, sizeof(count), "%d", NS_QUEUE_PAGE);
+  snprintf(ttl, sizeof(ttl), "%lld", (long long)c->srv->cfg->queue_ttl_ms);
+  argv[0] = "EVAL";
+  argv[1] = LUA_FETCH;
+  argv[2] = "2";
+  argv[3] = q;
+  argv[4] = cur;
+  argv[5] = c->device;
+  argv[6] = c->q_last;
+  argv[7] = count;
+  argv[8] = ttl;
+  argv[9] = first ? "1" : "0";
+  ns_conn_ref(c);
+  c->q_fetching = 1;
+  if (ns_redis_cmdargv(c->srv->redis, on_fetched, c, 10, argv, NULL) != 0) {
+    c->q_fetching = 0;
+    on_fetched(NULL, c);
+  }
+}
+
+void ns_queue_attach(ns_conn *c, ns_queue_ready_cb done) {
+  c->q_attached = 1;
+  c->q_ready = done;
+  fetch(c, 1);
+}
+
+void ns_queue_kick(ns_conn *c) {
+  if (c->q_attached && c->wsi && c->state != NS_CONN_CLOSING)
+    fetch(c, 0);
+}
+
+void ns_queue_on_drained(ns_conn *c) {
+  if (c->q_attached && c->q_more && !c->q_fetching)
+    fetch(c, 0);
+}
+
+static void trim(ns_conn *c);
+
+static void on_trimmed(redisReply *r, void *arg) {
+  ns_conn *c = arg;
+  c->q_trimming = 0;
+  if (r && r->type == REDIS_REPLY_INTEGER && c->wsi &&
+      id_cmp(c->q_written, c->q_trimmed) > 0)
+    trim(c);
+  ns_conn_unref(c);
+}
+
+/* Trims everything up to q_written, one EVAL in flight per connection. */
+static void trim(ns_conn *c) {
+  char q[300], cur[200];
+  const char *argv[7];
+  if (c->q_trimming || id_cmp(c->q_written, c->q_trimmed) <= 0)
+    return;
+  qkeys(c, q, sizeof(q), cur, sizeof(cur));
+  snprintf(c->q_trimmed, sizeof(c->q_trimmed), "%s", c->q_written);
+  argv[0] = "EVAL";
+  argv[1] = LUA_TRIM;
+  argv[2] = "2";
+  argv[3] = q;
+  argv[4] = cur;
+  argv[5] = c->device;
+  argv[6] = c->q_trimmed;
+  ns_conn_ref(c);
+  c->q_trimming = 1;
+  if (ns_redis_cmdargv(c->srv->redis, on_trimmed, c, 7, argv, NULL) != 0) {
+    /* Redis is down: the entries stay queued and are replayed later. */
+    c->q_trimming = 0;
+    c->q_trimmed[0] = '\0';
+    ns_conn_unref(c);
+  }
+}
+
+void ns_queue_on_written(ns_conn *c, const ns_msg *m) {
+  if (!m->durable)
+    return;
+  if (m->commit_ms > 0)
+    ns_metrics_observe_latency(&c->srv->metrics,
+                               (double)(ns_now_ms() - m->commit_ms) / 1000.0);
+  if (c->ack_mode)
+    return;
+  if (id_cmp(m->qid, c->q_written) > 0)
+    snprintf(c->q_written, sizeof(c->q_written), "%s", m->qid);
+  trim(c);
+}
+
+void ns_queue_ack(ns_conn *c, const char *id) {
+  if (id_cmp(id, c->q_written) > 0)
+    snprintf(c->q_written, sizeof(c->q_written), "%s", id);
+  trim(c);
+}

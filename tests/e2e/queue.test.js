@@ -1,0 +1,401 @@
+'use strict';
+/*
+ * queue.test.js -- SPEC §5.2-§5.4 the per-device durable queue: an offline
+ * (registered) device gets what it missed on reconnect (welcome.queued,
+ * then the queue oldest first, then live messages, nothing twice); the cap
+ * (queue_max_messages=20: queue_overflow {missed} then the newest 20); the
+ * age bound (queue_ttl=3s); ack mode (unacked messages are replayed on the
+ * next connection, a cumulative ack stops that) and non-ack mode (what was
+ * written to the socket is not replayed); DELETE of a device drops its
+ * queue.
+ */
+const assert = require('node:assert/strict');
+const {
+  test, useServer, uid, sleep, newId, postNotification, durables, notifIds, autoAck,
+  cmpStreamId, drainUntilIdle,
+} = require('./lib/harness');
+
+const srv = useServer();
+const capped = useServer({ env: { NOTISYNC_QUEUE_MAX_MESSAGES: '20' } });
+const short = useServer({ env: { NOTISYNC_QUEUE_TTL: '3s' } });
+
+const QUIET_MS = 1500;
+const ACK = { ack: '1' };
+
+const isNew = (id) => (m) => m.type === 'new_notification' && m.data && m.data.id === id;
+
+/* Connects and closes once: the device is registered (SPEC §5.7). */
+async function register(server, user, device) {
+  const c = await server.device(user, device);
+  await c.close();
+}
+
+/* Posts `n` notifications one after another (each 201 before the next), so
+ * that their queue order is their post order.  Returns their ids. */
+async function postSeq(server, user, n, fields = {}) {
+  const ids = [];
+  for (let i = 0; i < n; i += 1) {
+    const r = await postNotification(server, user, { title: `seq ${i}`, ...fields });
+    assert.equal(r.status, 201, r.text);
+    ids.push(r.json.id);
+  }
+  return ids;
+}
+
+/* Frames after the welcome, in order (parsed messages only). */
+function afterWelcome(c) {
+  const msgs = c.messages();
+  const w = msgs.findIndex((m) => m.type === 'welcome');
+  return msgs.slice(w + 1);
+}
+
+function assertIncreasing(msgs, what) {
+  for (let i = 1; i < msgs.length; i += 1) {
+    assert.equal(cmpStreamId(msgs[i - 1].id, msgs[i].id), -1,
+      `${what}: delivery ids must increase: ${msgs[i - 1].id} then ${msgs[i].id}`);
+  }
+}
+
+function assertNoDup(ids, what) {
+  const seen = new Set();
+  for (const id of ids) {
+    assert.ok(!seen.has(id), `${what}: ${id} delivered twice in one connection`);
+    seen.add(id);
+  }
+}
+
+/* --------------------------------------------------------- offline + replay */
+
+test('offline device: on reconnect welcome.queued = N, then the N queued messages oldest first', async () => {
+  const user = uid();
+  await register(srv, user, 'D');
+  const ids = await postSeq(srv, user, 5);
+  const d = await srv.device(user, 'D');
+  assert.equal(d.welcome.data.queued, 5, `welcome.queued: ${JSON.stringify(d.welcome.data)}`);
+  await d.waitFor(isNew(ids[4]), 10000, 'last queued message');
+  const follow = afterWelcome(d);
+  assert.deepEqual(follow.slice(0, 5).map((m) => m.type), Array(5).fill('new_notification'),
+    `the queued messages come right after welcome: ${d.describe()}`);
+  assert.deepEqual(follow.slice(0, 5).map((m) => m.data.id), ids, 'oldest first');
+  assertIncreasing(follow.slice(0, 5), 'replay');
+  assert.ok(!follow.some((m) => m.type === 'queue_overflow'), 'no overflow without drops');
+  await sleep(QUIET_MS);
+  assert.deepEqual(notifIds(d), ids, `nothing twice: ${d.describe()}`);
+  /* live ones after the replay */
+  const live = await postSeq(srv, user, 2);
+  await d.waitFor(isNew(live[1]), 5000, 'live message after replay');
+  assert.deepEqual(notifIds(d), [...ids, ...live]);
+  await d.close();
+  /* written in non-ack mode = delivered: nothing comes back */
+  const again = await srv.device(user, 'D');
+  assert.equal(again.welcome.data.queued, 0, JSON.stringify(again.welcome.data));
+  await sleep(QUIET_MS);
+  assert.deepEqual(durables(again), [], again.describe());
+  await again.close();
+});
+
+test('reconnect while a producer keeps posting: queued first, live after, the exact post order, no duplicates', async () => {
+  const user = uid();
+  await register(srv, user, 'D');
+  const before = await postSeq(srv, user, 40, { body: 'offline' });
+  const after = [];
+  let producing = true;
+  const producer = (async () => {
+    for (let i = 0; i < 15; i += 1) {
+      const r = await postNotification(srv, user, { title: `live ${i}` });
+      assert.equal(r.status, 201, r.text);
+      after.push(r.json.id);
+      await sleep(Math.floor(Math.random() * 20));
+    }
+    producing = false;
+  })();
+  const d = await srv.device(user, 'D');
+  await producer;
+  assert.ok(!producing);
+  const all = [...before, ...after];
+  await d.waitFor(isNew(all[all.length - 1]), 15000, 'the last live message');
+  await sleep(500);
+  const got = durables(d, 'new_notification');
+  assertNoDup(got.map((m) => m.data.id), 'reconnect under load');
+  assert.deepEqual(got.map((m) => m.data.id), all, 'queue order = post order, queued before live');
+  assertIncreasing(got, 'reconnect under load');
+  assert.ok(d.welcome.data.queued >= 40 && d.welcome.data.queued <= 55, `welcome.queued ${d.welcome.data.queued}`);
+  await d.close();
+});
+
+test('each device has its own queue: an online device\'s deliveries do not consume an offline one\'s', async () => {
+  const user = uid();
+  const on = await srv.device(user, 'on');
+  await register(srv, user, 'off');
+  const ids = await postSeq(srv, user, 3);
+  await on.waitFor(isNew(ids[2]), 5000, 'live on the online device');
+  const off = await srv.device(user, 'off');
+  assert.equal(off.welcome.data.queued, 3);
+  await off.waitFor(isNew(ids[2]), 5000, 'replay on the offline device');
+  assert.deepEqual(notifIds(off), ids);
+  await on.close();
+  const on2 = await srv.device(user, 'on');
+  await sleep(QUIET_MS);
+  assert.deepEqual(durables(on2), [], `the online device gets nothing twice: ${on2.describe()}`);
+  for (const c of [off, on2]) await c.close();
+});
+
+test('a device that never connected is not a target; DELETE /api/v1/devices/{id} drops the queue', async () => {
+  const user = uid();
+  await register(srv, user, 'gone');
+  await postSeq(srv, user, 2);
+  const del = await srv.http('DELETE', '/api/v1/devices/gone', { token: srv.token(user) });
+  assert.equal(del.status, 204, del.text);
+  await postSeq(srv, user, 1);
+  const c = await srv.device(user, 'gone');
+  assert.equal(c.welcome.data.queued, 0, JSON.stringify(c.welcome.data));
+  const fresh = await srv.device(user, 'brand-new');
+  assert.equal(fresh.welcome.data.queued, 0, JSON.stringify(fresh.welcome.data));
+  await sleep(QUIET_MS);
+  assert.deepEqual(durables(c), [], `deleted device got its old queue: ${c.describe()}`);
+  assert.deepEqual(durables(fresh), [], `unregistered device got earlier messages: ${fresh.describe()}`);
+  for (const x of [c, fresh]) await x.close();
+});
+
+/* ----------------------------------------------------------------- ack mode */
+
+test('ack mode: unacked messages are replayed on the next connection; a cumulative ack stops that', async () => {
+  const user = uid();
+  await register(srv, user, 'D');
+  const ids = await postSeq(srv, user, 3);
+  const c1 = await srv.device(user, 'D', { params: ACK });
+  assert.equal(c1.welcome.data.queued, 3);
+  await c1.waitFor(isNew(ids[2]), 5000, 'three queued');
+  const first = durables(c1);
+  await c1.close();
+  /* not acked: all three again, same delivery ids */
+  const c2 = await srv.device(user, 'D', { params: ACK });
+  assert.equal(c2.welcome.data.queued, 3, JSON.stringify(c2.welcome.data));
+  await c2.waitFor(isNew(ids[2]), 5000, 'replay of the unacked three');
+  const second = durables(c2);
+  assert.deepEqual(second.map((m) => m.data.id), ids);
+  assert.deepEqual(second.map((m) => m.id), first.map((m) => m.id), 'same delivery ids on replay');
+  /* ack the second one (cumulative: the first goes too); no reply to an ack */
+  const mark = c2.frames.length;
+  c2.send({ type: 'ack', data: { id: second[1].id } });
+  const pong = await c2.ping('after-ack');
+  assert.equal(pong.type, 'pong');
+  const between = c2.frames.slice(mark).map((f) => f.msg).filter((m) => m && m.type !== 'pong' && m.type !== 'device_status');
+  assert.deepEqual(between, [], 'an ack gets no reply');
+  await sleep(300);
+  await c2.close();
+  const c3 = await srv.device(user, 'D', { params: ACK });
+  assert.equal(c3.welcome.data.queued, 1, JSON.stringify(c3.welcome.data));
+  await c3.waitFor(isNew(ids[2]), 5000, 'the unacked third');
+  await sleep(QUIET_MS);
+  assert.deepEqual(notifIds(c3), [ids[2]], `only the unacked one: ${c3.describe()}`);
+  c3.send({ type: 'ack', data: { id: durables(c3)[0].id } });
+  await c3.ping();
+  await sleep(300);
+  await c3.close();
+  const c4 = await srv.device(user, 'D', { params: ACK });
+  assert.equal(c4.welcome.data.queued, 0);
+  await sleep(QUIET_MS);
+  assert.deepEqual(durables(c4), [], c4.describe());
+  await c4.close();
+});
+
+test('ack mode: live messages acked as they arrive are not replayed; nothing twice within a connection', async () => {
+  const user = uid();
+  const c1 = await srv.device(user, 'D', { params: ACK });
+  autoAck(c1);
+  const ids = await postSeq(srv, user, 10);
+  await c1.waitFor(isNew(ids[9]), 5000, 'ten live');
+  await c1.ping();
+  await sleep(300);
+  assert.deepEqual(notifIds(c1), ids);
+  await c1.close();
+  const c2 = await srv.device(user, 'D', { params: ACK });
+  assert.equal(c2.welcome.data.queued, 0);
+  await sleep(QUIET_MS);
+  assert.deepEqual(durables(c2), [], c2.describe());
+  await c2.close();
+});
+
+test('ack mode: an abrupt disconnect (TCP reset) before acking → replayed; then a non-ack connection takes them once', async () => {
+  const user = uid();
+  await register(srv, user, 'D');
+  const c1 = await srv.device(user, 'D', { params: ACK });
+  const ids = await postSeq(srv, user, 4);
+  await c1.waitFor(isNew(ids[3]), 5000, 'four live');
+  c1.terminate();
+  await sleep(300);
+  const c2 = await srv.device(user, 'D');
+  assert.equal(c2.welcome.data.queued, 4);
+  await c2.waitFor(isNew(ids[3]), 5000, 'replay after the reset');
+  assert.deepEqual(notifIds(c2), ids);
+  await c2.close();
+  const c3 = await srv.device(user, 'D');
+  await sleep(QUIET_MS);
+  assert.deepEqual(durables(c3), [], `written in non-ack mode = delivered: ${c3.describe()}`);
+  await c3.close();
+});
+
+test('malformed ack → error bad_message, the connection stays open', async () => {
+  const c = await srv.device(uid(), 'D', { params: ACK });
+  for (const [i, data] of [{}, { id: 42 }, { id: null }].entries()) {
+    c.send({ type: 'ack', ref: `bad${i}`, data });
+    const e = await c.waitFor((m) => m.type === 'error' && m.ref === `bad${i}`, 5000, `error for ${JSON.stringify(data)}`);
+    assert.equal(e.data.code, 'bad_message', JSON.stringify(e));
+  }
+  c.send({ type: 'ack', ref: 'nodata' });
+  const e = await c.waitFor((m) => m.type === 'error' && m.ref === 'nodata', 5000, 'error for an ack without data');
+  assert.equal(e.data.code, 'bad_message');
+  assert.equal((await c.ping()).type, 'pong');
+  await c.close();
+});
+
+test('non-ack mode: what was written to the socket is not replayed (graceful close)', async () => {
+  const user = uid();
+  const c1 = await srv.device(user, 'D');
+  const ids = await postSeq(srv, user, 6);
+  await c1.waitFor(isNew(ids[5]), 5000, 'six live');
+  await c1.close();
+  const c2 = await srv.device(user, 'D');
+  assert.equal(c2.welcome.data.queued, 0, JSON.stringify(c2.welcome.data));
+  await sleep(QUIET_MS);
+  assert.deepEqual(durables(c2), [], c2.describe());
+  await c2.close();
+});
+
+/* ---------------------------------------------------------------------- cap */
+
+test('cap queue_max_messages=20: 30 posted offline → queue_overflow {missed:10}, then the newest 20 in order', async () => {
+  const user = uid();
+  await register(capped, user, 'D');
+  const ids = await postSeq(capped, user, 30);
+  const d = await capped.device(user, 'D');
+  assert.equal(d.welcome.data.queued, 20, `welcome.queued: ${JSON.stringify(d.welcome.data)}`);
+  await d.waitFor(isNew(ids[29]), 10000, 'newest message');
+  await sleep(500);
+  const follow = afterWelcome(d).filter((m) => m.type !== 'device_status');
+  assert.equal(follow[0].type, 'queue_overflow', `queue_overflow first after welcome: ${d.describe()}`);
+  assert.deepEqual(follow[0].data, { missed: 10 });
+  assert.deepEqual(follow.slice(1).map((m) => m.type), Array(20).fill('new_notification'), d.describe());
+  assert.deepEqual(follow.slice(1).map((m) => m.data.id), ids.slice(10), 'the newest 20, oldest first');
+  assertIncreasing(follow.slice(1), 'capped replay');
+  await d.close();
+  /* the loss is reported once; PostgreSQL still has all 30 for a resync */
+  const again = await capped.device(user, 'D');
+  await sleep(QUIET_MS);
+  assert.deepEqual(afterWelcome(again).filter((m) => m.type !== 'device_status'), [], again.describe());
+  const all = await capped.http('GET', '/api/v1/notifications?limit=50', { token: capped.token(user) });
+  assert.equal(all.status, 200, all.text);
+  assert.equal(all.json.notifications.length, 30);
+  await again.close();
+});
+
+test('cap: a device that falls behind while others read stays capped; an online device is unaffected', async () => {
+  const user = uid();
+  await register(capped, user, 'slow');
+  const on = await capped.device(user, 'on');
+  const ids = await postSeq(capped, user, 25);
+  await on.waitFor(isNew(ids[24]), 10000, 'all 25 on the online device');
+  assert.deepEqual(notifIds(on), ids);
+  assert.ok(!on.messages().some((m) => m.type === 'queue_overflow'));
+  const slow = await capped.device(user, 'slow');
+  const ov = await slow.next('queue_overflow', 5000);
+  assert.equal(ov.data.missed, 5);
+  await slow.waitFor(isNew(ids[24]), 10000, 'newest on the slow device');
+  assert.deepEqual(notifIds(slow), ids.slice(5));
+  for (const c of [on, slow]) await c.close();
+});
+
+/* ---------------------------------------------------------------------- TTL */
+
+test('ttl 3s: messages older than queue_ttl are never delivered; fresh ones are', async () => {
+  const user = uid();
+  await register(short, user, 'D');
+  const old = await postSeq(short, user, 3);
+  await sleep(4500);
+  const d = await short.device(user, 'D');
+  assert.equal(d.welcome.data.queued, 0, `welcome.queued counts only what follows: ${JSON.stringify(d.welcome.data)}`);
+  await sleep(2000);
+  const got = notifIds(d);
+  assert.deepEqual(got.filter((id) => old.includes(id)), [], `expired messages delivered: ${d.describe()}`);
+  const ov = d.messages().filter((m) => m.type === 'queue_overflow');
+  assert.ok(ov.length <= 1, d.describe());
+  if (ov.length) assert.ok(ov[0].data.missed >= 1 && ov[0].data.missed <= 3, JSON.stringify(ov[0]));
+  /* live still works */
+  const live = await postSeq(short, user, 1);
+  await d.waitFor(isNew(live[0]), 5000, 'live after expiry');
+  await d.close();
+  /* a fresh offline message inside the TTL is delivered */
+  const fresh = await postSeq(short, user, 1);
+  const d2 = await short.device(user, 'D');
+  await d2.waitFor(isNew(fresh[0]), 5000, 'fresh queued message');
+  assert.deepEqual(notifIds(d2), fresh);
+  await d2.close();
+});
+
+test('ttl 3s: of a mixed queue only the young messages are replayed', async () => {
+  const user = uid();
+  await register(short, user, 'D');
+  const old = await postSeq(short, user, 2, { title: 'old' });
+  await sleep(2500);
+  const young = await postSeq(short, user, 2, { title: 'young' });
+  await sleep(1500);
+  const d = await short.device(user, 'D');
+  await d.waitFor(isNew(young[1]), 5000, 'young messages');
+  await sleep(1000);
+  assert.deepEqual(notifIds(d), young, `only the young ones (old: ${old.join(',')}): ${d.describe()}`);
+  assert.equal(d.welcome.data.queued, 2);
+  await d.close();
+});
+
+test('ack mode + ttl: an unacked message is not replayed once older than queue_ttl', async () => {
+  const user = uid();
+  const c1 = await short.device(user, 'D', { params: ACK });
+  const ids = await postSeq(short, user, 2);
+  await c1.waitFor(isNew(ids[1]), 5000, 'two live');
+  await c1.close();
+  await sleep(4500);
+  const c2 = await short.device(user, 'D', { params: ACK });
+  await drainUntilIdle(c2, { idleMs: 1500, maxMs: 5000 });
+  assert.deepEqual(notifIds(c2), [], c2.describe());
+  await c2.close();
+});
+
+test('cap in ack mode: written but unacked messages beyond the cap are dropped oldest first; replay = the newest 20', async () => {
+  /* All 25 were written to the connection but none was acked, so in ack
+   * mode none was delivered (SPEC §5.4).  Whether the 5 dropped ones count
+   * as "missed" is left open (the device did see them); if a
+   * queue_overflow is sent it must come first and say 5. */
+  const user = uid();
+  const c1 = await capped.device(user, 'D', { params: ACK });
+  const ids = await postSeq(capped, user, 25);
+  await c1.waitFor(isNew(ids[24]), 10000, 'all 25 live');
+  await c1.close();
+  const c2 = await capped.device(user, 'D', { params: ACK });
+  await c2.waitFor(isNew(ids[24]), 10000, 'replay');
+  await sleep(300);
+  const follow = afterWelcome(c2).filter((m) => m.type !== 'device_status');
+  assert.equal(c2.welcome.data.queued, 20);
+  assert.deepEqual(follow.slice(-20).map((m) => m.data && m.data.id), ids.slice(5));
+  const ov = follow.filter((m) => m.type === 'queue_overflow');
+  assert.ok(ov.length <= 1);
+  if (ov.length) {
+    assert.equal(follow[0].type, 'queue_overflow', 'queue_overflow before the replay');
+    assert.equal(ov[0].data.missed, 5);
+  }
+  await c2.close();
+});
+
+test('a client-supplied id posted twice while the device is offline is queued once', async () => {
+  const user = uid();
+  await register(srv, user, 'D');
+  const id = newId();
+  assert.equal((await postNotification(srv, user, { id })).status, 201);
+  assert.equal((await postNotification(srv, user, { id })).status, 200);
+  const d = await srv.device(user, 'D');
+  assert.equal(d.welcome.data.queued, 1);
+  await d.waitFor(isNew(id), 5000, 'the one');
+  await sleep(QUIET_MS);
+  assert.deepEqual(notifIds(d), [id]);
+  await d.close();
+});
