@@ -634,6 +634,9 @@ static void resub_one(void *conn, void *arg) {
   ns_conn *c = conn;
   resub *r = arg;
   char ch[200];
+  /* Events published while the subscription was down are lost (pub/sub is
+   * at-most-once): every device re-reads its stream. */
+  ns_queue_kick(c);
   /* ns_hub_each visits a user's devices consecutively. */
   if (r->last && strcmp(r->last, c->who.sub) == 0)
     return;
