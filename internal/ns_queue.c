@@ -273,9 +273,9 @@ static void on_fetched(redisReply *r, void *arg) {
       void (*ready)(int, ns_conn *) = c->q_ready;
       c->q_ready = NULL;
       ready(NS_EUNAVAIL, c);
-    } else {
-      ns_conn_close(c, 1011, "backend unavailable");
     }
+    /* Otherwise Redis went away mid-read: the entries stay queued and the
+     * re-subscription after the reconnect makes every device read again. */
     ns_conn_unref(c);
     return;
   }
