@@ -155,8 +155,8 @@ typedef struct nsb_http_resp {
 long nsb_http_parse_head(const char *p, size_t n, nsb_http_resp *r);
 
 /* Given the body bytes after the head (`n` of them), returns how many bytes
- * the body occupies when it is complete, 0 when more are needed, -1 when
- * malformed.  Content-Length and chunked bodies; a body delimited by close
+ * the body occupies (>= 0) when it is complete, -2 when more are needed, -1
+ * when malformed.  Content-Length and chunked bodies; a body delimited by close
  * is reported incomplete until the caller sees EOF. */
 long nsb_http_body_len(const char *p, size_t n, const nsb_http_resp *r);
 
