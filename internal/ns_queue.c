@@ -284,17 +284,25 @@ static void on_fetched(redisReply *r, void *arg) {
     if (r->element[0]->integer > 0)
       send_overflow(c, r->element[0]->integer);
   }
+  c->q_more = r->element[2]->elements == NS_QUEUE_PAGE;
   for (i = 0; i < r->element[2]->elements; i++) {
     ns_msg *m = entry_msg(r->element[2]->element[i]);
     if (!m)
       continue;
+    /* Keep replay within half the outbound bound; the rest is read again
+     * (from q_last) once the ring has drained. */
+    if (c->ring_len > 0 &&
+        c->out_bytes + m->len > (size_t)c->srv->cfg->max_outbound_bytes / 2) {
+      ns_msg_unref(&m);
+      c->q_more = 1;
+      break;
+    }
     if (id_cmp(m->qid, c->q_last) > 0) {
       snprintf(c->q_last, sizeof(c->q_last), "%s", m->qid);
       ns_conn_send(c, m);
     }
     ns_msg_unref(&m);
   }
-  c->q_more = r->element[2]->elements == NS_QUEUE_PAGE;
   if (first) {
     void (*ready)(int, ns_conn *) = c->q_ready;
     c->q_ready = NULL;
