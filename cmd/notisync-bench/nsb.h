@@ -54,6 +54,7 @@ typedef struct nsb_opts {
   const char *phases;       /* throughput: "connected,disconnected" */
   const char *out;          /* markdown file to append to, or NULL */
   const char *stat_cmd;     /* shell command printing "name value" lines */
+  const char *summary;      /* file to append "key value" lines to, or NULL */
   nsb_watch watch[NSB_MAX_WATCH];
   int nwatch;
   char cmdline[2048];       /* the command as run, secret redacted */
@@ -233,7 +234,7 @@ typedef struct nsb_produced {
 typedef struct nsb_report {
   uint64_t frames, records, expected, matched, dups, misrouted, unknown;
   uint64_t lost, unarmed, welcome, pong, device_status, overflow, errors,
-      other, closed_by_server;
+      other, closed_by_server, pings;
   int64_t t_last_rx;
   uint32_t nlat, nmax;
   uint32_t close_codes[8][2];  /* (code, count) */
