@@ -291,9 +291,10 @@ static void on_list(PGresult *res, void *arg) {
     json_object_array_add(arr, row_json(res, i, 0, 1));
   json_object_object_add(o, "notifications", arr);
   if (n > 0 && n == atoi(PQgetvalue(res, 0, 11))) {
-    char ts[NS_TS_LEN];
-    ns_format_ts(atoll(PQgetvalue(res, n - 1, 8)), ts);
-    json_object_object_add(o, "next_before", json_object_new_string(ts));
+    /* The cursor keeps microseconds: created_at is stored that precisely,
+     * and a millisecond cursor would repeat rows at a page boundary. */
+    json_object_object_add(o, "next_before",
+                           json_object_new_string(PQgetvalue(res, n - 1, 12)));
   } else {
     json_object_object_add(o, "next_before", NULL);
   }
@@ -319,7 +320,8 @@ static int valid_ts(const char *s) {
 
 static void list(ns_req *r) {
   static const char sql[] =
-      "SELECT " NCOLS ", $4::int FROM notifications WHERE user_id = $1"
+      "SELECT " NCOLS ", $4::int, to_char(created_at AT TIME ZONE 'UTC',"
+      " 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM notifications WHERE user_id = $1"
       " AND ($2 = '' OR created_at < $2::timestamptz)"
       " AND ($3 = '0' OR NOT is_read)"
       " ORDER BY created_at DESC, id DESC LIMIT $4::int";

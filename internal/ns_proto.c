@@ -123,6 +123,7 @@ typedef struct scan {
   size_t i;      /* next byte; where the error is when a scan fails */
   int depth;
   int too_deep;
+  int lax_utf8;  /* REST bodies: bad UTF-8 in strings is left to the field checks */
 } scan;
 
 static int scan_value(scan *s);
@@ -209,9 +210,9 @@ static int scan_string(scan *s) {
         return -1;
     } else {
       size_t l = utf8_seq_len(s->p + s->i, s->n - s->i);
-      if (l == 0)
+      if (l == 0 && !s->lax_utf8)
         return -1;
-      s->i += l;
+      s->i += l ? l : 1;
     }
   }
   return -1; /* unterminated */
@@ -291,8 +292,9 @@ static int scan_value(scan *s) {
 /* 0 when p[0..n) is exactly one JSON value, optionally surrounded by
  * whitespace.  Otherwise fills `err` (bad_json, with the byte offset where
  * the scan stopped) and returns NS_EPARSE. */
-static int check_json(const char *p, size_t n, ns_proto_err *err) {
-  scan s = {(const unsigned char *)p, n, 0, 0, 0};
+static int check_json(const char *p, size_t n, int lax_utf8,
+                      ns_proto_err *err) {
+  scan s = {(const unsigned char *)p, n, 0, 0, 0, lax_utf8};
   skip_ws(&s);
   if (s.i == n)
     return fail(err, "bad_json", "message is not valid JSON: no value");
@@ -312,15 +314,15 @@ static int check_json(const char *p, size_t n, ns_proto_err *err) {
 /* Decoding                                                             */
 
 /* Parses p[0..n) into a json-c tree in *out (owned by the caller). */
-static int parse_json(const char *p, size_t n, json_object **out,
-                      ns_proto_err *err) {
+static int parse_json(const char *p, size_t n, int lax_utf8,
+                      json_object **out, ns_proto_err *err) {
   json_tokener *tok = NULL;
   json_object *root = NULL;
   int rc = 0;
 
   if (n >= INT_MAX)
     return fail(err, "bad_json", "message is not valid JSON: too long");
-  if (check_json(p, n, err) < 0)
+  if (check_json(p, n, lax_utf8, err) < 0)
     return NS_EPARSE;
   tok = json_tokener_new_ex(NS_PROTO_MAX_DEPTH + 2);
   if (!tok)
@@ -343,7 +345,7 @@ static int parse_json(const char *p, size_t n, json_object **out,
 int ns_proto_parse_json(const char *p, size_t n, struct json_object **out,
                         ns_proto_err *err) {
   *out = NULL;
-  return parse_json(p, n, out, err);
+  return parse_json(p, n, 1, out, err);
 }
 
 char *ns_proto_envelope_raw(const char *type, const char *id,
@@ -571,7 +573,7 @@ int ns_proto_decode(const char *p, size_t n, ns_cmd *out, ns_proto_err *err) {
   err->message[0] = '\0';
   if (!p && n)
     return fail(err, "bad_json", "message is not valid JSON");
-  rc = parse_json(p, n, &root, err);
+  rc = parse_json(p, n, 0, &root, err);
   if (rc < 0)
     goto cleanup;
   rc = decode_envelope(root, out, err);

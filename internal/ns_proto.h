@@ -88,7 +88,9 @@ char *ns_proto_error(const char *code, const char *message, const char *ref,
                      int64_t now_ms, size_t headroom, size_t *len);
 
 /* Parses untrusted bytes (a REST body) with the same strict checks as
- * client frames (UTF-8, depth, no trailing bytes).  Returns 0 and the tree
+ * client frames (depth, no trailing bytes), except that invalid UTF-8
+ * inside strings is let through so the field validators can name the
+ * field (SPEC §6: 400 naming the field).  Returns 0 and the tree
  * in *out (caller puts it; NULL for the literal null), or NS_EPARSE with
  * `err` filled. */
 int ns_proto_parse_json(const char *p, size_t n, struct json_object **out,

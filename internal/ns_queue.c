@@ -364,7 +364,9 @@ static void trim(ns_conn *c);
 static void on_trimmed(redisReply *r, void *arg) {
   ns_conn *c = arg;
   c->q_trimming = 0;
-  if (r && r->type == REDIS_REPLY_INTEGER && c->wsi &&
+  /* Goes on after the socket closed: what was written is delivered and
+   * must not be replayed to the next connection. */
+  if (r && r->type == REDIS_REPLY_INTEGER &&
       id_cmp(c->q_written, c->q_trimmed) > 0)
     trim(c);
   ns_conn_unref(c);

@@ -41,6 +41,8 @@ static void usage(FILE *f) {
     "  --connect-timeout S whole connect phase [120]\n"
     "  --connect-parallel K  handshakes in flight per process [200]\n"
     "  --phases LIST       throughput: connected,disconnected [both]\n"
+    "  --settle S          throughput: pause after disconnecting the devices,\n"
+    "                      so that their offline bookkeeping is not measured [5]\n"
     "  --prefix X          user-id prefix [random per run]\n"
     "  --out FILE          append a markdown section to FILE\n"
     "  --watch NAME=PID    report the CPU of PID and its descendants (repeat)\n"
@@ -52,7 +54,7 @@ static void usage(FILE *f) {
 enum { O_HOST = 1000, O_PORT, O_SECRET, O_USERS, O_DEVICES, O_RATE,
        O_DURATION, O_PROCS, O_PPROCS, O_CONC, O_BATCH, O_CONNS, O_MESSAGES,
        O_GRACE, O_CTIMEOUT, O_CPAR, O_PHASES, O_PREFIX, O_OUT, O_WATCH,
-       O_STATCMD, O_SUMMARY, O_HELP };
+       O_STATCMD, O_SUMMARY, O_SETTLE, O_HELP };
 
 static const struct option longopts[] = {
     {"host", 1, 0, O_HOST}, {"port", 1, 0, O_PORT},
@@ -66,6 +68,7 @@ static const struct option longopts[] = {
     {"phases", 1, 0, O_PHASES}, {"prefix", 1, 0, O_PREFIX},
     {"out", 1, 0, O_OUT}, {"watch", 1, 0, O_WATCH},
     {"stat-cmd", 1, 0, O_STATCMD}, {"summary", 1, 0, O_SUMMARY},
+    {"settle", 1, 0, O_SETTLE},
     {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
 
 /* Parses a number in [lo, hi]; exits with a message naming the option. */
@@ -148,6 +151,7 @@ int main(int argc, char **argv) {
   o.conns = 2000;
   o.messages = 20;
   o.grace = 5;
+  o.settle = 5;
   o.connect_timeout = 120;
   o.connect_parallel = 200;
   o.phases = "connected,disconnected";
@@ -190,6 +194,7 @@ int main(int argc, char **argv) {
     case O_WATCH: add_watch(&o, optarg); break;
     case O_STATCMD: o.stat_cmd = optarg; break;
     case O_SUMMARY: o.summary = optarg; break;
+    case O_SETTLE: o.settle = num("settle", optarg, 0, 600); break;
     case O_HELP: usage(stdout); return 0;
     default: usage(stderr); return 2;
     }

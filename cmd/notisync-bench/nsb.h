@@ -49,6 +49,7 @@ typedef struct nsb_opts {
   int conns;                /* fanout: public connections */
   int messages;             /* fanout: broadcasts */
   double grace;             /* seconds to wait for deliveries after the end */
+  double settle;            /* throughput: pause after disconnecting devices */
   double connect_timeout;   /* seconds for the whole connect phase */
   int connect_parallel;     /* handshakes in flight per process */
   const char *phases;       /* throughput: "connected,disconnected" */

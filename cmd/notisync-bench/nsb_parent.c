@@ -286,15 +286,25 @@ void nsb_cpu_describe(const nsb_opts *o, const nsb_cpu *a, const nsb_cpu *b,
   size_t off = 0;
   int i, j;
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  double sum = 0, busy;
   out[0] = '\0';
-  for (i = 0; i <= o->nwatch && off < outlen; i++)
+  for (i = 0; i <= o->nwatch && off < outlen; i++) {
+    double p = nsb_cpu_pct(o, a, b, i);
+    sum += p;
     off += (size_t)snprintf(out + off, outlen - off, "%s %.0f %%, ",
                             i < o->nwatch ? o->watch[i].name : "notisync-bench",
-                            nsb_cpu_pct(o, a, b, i));
-  if (off < outlen && b->total > a->total)
-    snprintf(out + off, outlen - off, "machine %.0f %% busy of %ld cores",
-             100.0 * (double)(b->busy - a->busy) / (double)(b->total - a->total),
-             ncpu);
+                            p);
+  }
+  if (off < outlen && b->total > a->total) {
+    busy = 100.0 * (double)(b->busy - a->busy) / (double)(b->total - a->total);
+    /* What the machine did besides the processes above: other work on a
+     * shared machine, and kernel time not charged to any process. */
+    off += (size_t)snprintf(out + off, outlen - off,
+                            "everything else %.0f %%; machine %.0f %% busy of "
+                            "%ld cores", busy * (double)ncpu - sum > 0
+                                ? busy * (double)ncpu - sum : 0.0,
+                            busy, ncpu);
+  }
   if (!stats || !statslen)
     return;
   stats[0] = '\0';

@@ -282,9 +282,10 @@ static void md_cpu(run *r, const nsb_cpu *a, const nsb_cpu *b, double items,
   summ(r, key, busy);
   if (ti < 0)
     return;
-  if (top >= 85 && strcmp(o->watch[ti].name, "postgres") != 0)
-    md(r, "| %sCPU reading | %s at %.0f %% of one core: its single event loop "
-          "is the bottleneck (machine %.0f %% busy) |\n",
+  if (top >= 85)
+    md(r, "| %sCPU reading | %s at %.0f %% of one core: saturated if its work "
+          "runs in one process (one event loop, or one PostgreSQL backend per "
+          "connection), the likely bottleneck; machine %.0f %% busy |\n",
        lab, o->watch[ti].name, top, busy);
   else if (busy >= 80)
     md(r, "| %sCPU reading | the machine's cores are saturated (%.0f %% busy, "
@@ -456,6 +457,15 @@ static int scen_throughput(run *r, int kind) {
         nsb_fleet_collect(&r->fleet, NSB_ROLE_DEVICES, NSB_R_DONE, dl, NULL,
                           NULL) != 0)
       return 1;
+    /* Offline presence (after presence_grace) and last_seen updates of every
+     * device happen now: let them pass before measuring. */
+    {
+      struct timespec ts = {.tv_sec = (time_t)o->settle,
+                            .tv_nsec = (long)((o->settle - (double)(time_t)o->settle) * 1e9)};
+      (void)nanosleep(&ts, NULL);
+    }
+    md(r, "| devices disconnected | all, then %.0f s pause before measuring |\n",
+       o->settle);
     if ((rc2 = thr_phase(r, kind, 0)) < 0)
       return 1;
     if (rc2 > rc)

@@ -379,6 +379,24 @@ test('GET /api/v1/notifications: newest first, limit, before cursor, unread=1', 
   assert.ok(unread.notifications.every((n) => n.is_read === false));
 });
 
+test('GET /api/v1/notifications: paging with next_before walks a batch (same transaction) once, no repeats, no loss', async () => {
+  const user = uid();
+  const b = await postBatch(srv, user, Array.from({ length: 5 }, (_, i) => notificationBody({ title: `b${i}` })));
+  assert.equal(b.status, 201, b.text);
+  const want = b.json.notifications.map((n) => n.id);
+  const seen = [];
+  let query = '?limit=2';
+  for (let page = 0; page < 8; page += 1) {
+    const p = await list(user, query);
+    assert.ok(p.notifications.length <= 2);
+    seen.push(...p.notifications.map((n) => n.id));
+    if (p.notifications.length < 2 || !p.next_before) break;
+    query = `?limit=2&before=${encodeURIComponent(p.next_before)}`;
+  }
+  assert.equal(new Set(seen).size, seen.length, `a page repeats items: ${JSON.stringify(seen.slice(0, 6))} (created_at ${b.json.notifications[0].created_at})`);
+  assert.deepEqual([...seen].sort(), [...want].sort(), 'every batch item on exactly one page');
+});
+
 test('GET /api/v1/notifications: bad limit → 400; limit 200 accepted', async () => {
   const user = uid();
   for (const q of ['?limit=0', '?limit=201', '?limit=abc', '?limit=-1']) {

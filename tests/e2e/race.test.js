@@ -58,7 +58,7 @@ async function produce(user, state) {
       } catch (e) {
         failed.push({ i, error: e.message });
       }
-      await sleep(rnd(60));
+      await sleep(rnd(300));
     }
   };
   await Promise.all(Array.from({ length: PRODUCERS }, worker));
@@ -71,22 +71,23 @@ async function cycle(user, ackMode, how, conns) {
   const params = { token: srv.token(user), device_id: 'racer' };
   if (ackMode) params.ack = '1';
   const c = srv.ws(srv.wsUrl(params), { label: `racer#${conns.length}` });
+  c.how = how;
   conns.push(c);
   if (ackMode) autoAck(c);
   if (how === 'before-welcome') {
     /* close as soon as the upgrade completes, maybe before the welcome */
     await c.open().catch(() => {});
-    if (ackMode && rnd(2)) c.terminate();
-    else await c.close();
+    if (ackMode && rnd(2)) {
+      c.how = 'reset-before-welcome';
+      c.terminate();
+    } else {
+      await c.close();
+    }
     return;
   }
   await c.open();
   await c.next('welcome', 15000);
-  if (how === 'after-welcome') {
-    /* nothing */
-  } else {
-    await sleep(rnd(150));
-  }
+  if (how !== 'after-welcome') await sleep(rnd(150));
   if (ackMode && how === 'reset') c.terminate();
   else await c.close();
 }
@@ -133,12 +134,20 @@ async function race(ackMode) {
   let receipts = 0;
   const intraDups = [];
   const disorder = [];
+  const firstSeenIn = new Map();
+  const dupByEnding = {};
   perConn.forEach((msgs, k) => {
     const seen = new Set();
     for (let i = 0; i < msgs.length; i += 1) {
       const m = msgs[i];
       receipts += 1;
       receivedIds.add(m.data.id);
+      if (firstSeenIn.has(m.data.id) && firstSeenIn.get(m.data.id) !== k) {
+        const how = conns[firstSeenIn.get(m.data.id)].how || 'final';
+        dupByEnding[how] = (dupByEnding[how] || 0) + 1;
+      } else if (!firstSeenIn.has(m.data.id)) {
+        firstSeenIn.set(m.data.id, k);
+      }
       if (seen.has(m.data.id)) intraDups.push(`${conns[k].label}: ${m.data.id}`);
       seen.add(m.data.id);
       if (i > 0 && cmpStreamId(msgs[i - 1].id, m.id) !== -1) disorder.push(`${conns[k].label}: ${msgs[i - 1].id} then ${m.id}`);
@@ -157,6 +166,7 @@ async function race(ackMode) {
     connections: conns.length,
     cycles,
     cycling_ms: cyclingMs,
+    duplicates_by_first_connection_ending: dupByEnding,
     overflow_frames: conns.reduce((n, c) => n + c.messages().filter((m) => m.type === 'queue_overflow').length, 0),
   };
   console.log(`RACE FIGURES ${JSON.stringify(figures)}`);

@@ -1008,7 +1008,12 @@ class PrivateServices {
 
   async stop() {
     if (!this.dir) return;
-    await this.run('stop', 60000).catch((e) => process.stderr.write(`${e.message}\n`));
+    try {
+      await this.run('stop', 60000);
+      fs.rmSync(this.dir, { recursive: true, force: true });
+    } catch (e) {
+      process.stderr.write(`${e.message}\n`);
+    }
   }
 }
 
