@@ -47,4 +47,8 @@ void ns__http_add_ts(struct json_object *o, const char *key, int64_t ms);
 void ns__notify_root(ns_req *r, const char *arg);
 void ns__notify_sub(ns_req *r, const char *arg);
 
+/* Comment channel routes (ns_comments.c). */
+void ns__comments_route(ns_req *r, const char *rest);
+void ns__broadcast_route(ns_req *r, const char *arg);
+
 #endif

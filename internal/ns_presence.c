@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "ns_log.h"
+#include "ns_comments.h"
 #include "ns_queue.h"
 #include "ns_server_int.h"
 
@@ -594,6 +595,10 @@ void ns_presence_on_message(ns_server *srv, const char *ch, size_t chlen,
   char user[NS_SUB_MAX + 1];
   size_t plen = strlen(srv->prefix) + 2;
   json_object *ev, *k, *d, *cid;
+  if (chlen == plen + 3 && memcmp(ch + strlen(srv->prefix), "bcast", 5) == 0) {
+    ns_comments_on_bcast(srv, payload, len);
+    return;
+  }
   if (chlen <= plen || chlen - plen > NS_SUB_MAX)
     return;
   memcpy(user, ch + plen, chlen - plen);
@@ -647,6 +652,9 @@ static void resub_one(void *conn, void *arg) {
 
 void ns_presence_resubscribe(ns_server *srv) {
   resub r = {srv, NULL};
+  char ch[96];
+  ns__key(srv, ch, sizeof(ch), "bcast");
+  ns_redis_subscribe(srv->redis, ch);
   ns_hub_each(srv->hub, NULL, resub_one, &r);
 }
 

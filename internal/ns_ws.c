@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ns_comments.h"
 #include "ns_log.h"
 #include "ns_queue.h"
 #include "ns_server_int.h"
@@ -223,6 +224,32 @@ static void handle_action(ns_conn *c, const ns_cmd *cmd, const char *ref) {
     on_action_done(NS_EUNAVAIL, NULL, a);
 }
 
+static void on_snapshot(int rc, json_object *list, void *arg) {
+  action_req *a = arg;
+  const char *ref = a->has_ref ? a->ref : NULL;
+  if (a->c->wsi && a->c->state != NS_CONN_CLOSING) {
+    if (rc == 0)
+      ns_conn_send_json(a->c, "comments.list", json_object_get(list), ref);
+    else
+      ns_conn_send_error(a->c, "unavailable", "storage backend unavailable", ref);
+  }
+  ns_conn_unref(a->c);
+  free(a);
+}
+
+/* subscribe: the snapshot of one note's comments (events for every note
+ * flow to every connection regardless). */
+static void handle_subscribe(ns_conn *c, const ns_cmd *cmd, const char *ref) {
+  action_req *a = ns_xcalloc(1, sizeof(*a));
+  a->c = c;
+  a->has_ref = ref != NULL;
+  if (ref)
+    snprintf(a->ref, sizeof(a->ref), "%s", ref);
+  ns_conn_ref(c);
+  if (ns_comments_snapshot(c->srv, cmd->post_id, on_snapshot, a) != 0)
+    on_snapshot(NS_EUNAVAIL, NULL, a);
+}
+
 static void handle_message(ns_conn *c, const char *p, size_t n) {
   ns_cmd cmd;
   ns_proto_err err;
@@ -253,9 +280,7 @@ static void handle_message(ns_conn *c, const char *p, size_t n) {
   } else if (cmd.type == NS_CMD_ACTION) {
     handle_action(c, &cmd, ref);
   } else {
-    /* subscribe needs the comment store (not built yet). */
-    ns_conn_send_error(c, "unavailable",
-                       "this message type is not served by this build", ref);
+    handle_subscribe(c, &cmd, ref);
   }
   ns_cmd_reset(&cmd);
 }

@@ -1,0 +1,445 @@
+/*
+ * ns_comments.c -- the public comment channel (SPEC §2, §4, §6): comments
+ * REST under /api/v1/notes/{id}/comments (and its aliases), the broadcast
+ * API, `subscribe` snapshots, and the fan-out of the `bcast` channel to
+ * every WebSocket of this instance.
+ *
+ * Events go through Redis (`bcast`) even with one instance, so every
+ * instance fans out the same events in the same order.  The payload is
+ * {"type":T,"data":D}; each instance appends its timestamp once and shares
+ * the one buffer with all its connections.
+ */
+#include <hiredis/hiredis.h>
+#include <json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ns_comments.h"
+#include "ns_http_int.h"
+#include "ns_log.h"
+#include "ns_notif.h"
+
+#define CONTENT_MAX 10000
+#define POST_ID_MAX 128
+
+#define CCOLS                                                            \
+  "id, content, username, user_id, post_id,"                             \
+  " (extract(epoch FROM created_at) * 1000)::bigint,"                    \
+  " (extract(epoch FROM updated_at) * 1000)::bigint"
+
+static const char *const reserved_types[] = {
+    "welcome", "pong", "ok", "error", "new_notification", "notification_sync",
+    "device_status", "queue_overflow", "ping", "ack", "notification_action",
+    "subscribe", "refresh"};
+
+/* ---- fan-out ---- */
+
+void ns_comments_on_bcast(ns_server *srv, const char *payload, size_t len) {
+  char ts[NS_TS_LEN], *buf;
+  size_t n;
+  ns_msg *m;
+  ns_conn *c;
+  json_object *root, *type;
+  json_tokener *tok;
+  const char *tname = "broadcast";
+  if (len < 2 || payload[len - 1] != '}')
+    return;
+  tok = json_tokener_new();
+  root = json_tokener_parse_ex(tok, payload, (int)len);
+  json_tokener_free(tok);
+  if (root && json_object_object_get_ex(root, "type", &type)) {
+    const char *t = json_object_get_string(type);
+    /* metric labels come from a fixed set, not from the broadcaster */
+    tname = strcmp(t, "comment.created") == 0   ? "comment.created"
+            : strcmp(t, "comment.updated") == 0 ? "comment.updated"
+            : strcmp(t, "comments.list") == 0   ? "comments.list"
+                                                : "broadcast";
+  }
+  json_object_put(root);
+  ns_format_ts(ns_now_ms(), ts);
+  n = len - 1 + sizeof(",\"timestamp\":\"\"}") - 1 + strlen(ts);
+  buf = malloc(LWS_PRE + n + 1);
+  if (!buf)
+    return;
+  memcpy(buf + LWS_PRE, payload, len - 1);
+  snprintf(buf + LWS_PRE + len - 1, n - len + 2, ",\"timestamp\":\"%s\"}", ts);
+  m = ns_msg_wrap(buf, n, tname);
+  if (!m)
+    return;
+  for (c = srv->conns; c; c = c->next)
+    if (c->state == NS_CONN_READY)
+      ns_conn_send(c, m);
+  ns_msg_unref(&m);
+}
+
+/* Publishes {"type":type,"data":data} on bcast (takes `data`).  0 or
+ * NS_EUNAVAIL. */
+static int publish(ns_server *srv, const char *type, json_object *data) {
+  json_object *o = json_object_new_object();
+  char ch[96];
+  int rc;
+  json_object_object_add(o, "type", json_object_new_string(type));
+  json_object_object_add(o, "data", data ? data : json_object_new_object());
+  ns__key(srv, ch, sizeof(ch), "bcast");
+  rc = ns_redis_cmd(srv->redis, NULL, NULL, "PUBLISH %s %s", ch,
+                    json_object_to_json_string_ext(
+                        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+  json_object_put(o);
+  return rc;
+}
+
+/* ---- rows ---- */
+
+static json_object *comment_json(const PGresult *res, int row, int col) {
+  json_object *o = json_object_new_object();
+  char ts[NS_TS_LEN];
+  json_object_object_add(o, "id", json_object_new_string(PQgetvalue(res, row, col)));
+  json_object_object_add(o, "content",
+                         json_object_new_string(PQgetvalue(res, row, col + 1)));
+  json_object_object_add(o, "username",
+                         json_object_new_string(PQgetvalue(res, row, col + 2)));
+  json_object_object_add(o, "userId",
+                         json_object_new_string(PQgetvalue(res, row, col + 3)));
+  ns_format_ts(atoll(PQgetvalue(res, row, col + 5)), ts);
+  json_object_object_add(o, "createdAt", json_object_new_string(ts));
+  ns_format_ts(atoll(PQgetvalue(res, row, col + 6)), ts);
+  json_object_object_add(o, "updatedAt", json_object_new_string(ts));
+  json_object_object_add(o, "postId",
+                         json_object_new_string(PQgetvalue(res, row, col + 4)));
+  return o;
+}
+
+static json_object *list_json(const PGresult *res, const char *post_id) {
+  json_object *o = json_object_new_object(), *arr = json_object_new_array();
+  int i, n = PQntuples(res);
+  for (i = 0; i < n; i++)
+    json_object_array_add(arr, comment_json(res, i, 0));
+  json_object_object_add(o, "postId", json_object_new_string(post_id));
+  json_object_object_add(o, "comments", arr);
+  json_object_object_add(o, "count", json_object_new_int(n));
+  return o;
+}
+
+static const char SQL_LIST[] =
+    "SELECT " CCOLS " FROM comments WHERE post_id = $1"
+    " ORDER BY created_at, id";
+
+/* ---- snapshots (subscribe, GET, after edits) ---- */
+
+typedef struct snap_op {
+  ns_comments_cb cb;
+  void *arg;
+  char post_id[POST_ID_MAX + 1];
+} snap_op;
+
+static void on_snapshot(PGresult *res, void *arg) {
+  snap_op *op = arg;
+  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+    op->cb(NS_EUNAVAIL, NULL, op->arg);
+  } else {
+    json_object *l = list_json(res, op->post_id);
+    op->cb(0, l, op->arg);
+    json_object_put(l);
+  }
+  free(op);
+}
+
+int ns_comments_snapshot(ns_server *srv, const char *post_id, ns_comments_cb cb,
+                         void *arg) {
+  snap_op *op;
+  const char *params[1] = {post_id};
+  if (!srv->pg_ready)
+    return NS_EUNAVAIL;
+  op = ns_xcalloc(1, sizeof(*op));
+  op->cb = cb;
+  op->arg = arg;
+  snprintf(op->post_id, sizeof(op->post_id), "%s", post_id);
+  if (ns_pg_query(srv->pg, SQL_LIST, 1, params, on_snapshot, op) != 0) {
+    free(op);
+    return NS_EUNAVAIL;
+  }
+  return 0;
+}
+
+/* ---- REST ---- */
+
+typedef struct cm_op {
+  ns_req *r;
+  char post_id[POST_ID_MAX + 1];
+  char comment_id[40];
+  int is_delete;
+} cm_op;
+
+static int valid_post_id(const char *s, size_t n) {
+  return n >= 1 && n <= POST_ID_MAX && ns_proto_valid_device_id(s, NS_MIN(n, 64)) &&
+         (n <= 64 || ns_proto_valid_device_id(s + 64, n - 64));
+}
+
+/* Reads {"content"} from the body; replies 400 and returns NULL on error.
+ * The returned string lives in *root. */
+static const char *read_content(ns_req *r, json_object **root) {
+  json_object *v;
+  ns_proto_err perr;
+  const char *s;
+  size_t n;
+  if (ns_proto_parse_json(r->body ? r->body : "", r->body_len, root, &perr) != 0) {
+    ns__http_reply_error(r, 400, "bad_json", perr.message);
+    return NULL;
+  }
+  if (!json_object_is_type(*root, json_type_object) ||
+      !json_object_object_get_ex(*root, "content", &v) ||
+      !json_object_is_type(v, json_type_string) ||
+      (n = (size_t)json_object_get_string_len(v)) < 1 || n > CONTENT_MAX ||
+      strlen(s = json_object_get_string(v)) != n || !ns_proto_utf8_valid(s, n)) {
+    json_object *o = json_object_new_object(), *e = json_object_new_object();
+    json_object_object_add(e, "code", json_object_new_string("bad_request"));
+    json_object_object_add(
+        e, "message",
+        json_object_new_string("content: must be a string of 1-10000 bytes of UTF-8"));
+    json_object_object_add(e, "field", json_object_new_string("content"));
+    json_object_object_add(o, "error", e);
+    ns__http_reply_json(r, 400, o);
+    return NULL;
+  }
+  return s;
+}
+
+static void on_created(PGresult *res, void *arg) {
+  cm_op *op = arg;
+  ns_req *r = op->r;
+  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+    ns__http_unavailable(r);
+  } else {
+    json_object *c = comment_json(res, 0, 0), *ev = json_object_new_object();
+    json_object_object_add(ev, "postId", json_object_new_string(op->post_id));
+    json_object_object_add(ev, "comment", json_object_get(c));
+    if (publish(r->srv, "comment.created", ev) != 0)
+      ns_log(NS_LOG_WARN, "comment %s stored; comment.created not broadcast "
+                          "(redis down)", op->comment_id);
+    ns__http_reply_json(r, 201, c);
+  }
+  free(op);
+}
+
+static void create(ns_req *r, const char *post_id) {
+  static const char sql[] =
+      "INSERT INTO comments (id, post_id, user_id, username, content)"
+      " VALUES ($1::uuid, $2, $3, $4, $5) RETURNING " CCOLS;
+  json_object *root = NULL;
+  const char *content, *params[5];
+  cm_op *op;
+  if (!ns__http_need_token(r))
+    return;
+  if (!(content = read_content(r, &root))) {
+    json_object_put(root);
+    return;
+  }
+  op = ns_xcalloc(1, sizeof(*op));
+  op->r = r;
+  snprintf(op->post_id, sizeof(op->post_id), "%s", post_id);
+  ns_notif_uuid(op->comment_id);
+  params[0] = op->comment_id;
+  params[1] = post_id;
+  params[2] = r->who.sub;
+  params[3] = r->who.name[0] ? r->who.name : r->who.sub;
+  params[4] = content;
+  r->pending = 1;
+  if (!r->srv->pg_ready ||
+      ns_pg_query(r->srv->pg, sql, 5, params, on_created, op) != 0) {
+    free(op);
+    ns__http_unavailable(r);
+  }
+  json_object_put(root);
+}
+
+static void on_list_reply(int rc, json_object *l, void *arg) {
+  ns_req *r = arg;
+  if (rc != 0)
+    ns__http_unavailable(r);
+  else
+    ns__http_reply_json(r, 200, json_object_get(l));
+}
+
+static void on_list_broadcast(int rc, json_object *l, void *arg) {
+  ns_server *srv = arg;
+  if (rc == 0)
+    publish(srv, "comments.list", json_object_get(l));
+}
+
+/* After an edit: comment.updated, then the fresh list, in that order. */
+static void after_edit(ns_server *srv, const char *post_id, const char *cid,
+                       int deleted) {
+  json_object *ev = json_object_new_object();
+  json_object_object_add(ev, "postId", json_object_new_string(post_id));
+  json_object_object_add(ev, "commentId", json_object_new_string(cid));
+  json_object_object_add(ev, "action",
+                         json_object_new_string(deleted ? "deleted" : "updated"));
+  publish(srv, "comment.updated", ev);
+  ns_comments_snapshot(srv, post_id, on_list_broadcast, srv);
+}
+
+static void on_edited(PGresult *res, void *arg) {
+  cm_op *op = arg;
+  ns_req *r = op->r;
+  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+    ns__http_unavailable(r);
+  } else if (PQgetisnull(res, 0, 0)) {
+    ns__http_reply_error(r, 404, "not_found", "no such comment");
+  } else if (PQgetisnull(res, 0, 1)) {
+    ns__http_reply_error(r, 403, "forbidden", "only the author may change a comment");
+  } else {
+    after_edit(r->srv, op->post_id, op->comment_id, op->is_delete);
+    if (op->is_delete)
+      ns__http_reply_empty(r, 204);
+    else
+      ns__http_reply_json(r, 200, comment_json(res, 0, 1));
+  }
+  free(op);
+}
+
+static void edit(ns_req *r, const char *post_id, const char *cid, int is_delete) {
+  static const char sql_put[] =
+      "WITH c AS (SELECT user_id FROM comments WHERE id = $1::uuid AND post_id = $2),"
+      " u AS (UPDATE comments SET content = $4, updated_at = now()"
+      "  WHERE id = $1::uuid AND post_id = $2 AND user_id = $3 RETURNING " CCOLS ")"
+      " SELECT (SELECT user_id FROM c), u.* FROM (SELECT 1) one LEFT JOIN u ON true";
+  static const char sql_del[] =
+      "WITH c AS (SELECT user_id FROM comments WHERE id = $1::uuid AND post_id = $2),"
+      " u AS (DELETE FROM comments"
+      "  WHERE id = $1::uuid AND post_id = $2 AND user_id = $3 RETURNING " CCOLS ")"
+      " SELECT (SELECT user_id FROM c), u.* FROM (SELECT 1) one LEFT JOIN u ON true";
+  json_object *root = NULL;
+  const char *content = "", *params[4];
+  cm_op *op;
+  if (!ns__http_need_token(r))
+    return;
+  if (!ns_proto_valid_uuid(cid, strlen(cid))) {
+    ns__http_reply_error(r, 404, "not_found", "no such comment");
+    return;
+  }
+  if (!is_delete && !(content = read_content(r, &root))) {
+    json_object_put(root);
+    return;
+  }
+  op = ns_xcalloc(1, sizeof(*op));
+  op->r = r;
+  op->is_delete = is_delete;
+  snprintf(op->post_id, sizeof(op->post_id), "%s", post_id);
+  snprintf(op->comment_id, sizeof(op->comment_id), "%s", cid);
+  params[0] = cid;
+  params[1] = post_id;
+  params[2] = r->who.sub;
+  params[3] = content;
+  r->pending = 1;
+  if (!r->srv->pg_ready ||
+      ns_pg_query(r->srv->pg, is_delete ? sql_del : sql_put, is_delete ? 3 : 4,
+                  params, on_edited, op) != 0) {
+    free(op);
+    ns__http_unavailable(r);
+  }
+  json_object_put(root);
+}
+
+/* rest = "{post}/comments" or "{post}/comments/{cid}" */
+void ns__comments_route(ns_req *r, const char *rest) {
+  char post[POST_ID_MAX + 1], cid[64];
+  const char *p = strchr(rest, '/');
+  size_t plen = p ? (size_t)(p - rest) : strlen(rest);
+  if (!p || strncmp(p, "/comments", 9) != 0 || !valid_post_id(rest, plen) ||
+      (p[9] != '\0' && p[9] != '/')) {
+    ns__http_reply_error(r, 404, "not_found", "no such route");
+    return;
+  }
+  memcpy(post, rest, plen);
+  post[plen] = '\0';
+  if (p[9] == '\0') {
+    if (r->method == M_POST) {
+      create(r, post);
+    } else if (r->method == M_GET) {
+      r->pending = 1;
+      if (ns_comments_snapshot(r->srv, post, on_list_reply, r) != 0)
+        ns__http_unavailable(r);
+    } else {
+      ns__http_reply_error(r, 405, "method_not_allowed", "method not allowed");
+    }
+    return;
+  }
+  if (strlen(p + 10) >= sizeof(cid) || strchr(p + 10, '/')) {
+    ns__http_reply_error(r, 404, "not_found", "no such comment");
+    return;
+  }
+  snprintf(cid, sizeof(cid), "%s", p + 10);
+  if (r->method == M_PUT || r->method == M_DELETE)
+    edit(r, post, cid, r->method == M_DELETE);
+  else
+    ns__http_reply_error(r, 405, "method_not_allowed", "method not allowed");
+}
+
+/* ---- POST /api/v1/broadcast ---- */
+
+static int valid_type(const char *t) {
+  size_t i, n = strlen(t);
+  if (n < 1 || n > 64 || t[0] < 'a' || t[0] > 'z')
+    return 0;
+  for (i = 1; i < n; i++)
+    if (!((t[i] >= 'a' && t[i] <= 'z') || (t[i] >= '0' && t[i] <= '9') ||
+          t[i] == '_' || t[i] == '.'))
+      return 0;
+  for (i = 0; i < NS_ARRAY_SIZE(reserved_types); i++)
+    if (strcmp(t, reserved_types[i]) == 0)
+      return 0;
+  return 1;
+}
+
+static void on_bcast_total(int rc, long long total, void *arg) {
+  ns_req *r = arg;
+  json_object *o = json_object_new_object();
+  json_object_object_add(
+      o, "connectionCount",
+      json_object_new_int64(rc == 0 ? total : (long long)r->srv->nconns));
+  ns__http_reply_json(r, 202, o);
+}
+
+void ns__broadcast_route(ns_req *r, const char *arg) {
+  json_object *root = NULL, *type, *data = NULL;
+  ns_proto_err perr;
+  (void)arg;
+  if (!ns__http_need_token(r))
+    return;
+  if (!r->who.is_service) {
+    ns__http_reply_error(r, 403, "forbidden", "broadcast needs a service token");
+    return;
+  }
+  if (ns_proto_parse_json(r->body ? r->body : "", r->body_len, &root, &perr) != 0) {
+    ns__http_reply_error(r, 400, "bad_json", perr.message);
+    return;
+  }
+  if (!json_object_is_type(root, json_type_object) ||
+      !json_object_object_get_ex(root, "type", &type) ||
+      !json_object_is_type(type, json_type_string) ||
+      !valid_type(json_object_get_string(type))) {
+    json_object_put(root);
+    ns__http_reply_error(r, 400, "bad_request",
+                         "type: must match ^[a-z][a-z0-9_.]{0,63}$ and not be a "
+                         "reserved type");
+    return;
+  }
+  if (json_object_object_get_ex(root, "data", &data) && data &&
+      !json_object_is_type(data, json_type_object)) {
+    json_object_put(root);
+    ns__http_reply_error(r, 400, "bad_request", "data: must be an object");
+    return;
+  }
+  if (!ns__server_redis_up(r->srv) ||
+      publish(r->srv, json_object_get_string(type),
+              data ? json_object_get(data) : NULL) != 0) {
+    json_object_put(root);
+    ns__http_unavailable(r);
+    return;
+  }
+  json_object_put(root);
+  r->pending = 1;
+  if (ns_presence_total(r->srv, on_bcast_total, r) != 0)
+    on_bcast_total(NS_EUNAVAIL, 0, r);
+}
