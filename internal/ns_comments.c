@@ -155,7 +155,7 @@ int ns_comments_snapshot(ns_server *srv, const char *post_id, ns_comments_cb cb,
   op->cb = cb;
   op->arg = arg;
   snprintf(op->post_id, sizeof(op->post_id), "%s", post_id);
-  if (ns_pg_query(srv->pg, SQL_LIST, 1, params, on_snapshot, op) != 0) {
+  if (ns_pg_query(ns__pg(srv), SQL_LIST, 1, params, on_snapshot, op) != 0) {
     free(op);
     return NS_EUNAVAIL;
   }
@@ -246,7 +246,7 @@ static void create(ns_req *r, const char *post_id) {
   params[4] = content;
   r->pending = 1;
   if (!r->srv->pg_ready ||
-      ns_pg_query(r->srv->pg, sql, 5, params, on_created, op) != 0) {
+      ns_pg_query(ns__pg(r->srv), sql, 5, params, on_created, op) != 0) {
     free(op);
     ns__http_unavailable(r);
   }
@@ -333,7 +333,7 @@ static void edit(ns_req *r, const char *post_id, const char *cid, int is_delete)
   params[3] = content;
   r->pending = 1;
   if (!r->srv->pg_ready ||
-      ns_pg_query(r->srv->pg, is_delete ? sql_del : sql_put, is_delete ? 3 : 4,
+      ns_pg_query(ns__pg(r->srv), is_delete ? sql_del : sql_put, is_delete ? 3 : 4,
                   params, on_edited, op) != 0) {
     free(op);
     ns__http_unavailable(r);

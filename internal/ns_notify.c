@@ -265,7 +265,7 @@ static void post(ns_req *r, int batch) {
   param = json_text(input);
   r->pending = 1;
   if (!r->srv->pg_ready || !ns__server_redis_up(r->srv) ||
-      ns_pg_query(r->srv->pg, SQL_INSERT, 1, &param, on_inserted, op) != 0) {
+      ns_pg_query(ns__pg(r->srv), SQL_INSERT, 1, &param, on_inserted, op) != 0) {
     free(op);
     ns__http_unavailable(r);
   }
@@ -356,7 +356,7 @@ static void list(ns_req *r) {
   params[3] = limit;
   r->pending = 1;
   if (!r->srv->pg_ready ||
-      ns_pg_query(r->srv->pg, sql, 4, params, on_list, r) != 0)
+      ns_pg_query(ns__pg(r->srv), sql, 4, params, on_list, r) != 0)
     ns__http_unavailable(r);
 }
 
@@ -382,7 +382,7 @@ static void get_one(ns_req *r, const char *id) {
   }
   r->pending = 1;
   if (!r->srv->pg_ready ||
-      ns_pg_query(r->srv->pg, sql, 2, params, on_one, r) != 0)
+      ns_pg_query(ns__pg(r->srv), sql, 2, params, on_one, r) != 0)
     ns__http_unavailable(r);
 }
 
@@ -501,7 +501,7 @@ int ns_notify_action(ns_server *srv, const char *user, const char *id,
   op->srv = srv;
   op->cb = cb;
   op->arg = arg;
-  if (ns_pg_query(srv->pg, sql, 4, params, on_updated, op) != 0) {
+  if (ns_pg_query(ns__pg(srv), sql, 4, params, on_updated, op) != 0) {
     free(op);
     return NS_EUNAVAIL;
   }

@@ -308,6 +308,8 @@ int ns_pg_query(ns_pg *pg, const char *sql, int nparams,
 
 int ns_pg_up(const ns_pg *pg) { return pg && pg->up; }
 
+size_t ns_pg_load(const ns_pg *pg) { return pg->nqueued; }
+
 void ns_pg_tick(ns_pg *pg) {
   if (pg && pg->up && pg->inflight &&
       ns_mono_ms() - pg->sent_ms > NS_PG_QUERY_TIMEOUT_MS)

@@ -44,6 +44,9 @@ int ns_pg_query(ns_pg *pg, const char *sql, int nparams,
 
 int ns_pg_up(const ns_pg *pg);
 
+/* Queries queued or in flight on this connection. */
+size_t ns_pg_load(const ns_pg *pg);
+
 /* Checks the in-flight query's age; call once a second. */
 void ns_pg_tick(ns_pg *pg);
 

@@ -258,7 +258,7 @@ int ns_presence_devices(ns_server *srv, const char *user, ns_devlist_cb cb,
   snprintf(op->user, sizeof(op->user), "%s", user);
   op->cb = cb;
   op->arg = arg;
-  if (ns_pg_query(srv->pg, sql, 1, params, on_devlist_rows, op) != 0) {
+  if (ns_pg_query(ns__pg(srv), sql, 1, params, on_devlist_rows, op) != 0) {
     free(op);
     return NS_EUNAVAIL;
   }
@@ -394,7 +394,7 @@ static void on_connect_script(redisReply *r, void *arg) {
   params[2] = c->device_name;
   params[3] = c->platform;
   if (!c->srv->pg_ready ||
-      ns_pg_query(c->srv->pg, sql, 4, params, on_device_upserted, c) != 0) {
+      ns_pg_query(ns__pg(c->srv), sql, 4, params, on_device_upserted, c) != 0) {
     fail_connect(c, 1011, "backend unavailable");
     ns_conn_unref(c);
   }
@@ -510,7 +510,7 @@ void ns_presence_disconnect(ns_conn *c) {
   const char *params[2] = {c->who.sub, c->device};
   hub_leave(c);
   if (srv->pg_ready &&
-      ns_pg_query(srv->pg, sql, 2, params, op_done_pg, srv) == 0)
+      ns_pg_query(ns__pg(srv), sql, 2, params, op_done_pg, srv) == 0)
     srv->pending_ops++;
   if (srv->cfg->presence_grace_ms <= 0 || srv->stopping) {
     mark_offline(srv, c->who.sub, c->device, c->id);
@@ -744,7 +744,7 @@ int ns_presence_forget(ns_server *srv, const char *user, const char *device,
   snprintf(op->device, sizeof(op->device), "%s", device);
   op->cb = cb;
   op->arg = arg;
-  if (ns_pg_query(srv->pg, sql, 2, params, on_forget_row, op) != 0) {
+  if (ns_pg_query(ns__pg(srv), sql, 2, params, on_forget_row, op) != 0) {
     free(op);
     return NS_EUNAVAIL;
   }

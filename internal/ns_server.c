@@ -69,11 +69,27 @@ static void on_redis_state(void *arg, int up, int sub_reconnected) {
   ns_log(NS_LOG_INFO, "redis %s", up ? "up" : "down");
 }
 
+typedef struct pg_slot pg_slot;
+
+ns_pg *ns__pg(ns_server *srv) {
+  ns_pg *best = NULL;
+  int i;
+  for (i = 0; i < NS_PG_POOL; i++)
+    if (srv->pg_conn_ready[i] &&
+        (!best || ns_pg_load(srv->pg[i]) < ns_pg_load(best)))
+      best = srv->pg[i];
+  return best;
+}
+
 static void on_migrated(PGresult *res, void *arg) {
-  ns_server *srv = arg;
+  pg_slot *slot = arg;
+  ns_server *srv = slot->srv;
   if (res && PQresultStatus(res) != PGRES_FATAL_ERROR) {
-    srv->pg_ready = 1;
-    ns_log(NS_LOG_INFO, "postgres up (migrations applied)");
+    if (!srv->pg_conn_ready[slot->idx]) {
+      srv->pg_conn_ready[slot->idx] = 1;
+      if (srv->pg_ready++ == 0)
+        ns_log(NS_LOG_INFO, "postgres up (migrations applied)");
+    }
   } else {
     ns_log(NS_LOG_ERROR, "migrations failed: %s",
            res ? PQresultErrorMessage(res) : "connection lost");
@@ -81,13 +97,18 @@ static void on_migrated(PGresult *res, void *arg) {
 }
 
 static void on_pg_state(void *arg, int up) {
-  ns_server *srv = arg;
-  srv->pg_ready = 0;
+  pg_slot *slot = arg;
+  ns_server *srv = slot->srv;
+  if (srv->pg_conn_ready[slot->idx]) {
+    srv->pg_conn_ready[slot->idx] = 0;
+    srv->pg_ready--;
+  }
   if (up) {
+    /* Each connection checks the schema; after the first it is a no-op. */
     char *sql = ns_migrate_script();
-    ns_pg_query(srv->pg, sql, -1, NULL, on_migrated, srv);
+    ns_pg_query(srv->pg[slot->idx], sql, -1, NULL, on_migrated, slot);
     free(sql);
-  } else {
+  } else if (srv->pg_ready == 0) {
     ns_log(NS_LOG_WARN, "postgres down");
   }
 }
@@ -105,8 +126,10 @@ static void expire_tokens(ns_server *srv) {
 
 static void on_cron(uv_timer_t *t) {
   ns_server *srv = t->data;
+  int i;
   ns_redis_tick(srv->redis);
-  ns_pg_tick(srv->pg);
+  for (i = 0; i < NS_PG_POOL; i++)
+    ns_pg_tick(srv->pg[i]);
   if (++srv->cron_ticks % 5 == 0)
     ns_presence_heartbeat(srv);
   expire_tokens(srv);
@@ -122,7 +145,11 @@ static void finish_stop(ns_server *srv) {
   if (srv->ctx)
     lws_context_destroy(srv->ctx);
   ns_redis_close(&srv->redis);
-  ns_pg_close(&srv->pg);
+  {
+    int i;
+    for (i = 0; i < NS_PG_POOL; i++)
+      ns_pg_close(&srv->pg[i]);
+  }
   uv_close((uv_handle_t *)&srv->cron, on_handle_closed);
   uv_close((uv_handle_t *)&srv->stop_timer, on_handle_closed);
   uv_close((uv_handle_t *)&srv->sig_term, on_handle_closed);
@@ -302,7 +329,7 @@ int ns_server_new(ns_server **out, const ns_config *cfg, char *err,
                   size_t errlen) {
   ns_server *srv;
   ns_redis_handlers rh;
-  int rc;
+  int rc, i;
   if (ns_redis_url_valid(cfg->redis_url) != 0) {
     snprintf(err, errlen, "bad value for key 'redis_url': expected "
                           "redis://host[:port][/db]");
@@ -332,7 +359,12 @@ int ns_server_new(ns_server **out, const ns_config *cfg, char *err,
                           "redis://host[:port][/db]");
     goto fail_redis;
   }
-  ns_pg_open(&srv->pg, &srv->loop, cfg->database_url, on_pg_state, srv);
+  for (i = 0; i < NS_PG_POOL; i++) {
+    srv->pg_slots[i].srv = srv;
+    srv->pg_slots[i].idx = i;
+    ns_pg_open(&srv->pg[i], &srv->loop, cfg->database_url, on_pg_state,
+               &srv->pg_slots[i]);
+  }
   uv_timer_init(&srv->loop, &srv->cron);
   srv->cron.data = srv;
   uv_timer_start(&srv->cron, on_cron, CRON_MS, CRON_MS);

@@ -22,6 +22,11 @@
 
 typedef struct ns_conn ns_conn;
 
+/* PostgreSQL connections per instance: one query is in flight per
+ * connection, so the pool is what lets independent requests (many single
+ * POSTs) commit concurrently. */
+#define NS_PG_POOL 4
+
 struct ns_server {
   const ns_config *cfg;
   uv_loop_t loop;
@@ -30,8 +35,10 @@ struct ns_server {
   lws_retry_bo_t retry_policy;
   ns_auth *auth;
   ns_redis *redis;
-  ns_pg *pg;
-  int pg_ready;          /* connected and migrated */
+  ns_pg *pg[NS_PG_POOL]; /* independent connections, one query each in flight */
+  int pg_conn_ready[NS_PG_POOL]; /* connected and migrated */
+  int pg_ready;          /* how many are: > 0 means PostgreSQL is up */
+  struct pg_slot { struct ns_server *srv; int idx; } pg_slots[NS_PG_POOL];
   ns_hub *hub;
   ns_iplimit *iplimit;   /* handshakes per client IP */
   ns_metrics metrics;
@@ -200,5 +207,9 @@ void ns__key(const ns_server *srv, char *buf, size_t n, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 int ns__server_redis_up(const ns_server *srv);
+
+/* The ready PostgreSQL connection with the fewest queued queries, or NULL
+ * (ns_pg_query(NULL, ...) answers NS_EUNAVAIL). */
+ns_pg *ns__pg(ns_server *srv);
 
 #endif
