@@ -256,7 +256,7 @@ static const char *delivery_text(const nsb_agg_rep *rep, char *out,
 static void md_cpu(run *r, const nsb_cpu *a, const nsb_cpu *b, double items,
                    const char *phase) {
   const nsb_opts *o = r->o;
-  char cpu[1024], st[1024], key[64], lab[40], kp[40];
+  char cpu[1024], st[1024], key[128], lab[40], kp[40];
   double busy = b->total > a->total ? 100.0 * (double)(b->busy - a->busy) /
                                           (double)(b->total - a->total) : 0;
   double top = -1;
