@@ -171,7 +171,7 @@ typedef struct cm_op {
   int is_delete;
 } cm_op;
 
-static int valid_post_id(const char *s, size_t n) {
+int ns_comments_valid_post_id(const char *s, size_t n) {
   return n >= 1 && n <= POST_ID_MAX && ns_proto_valid_device_id(s, NS_MIN(n, 64)) &&
          (n <= 64 || ns_proto_valid_device_id(s + 64, n - 64));
 }
@@ -346,7 +346,7 @@ void ns__comments_route(ns_req *r, const char *rest) {
   char post[POST_ID_MAX + 1], cid[64];
   const char *p = strchr(rest, '/');
   size_t plen = p ? (size_t)(p - rest) : strlen(rest);
-  if (!p || strncmp(p, "/comments", 9) != 0 || !valid_post_id(rest, plen) ||
+  if (!p || strncmp(p, "/comments", 9) != 0 || !ns_comments_valid_post_id(rest, plen) ||
       (p[9] != '\0' && p[9] != '/')) {
     ns__http_reply_error(r, 404, "not_found", "no such route");
     return;

@@ -99,7 +99,7 @@ void ns__http_unavailable(ns_req *r) {
 
 static void h_health(ns_req *r, const char *arg) {
   ns_server *srv = r->srv;
-  int rup = ns__server_redis_up(srv), pup = srv->pg_ready;
+  int rup = ns__server_redis_up(srv), pup = srv->pg_ready > 0;
   json_object *o = json_object_new_object();
   json_object_object_add(o, "status",
                          json_object_new_string(rup && pup ? "ok" : "degraded"));
@@ -126,7 +126,7 @@ static void h_metrics(ns_req *r, const char *arg) {
   g.users = ns_hub_user_count(srv->hub);
   g.outbound_bytes = srv->outbound_bytes;
   g.redis_up = ns__server_redis_up(srv);
-  g.postgres_up = srv->pg_ready;
+  g.postgres_up = srv->pg_ready > 0;
   g.uptime_s = (ns_now_ms() - srv->start_ms) / 1000;
   text = ns_metrics_render(&srv->metrics, &g, &len);
   ns__http_reply_raw(r, 200, text, len, "text/plain; version=0.0.4");
@@ -427,8 +427,10 @@ int ns__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
         ns__http_reply_error(r, 413, "too_large", "request body exceeds Content-Length");
         return 0;
       }
-      memcpy(r->body + r->body_len, in, len);
-      r->body_len += len;
+      if (len) {
+        memcpy(r->body + r->body_len, in, len);
+        r->body_len += len;
+      }
     }
     return 0;
   case LWS_CALLBACK_HTTP_BODY_COMPLETION:

@@ -240,7 +240,13 @@ static void on_snapshot(int rc, json_object *list, void *arg) {
 /* subscribe: the snapshot of one note's comments (events for every note
  * flow to every connection regardless). */
 static void handle_subscribe(ns_conn *c, const ns_cmd *cmd, const char *ref) {
-  action_req *a = ns_xcalloc(1, sizeof(*a));
+  action_req *a;
+  if (!ns_comments_valid_post_id(cmd->post_id, strlen(cmd->post_id))) {
+    ns_conn_send_error(c, "bad_message",
+                       "data.postId must be 1-128 bytes of [A-Za-z0-9._:-]", ref);
+    return;
+  }
+  a = ns_xcalloc(1, sizeof(*a));
   a->c = c;
   a->has_ref = ref != NULL;
   if (ref)

@@ -1044,3 +1044,140 @@ Object.assign(module.exports, {
   PrivateServices,
   useServices,
 });
+
+/* ================================================================
+ * Comment channel helpers (issue 4), appended: public WebSocket
+ * clients, the comment REST routes and their aliases, service tokens and
+ * POST /api/v1/broadcast, and checks of the comment shape (SPEC §4).
+ * ================================================================ */
+
+const assert = require('node:assert/strict');
+
+/* The public receive-only endpoints (SPEC §2). */
+const PUBLIC_PATHS = ['/api/v1/ws', '/ws/public', '/'];
+
+/* The comment collection routes of a note: the primary one first, then
+ * the aliases (SPEC §6). */
+const COMMENT_ROUTES = [
+  (postId) => `/api/v1/notes/${postId}/comments`,
+  (postId) => `/notes/${postId}/comments`,
+  (postId) => `/me/notes/${postId}/comments`,
+  (postId) => `/api/v1/posts/${postId}/comments`,
+];
+
+/* The collection path of `postId` under route `alias` (index into
+ * COMMENT_ROUTES, default the primary), or one comment's path when `cid`
+ * is given. */
+function commentPath(postId, cid, alias = 0) {
+  const base = COMMENT_ROUTES[alias](postId);
+  return cid === undefined ? base : `${base}/${cid}`;
+}
+
+/* A unique note id made only of the allowed bytes [A-Za-z0-9._:-]. */
+function newPostId(prefix = 'note') {
+  return `${prefix}-${crypto.randomUUID()}`;
+}
+
+/* Opens an anonymous WebSocket on public path `wsPath` (query string in
+ * `query`, headers, localAddress as for WsClient), waits for the upgrade
+ * and for the answer to one `ping` (so the server has registered the
+ * connection before the caller produces events); returns the client. */
+async function publicClient(srv, wsPath = '/api/v1/ws', { query = '', headers, localAddress, label, ping = true } = {}) {
+  const c = srv.ws(`ws://127.0.0.1:${srv.port}${wsPath}${query}`, {
+    headers, localAddress, label: label || `public ${wsPath}${query}`,
+  });
+  await c.open();
+  if (ping) await c.ping();
+  return c;
+}
+
+/* POST a comment as `user` (token claims `claimsExtra`, or `token`;
+ * token: null sends none).  `body` replaces {content}.  Returns the
+ * httpRequest result. */
+function postComment(srv, user, postId, content, { alias = 0, token, claimsExtra = {}, body, headers } = {}) {
+  const tok = token === null ? undefined : token || srv.token(user, claimsExtra);
+  return srv.http('POST', commentPath(postId, undefined, alias), {
+    token: tok, body: body !== undefined ? body : { content }, headers,
+  });
+}
+
+/* GET the comment list of `postId` (no token unless given). */
+function listComments(srv, postId, { alias = 0, token } = {}) {
+  return srv.http('GET', commentPath(postId, undefined, alias), { token });
+}
+
+/* PUT new `content` into comment `cid` as `user` (see postComment). */
+function editComment(srv, user, postId, cid, content, { alias = 0, token, claimsExtra = {}, body } = {}) {
+  const tok = token === null ? undefined : token || srv.token(user, claimsExtra);
+  return srv.http('PUT', commentPath(postId, cid, alias), {
+    token: tok, body: body !== undefined ? body : { content },
+  });
+}
+
+/* DELETE comment `cid` as `user` (see postComment). */
+function deleteComment(srv, user, postId, cid, { alias = 0, token } = {}) {
+  const tok = token === null ? undefined : token || srv.token(user);
+  return srv.http('DELETE', commentPath(postId, cid, alias), { token: tok });
+}
+
+/* A service token (role `service`, or `admin` when asked). */
+function serviceToken(srv, role = 'service') {
+  return srv.token(uid('svc'), { role });
+}
+
+/* POST /api/v1/broadcast with {type, data} (`raw` sends a body as is;
+ * token: null sends none; default a service token). */
+function broadcast(srv, type, data, { token, raw, timeoutMs = 15000 } = {}) {
+  const tok = token === null ? undefined : token || serviceToken(srv);
+  let body = raw;
+  if (body === undefined) {
+    body = { type };
+    if (data !== undefined) body.data = data;
+  }
+  return srv.http('POST', '/api/v1/broadcast', { token: tok, body, timeoutMs });
+}
+
+/* Every message of `type` a client has received (from its first frame)
+ * whose data.postId is `postId`. */
+function postEvents(client, postId, type) {
+  return client.messages().filter((m) => (!type || m.type === type) && m.data && m.data.postId === postId);
+}
+
+/* Asserts the comment object of SPEC §4 (`expect` fields compared too). */
+function assertComment(c, expect = {}) {
+  assert.ok(c && typeof c === 'object' && !Array.isArray(c), `comment object: ${JSON.stringify(c)}`);
+  for (const k of ['id', 'content', 'username', 'userId', 'createdAt', 'updatedAt', 'postId']) {
+    assert.equal(typeof c[k], 'string', `comment.${k} is a string: ${JSON.stringify(c)}`);
+  }
+  assert.ok(c.id.length > 0, 'comment.id not empty');
+  assert.ok(isDateString(c.createdAt), `createdAt is a date: ${c.createdAt}`);
+  assert.ok(isDateString(c.updatedAt), `updatedAt is a date: ${c.updatedAt}`);
+  assert.ok(Date.parse(c.updatedAt) >= Date.parse(c.createdAt), `updatedAt >= createdAt: ${JSON.stringify(c)}`);
+  for (const [k, v] of Object.entries(expect)) assert.equal(c[k], v, `comment.${k}: ${JSON.stringify(c)}`);
+}
+
+/* Asserts an error reply {"error":{"code","message"}} with `status`, and
+ * (when given) that the error text names `field`. */
+function assertHttpError(r, status, field) {
+  assert.equal(r.status, status, `status ${r.status}: ${r.text}`);
+  assert.ok(r.json && r.json.error && typeof r.json.error.code === 'string'
+    && typeof r.json.error.message === 'string', `error shape: ${r.text}`);
+  if (field) assert.ok(r.text.includes(field), `error names ${field}: ${r.text}`);
+}
+
+Object.assign(module.exports, {
+  PUBLIC_PATHS,
+  COMMENT_ROUTES,
+  commentPath,
+  newPostId,
+  publicClient,
+  postComment,
+  listComments,
+  editComment,
+  deleteComment,
+  serviceToken,
+  broadcast,
+  postEvents,
+  assertComment,
+  assertHttpError,
+});
