@@ -25,37 +25,27 @@
   "id, user_id, app_name, title, body, category, priority, source_device, " \
   "(extract(epoch FROM created_at) * 1000)::bigint, is_read, is_dismissed"
 
-/* One statement for a group of requests (req = the request's index in the
- * group).  A request whose ids clash with another user's notifications
- * inserts nothing (all-or-nothing per request), without affecting the
- * others of its group. */
 static const char SQL_INSERT[] =
     "WITH input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x("
-    "  req int, ord int, id uuid, user_id text, app_name text, title text,"
-    "  body text, category text, priority smallint, source_device text)),"
-    " clash AS (SELECT DISTINCT i.req FROM input i JOIN notifications n"
+    "  ord int, id uuid, user_id text, app_name text, title text, body text,"
+    "  category text, priority smallint, source_device text)),"
+    " clash AS (SELECT 1 FROM input i JOIN notifications n"
     "  ON n.id = i.id AND n.user_id <> i.user_id),"
     " ins AS (INSERT INTO notifications (id, user_id, app_name, title, body,"
     "  category, priority, source_device, created_at)"
     "  SELECT id, user_id, app_name, title, body, category, priority,"
     "  source_device, clock_timestamp() FROM input"
-    "  WHERE req NOT IN (SELECT req FROM clash) ORDER BY ord"
+    "  WHERE NOT EXISTS (SELECT 1 FROM clash) ORDER BY ord"
     "  ON CONFLICT (id) DO NOTHING RETURNING *),"
-    " rows AS (SELECT i.req, i.ord, true AS fresh, ins.* FROM input i"
+    " rows AS (SELECT i.ord, true AS fresh, ins.* FROM input i"
     "  JOIN ins ON ins.id = i.id"
-    "  UNION ALL SELECT i.req, i.ord, false, n.* FROM input i"
+    "  UNION ALL SELECT i.ord, false, n.* FROM input i"
     "  JOIN notifications n ON n.id = i.id AND n.user_id = i.user_id"
     "  WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.id = i.id))"
     " SELECT ord, fresh, " NCOLS ", coalesce((SELECT string_agg(d.device_id,"
     "  ',' ORDER BY d.device_id) FROM devices d WHERE d.user_id = rows.user_id"
-    "  AND d.device_id IS DISTINCT FROM rows.source_device), ''), req"
+    "  AND d.device_id IS DISTINCT FROM rows.source_device), '')"
     " FROM rows ORDER BY ord";
-
-/* Producer requests are grouped: while NS_POST_INFLIGHT inserts are running,
- * new requests wait in the pending group and go out together in one
- * statement (one commit) when an insert finishes. */
-#define NS_POST_INFLIGHT 2
-#define NS_POST_GROUP_ROWS 2000
 
 /* ---- rows ---- */
 
@@ -99,9 +89,7 @@ static const char *json_text(json_object *o) {
 /* ---- producers ---- */
 
 typedef struct post_op {
-  struct post_op *next;  /* in its group */
   ns_req *r;
-  json_object *input;    /* validated rows, without req/ord */
   int batch;
   int nrows;
   int waiting;     /* enqueue replies outstanding */
@@ -136,17 +124,23 @@ static void on_enqueued(int rc, long long appended, void *arg) {
     post_finish(op);
 }
 
-/* Replies to / enqueues one request from the rows of its group's result
- * that carry its `req`. */
-static void op_rows(post_op *op, const PGresult *res, int req) {
-  int i, n = PQntuples(res), mine = 0;
+static void on_inserted(PGresult *res, void *arg) {
+  post_op *op = arg;
+  int i, n;
+  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+    if (res)
+      ns_log(NS_LOG_ERROR, "notification insert: %s", PQresultErrorMessage(res));
+    op->failed = 1;
+    op->waiting = 1;
+    on_enqueued(NS_EUNAVAIL, 0, op);
+    return;
+  }
+  n = PQntuples(res);
   op->out = json_object_new_array();
-  for (i = 0; i < n; i++)
-    if (atoi(PQgetvalue(res, i, 14)) == req) {
-      json_object_array_add(op->out, row_json(res, i, 2, 1));
-      mine++;
-    }
-  if (mine != op->nrows) {
+  for (i = 0; i < n; i++) {
+    json_object_array_add(op->out, row_json(res, i, 2, 1));
+  }
+  if (n != op->nrows) {
     /* The gate refused the insert: an id belongs to another user. */
     json_object_put(op->out);
     ns__http_reply_error(op->r, 409, "conflict",
@@ -158,8 +152,7 @@ static void op_rows(post_op *op, const PGresult *res, int req) {
   for (i = 0; i < n; i++) {
     const char *targets = PQgetvalue(res, i, 13);
     json_object *data;
-    if (atoi(PQgetvalue(res, i, 14)) != req)
-      continue;
+    long long commit = ns_now_ms();
     if (PQgetvalue(res, i, 1)[0] == 't')
       op->any_fresh = 1;
     if (!*targets)
@@ -168,7 +161,7 @@ static void op_rows(post_op *op, const PGresult *res, int req) {
     op->waiting++;
     if (ns_queue_push(op->r->srv, PQgetvalue(res, i, 3), targets,
                       "new_notification", json_text(data), PQgetvalue(res, i, 2),
-                      ns_now_ms(), on_enqueued, op) != 0) {
+                      commit, on_enqueued, op) != 0) {
       op->waiting--;
       op->failed = 1;
     }
@@ -177,76 +170,10 @@ static void op_rows(post_op *op, const PGresult *res, int req) {
   on_enqueued(0, 0, op);
 }
 
-static void flush_posts(ns_server *srv);
-
-static void on_inserted(PGresult *res, void *arg) {
-  post_op *op = arg, *next;
-  ns_server *srv = op->r->srv;
-  int req = 0, ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
-  srv->posts_inflight--;
-  if (!ok && res)
-    ns_log(NS_LOG_ERROR, "notification insert: %s", PQresultErrorMessage(res));
-  for (; op; op = next, req++) {
-    next = op->next;
-    if (ok) {
-      op_rows(op, res, req);
-    } else {
-      op->failed = 1;
-      op->waiting = 1;
-      op->out = json_object_new_array();
-      on_enqueued(NS_EUNAVAIL, 0, op);
-    }
-  }
-  flush_posts(srv);
-}
-
-/* Sends the pending group (if any, and if an insert slot is free). */
-static void flush_posts(ns_server *srv) {
-  post_op *head = srv->posts_pending, *op, *next;
-  json_object *all;
-  const char *param;
-  int req = 0, ord = 0, rows = 0;
-  if (!head || srv->posts_inflight >= NS_POST_INFLIGHT)
-    return;
-  /* Take requests up to the row budget (always at least one). */
-  for (op = head; op->next && rows + op->nrows + op->next->nrows <= NS_POST_GROUP_ROWS;
-       op = op->next)
-    rows += op->nrows;
-  srv->posts_pending = op->next;
-  if (!srv->posts_pending)
-    srv->posts_pending_tail = NULL;
-  op->next = NULL;
-  all = json_object_new_array();
-  for (op = head; op; op = op->next, req++) {
-    size_t i;
-    for (i = 0; i < json_object_array_length(op->input); i++) {
-      json_object *row = json_object_get(json_object_array_get_idx(op->input, i));
-      json_object_object_add(row, "req", json_object_new_int(req));
-      json_object_object_add(row, "ord", json_object_new_int(ord++));
-      json_object_array_add(all, row);
-    }
-    json_object_put(op->input);
-    op->input = NULL;
-  }
-  param = json_text(all);
-  srv->posts_inflight++;
-  if (!srv->pg_ready ||
-      ns_pg_query(ns__pg(srv), SQL_INSERT, 1, &param, on_inserted, head) != 0) {
-    srv->posts_inflight--;
-    for (op = head; op; op = next) {
-      next = op->next;
-      op->failed = 1;
-      op->waiting = 1;
-      op->out = json_object_new_array();
-      on_enqueued(NS_EUNAVAIL, 0, op);
-    }
-  }
-  json_object_put(all);
-}
-
 /* Adds one validated notification to the PostgreSQL input array. */
-static void add_input(json_object *arr, const ns_notif_in *n) {
+static void add_input(json_object *arr, int ord, const ns_notif_in *n) {
   json_object *o = json_object_new_object();
+  json_object_object_add(o, "ord", json_object_new_int(ord));
   json_object_object_add(o, "id", json_object_new_string(n->id));
   json_object_object_add(o, "user_id", json_object_new_string(n->user_id));
   json_object_object_add(o, "app_name", json_object_new_string(n->app_name));
@@ -291,7 +218,7 @@ static int collect(ns_req *r, json_object *items, int batch, json_object *input)
         return -1;
       }
     }
-    add_input(input, &in[i]);
+    add_input(input, (int)i, &in[i]);
   }
   free(in);
   return 0;
@@ -301,6 +228,7 @@ static void post(ns_req *r, int batch) {
   json_object *root = NULL, *items = NULL, *input;
   ns_proto_err perr;
   post_op *op;
+  const char *param;
   if (!ns__http_need_token(r))
     return;
   if (ns_proto_parse_json(r->body ? r->body : "", r->body_len, &root, &perr) != 0) {
@@ -330,25 +258,20 @@ static void post(ns_req *r, int batch) {
     json_object_put(root);
     return;
   }
-  json_object_put(items);
-  json_object_put(root);
-  if (!r->srv->pg_ready || !ns__server_redis_up(r->srv)) {
-    json_object_put(input);
-    ns__http_unavailable(r);
-    return;
-  }
   op = ns_xcalloc(1, sizeof(*op));
   op->r = r;
   op->batch = batch;
-  op->input = input;
-  op->nrows = (int)json_object_array_length(input);
+  op->nrows = (int)json_object_array_length(items);
+  param = json_text(input);
   r->pending = 1;
-  if (r->srv->posts_pending_tail)
-    r->srv->posts_pending_tail->next = op;
-  else
-    r->srv->posts_pending = op;
-  r->srv->posts_pending_tail = op;
-  flush_posts(r->srv);
+  if (!r->srv->pg_ready || !ns__server_redis_up(r->srv) ||
+      ns_pg_query(ns__pg(r->srv), SQL_INSERT, 1, &param, on_inserted, op) != 0) {
+    free(op);
+    ns__http_unavailable(r);
+  }
+  json_object_put(input);
+  json_object_put(items);
+  json_object_put(root);
 }
 
 /* ---- reads ---- */

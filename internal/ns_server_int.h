@@ -58,8 +58,6 @@ struct ns_server {
   int64_t stop_started_ms;
   unsigned cron_ticks;
   int pending_ops;       /* shutdown waits for these Redis/PG writes */
-  struct post_op *posts_pending, *posts_pending_tail; /* producer group (ns_notify.c) */
-  int posts_inflight;
 };
 
 /* ---- connections (ns_conn.c) ---- */
