@@ -252,28 +252,29 @@ static void send_overflow(ns_conn *c, long long missed) {
   ns_metrics_inc(&c->srv->metrics, NS_M_QUEUE_DROPPED, "missed");
 }
 
+/* Ends the connect read: the callback runs once and is forgotten. */
+static void attach_done(ns_conn *c, int rc) {
+  void (*ready)(int, ns_conn *) = c->q_ready;
+  c->q_ready = NULL;
+  ready(rc, c);
+}
+
 static void on_fetched(redisReply *r, void *arg) {
   ns_conn *c = arg;
   int first = c->q_ready != NULL;
   size_t i;
   c->q_fetching = 0;
   if (!c->wsi || c->state == NS_CONN_CLOSING) {
-    if (first) {
-      void (*ready)(int, ns_conn *) = c->q_ready;
-      c->q_ready = NULL;
-      ready(NS_EUNAVAIL, c);
-    }
+    if (first)
+      attach_done(c, NS_EUNAVAIL);
     ns_conn_unref(c);
     return;
   }
   if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
     if (r && r->type == REDIS_REPLY_ERROR)
       ns_log(NS_LOG_ERROR, "queue fetch: %s", r->str);
-    if (first) {
-      void (*ready)(int, ns_conn *) = c->q_ready;
-      c->q_ready = NULL;
-      ready(NS_EUNAVAIL, c);
-    }
+    if (first)
+      attach_done(c, NS_EUNAVAIL);
     /* Otherwise Redis went away mid-read: the entries stay queued and the
      * re-subscription after the reconnect makes every device read again. */
     ns_conn_unref(c);
@@ -303,11 +304,8 @@ static void on_fetched(redisReply *r, void *arg) {
     }
     ns_msg_unref(&m);
   }
-  if (first) {
-    void (*ready)(int, ns_conn *) = c->q_ready;
-    c->q_ready = NULL;
-    ready(0, c);
-  }
+  if (first)
+    attach_done(c, 0);
   if (c->q_refetch || (c->q_more && c->ring_len == 0)) {
     c->q_refetch = 0;
     fetch(c, 0);
