@@ -22,6 +22,10 @@
 
 #define NS_QUEUE_PAGE 200
 
+/* KEYS: marker, channel, ql:{user} (the last id issued for the user),
+ * then the target queues.  The new id is above the user's last id (and the
+ * clock); without ql (first push, or after it expired) every target
+ * stream's last-generated-id is read instead. */
 static const char LUA_PUSH[] =
     "if ARGV[6] == '1' then\n"
     "  if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then\n"
@@ -30,31 +34,35 @@ static const char LUA_PUSH[] =
     "local t = redis.call('TIME')\n"
     "local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local seq = 0\n"
-    "for i = 3, #KEYS do\n"
-    "  local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[i])\n"
-    "  if ok then\n"
-    "    for j = 1, #info, 2 do\n"
-    "      if info[j] == 'last-generated-id' then\n"
-    "        local a, b = string.match(info[j+1], '^(%d+)-(%d+)$')\n"
-    "        a = tonumber(a); b = tonumber(b)\n"
-    "        if a > ms then ms = a; seq = b + 1\n"
-    "        elseif a == ms and b + 1 > seq then seq = b + 1 end\n"
+    "local function above(last)\n"
+    "  local a, b = string.match(last, '^(%d+)-(%d+)$')\n"
+    "  if not a then return end\n"
+    "  a = tonumber(a); b = tonumber(b)\n"
+    "  if a > ms then ms = a; seq = b + 1\n"
+    "  elseif a == ms and b + 1 > seq then seq = b + 1 end\n"
+    "end\n"
+    "local last = redis.call('GET', KEYS[3])\n"
+    "if last then above(last) else\n"
+    "  for i = 4, #KEYS do\n"
+    "    local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[i])\n"
+    "    if ok then\n"
+    "      for j = 1, #info, 2 do\n"
+    "        if info[j] == 'last-generated-id' then above(info[j+1]) end\n"
     "      end\n"
     "    end\n"
     "  end\n"
     "end\n"
     "local id = string.format('%.0f-%.0f', ms, seq)\n"
-    "local minid = string.format('%.0f', ms - tonumber(ARGV[8]))\n"
-    "for i = 3, #KEYS do\n"
+    "for i = 4, #KEYS do\n"
     "  redis.call('XADD', KEYS[i], 'MAXLEN', ARGV[2], id, 't', ARGV[3],\n"
     "             'd', ARGV[4], 'c', ARGV[5])\n"
-    "  redis.call('XTRIM', KEYS[i], 'MINID', minid)\n"
     "  redis.call('EXPIRE', KEYS[i], ARGV[1])\n"
     "end\n"
-    "if #KEYS > 2 then\n"
+    "redis.call('SET', KEYS[3], id, 'EX', ARGV[1])\n"
+    "if #KEYS > 3 then\n"
     "  redis.call('PUBLISH', KEYS[2], '{\"k\":\"q\",\"t\":\"' .. ARGV[7] .. '\"}')\n"
     "end\n"
-    "return #KEYS - 2\n";
+    "return #KEYS - 3\n";
 
 static const char LUA_FETCH[] =
     "local t = redis.call('TIME')\n"
@@ -141,7 +149,7 @@ int ns_queue_push(ns_server *srv, const char *user, const char *targets_csv,
                   int64_t commit_ms, ns_queue_push_cb cb, void *arg) {
   const ns_config *cfg = srv->cfg;
   char ttl_s[24], maxlen[24], commit[24], ttl_ms[24], nkeys[16];
-  char mkey[128], ch[200];
+  char mkey[128], ch[200], ql[200];
   const char **argv;
   char **owned;
   size_t ndev = 0, i, argc;
@@ -157,11 +165,12 @@ int ns_queue_push(ns_server *srv, const char *user, const char *targets_csv,
   snprintf(ttl_ms, sizeof(ttl_ms), "%lld", (long long)cfg->queue_ttl_ms);
   snprintf(maxlen, sizeof(maxlen), "%lld", (long long)cfg->queue_max_messages);
   snprintf(commit, sizeof(commit), "%lld", (long long)commit_ms);
-  snprintf(nkeys, sizeof(nkeys), "%zu", ndev + 2);
+  snprintf(nkeys, sizeof(nkeys), "%zu", ndev + 3);
   ns__key(srv, mkey, sizeof(mkey), "qd:%s", marker ? marker : "-");
   ns__key(srv, ch, sizeof(ch), "u:%s", user);
+  ns__key(srv, ql, sizeof(ql), "ql:%s", user);
 
-  argc = 3 + (ndev + 2) + 8;
+  argc = 3 + (ndev + 3) + 8;
   argv = ns_xcalloc(argc, sizeof(*argv));
   owned = ns_xcalloc(ndev + 1, sizeof(*owned));
   argv[0] = "EVAL";
@@ -169,6 +178,7 @@ int ns_queue_push(ns_server *srv, const char *user, const char *targets_csv,
   argv[2] = nkeys;
   argv[3] = mkey;
   argv[4] = ch;
+  argv[5] = ql;
   for (i = 0, p = targets_csv; i < ndev; i++) {
     const char *end = strchr(p, ',');
     size_t n = end ? (size_t)(end - p) : strlen(p);
@@ -176,17 +186,17 @@ int ns_queue_push(ns_server *srv, const char *user, const char *targets_csv,
     snprintf(dev, sizeof(dev), "%.*s", (int)NS_MIN(n, sizeof(dev) - 1), p);
     ns__key(srv, key, sizeof(key), "q:%s:%s", user, dev);
     owned[i] = ns_xstrdup(key);
-    argv[5 + i] = owned[i];
+    argv[6 + i] = owned[i];
     p = end ? end + 1 : p + n;
   }
-  argv[5 + ndev + 0] = ttl_s;
-  argv[5 + ndev + 1] = maxlen;
-  argv[5 + ndev + 2] = type;
-  argv[5 + ndev + 3] = data_json;
-  argv[5 + ndev + 4] = commit;
-  argv[5 + ndev + 5] = marker ? "1" : "0";
-  argv[5 + ndev + 6] = targets_csv;
-  argv[5 + ndev + 7] = ttl_ms;
+  argv[6 + ndev + 0] = ttl_s;
+  argv[6 + ndev + 1] = maxlen;
+  argv[6 + ndev + 2] = type;
+  argv[6 + ndev + 3] = data_json;
+  argv[6 + ndev + 4] = commit;
+  argv[6 + ndev + 5] = marker ? "1" : "0";
+  argv[6 + ndev + 6] = targets_csv;
+  argv[6 + ndev + 7] = ttl_ms;
   op = ns_xmalloc(sizeof(*op));
   op->cb = cb;
   op->arg = arg;
