@@ -265,7 +265,8 @@ static void post(ns_req *r, int batch) {
   param = json_text(input);
   r->pending = 1;
   if (!r->srv->pg_ready || !ns__server_redis_up(r->srv) ||
-      ns_pg_query(ns__pg(r->srv), SQL_INSERT, 1, &param, on_inserted, op) != 0) {
+      ns_pg_query_prepared(ns__pg(r->srv), "ns_insert", SQL_INSERT, 1,
+                           &param, on_inserted, op) != 0) {
     free(op);
     ns__http_unavailable(r);
   }

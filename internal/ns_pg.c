@@ -24,7 +24,11 @@ typedef struct query {
   ns_pg_cb cb;
   void *arg;
   PGresult *keep; /* result handed to cb */
+  const char *stmt; /* prepared statement name (static), or NULL */
+  int preparing;    /* the PQsendPrepare step of `stmt` is in flight */
 } query;
+
+#define MAX_PREPARED 16
 
 typedef struct poller {
   uv_poll_t h;
@@ -47,6 +51,8 @@ struct ns_pg {
   size_t nqueued;
   int inflight;
   int64_t sent_ms;
+  const char *prepared[MAX_PREPARED]; /* names prepared on this connection */
+  int nprepared;
   ns_pg_state_cb on_state;
   void *arg;
 };
@@ -127,6 +133,7 @@ static void connection_lost(ns_pg *pg, const char *why) {
   pg->conn = NULL;
   pg->up = 0;
   pg->connecting = 0;
+  pg->nprepared = 0;
   fail_all(pg);
   if (was_up && pg->on_state && !pg->closing)
     pg->on_state(pg->arg, 0);
@@ -136,16 +143,31 @@ static void connection_lost(ns_pg *pg, const char *why) {
   }
 }
 
+static int is_prepared(const ns_pg *pg, const char *name) {
+  int i;
+  for (i = 0; i < pg->nprepared; i++)
+    if (pg->prepared[i] == name || strcmp(pg->prepared[i], name) == 0)
+      return 1;
+  return 0;
+}
+
 static void send_next(ns_pg *pg) {
   query *q = pg->head;
   int ok;
   if (!q || pg->inflight || !pg->up)
     return;
-  if (q->nparams < 0)
+  if (q->stmt && !is_prepared(pg, q->stmt)) {
+    q->preparing = 1;
+    ok = PQsendPrepare(pg->conn, q->stmt, q->sql, q->nparams, NULL);
+  } else if (q->stmt) {
+    ok = PQsendQueryPrepared(pg->conn, q->stmt, q->nparams,
+                             (const char *const *)q->params, NULL, NULL, 0);
+  } else if (q->nparams < 0) {
     ok = PQsendQuery(pg->conn, q->sql);
-  else
+  } else {
     ok = PQsendQueryParams(pg->conn, q->sql, q->nparams, NULL,
                            (const char *const *)q->params, NULL, NULL, 0);
+  }
   if (!ok) {
     connection_lost(pg, PQerrorMessage(pg->conn));
     return;
@@ -165,6 +187,20 @@ static void read_results(ns_pg *pg) {
   while (pg->inflight && !PQisBusy(pg->conn)) {
     PGresult *res = PQgetResult(pg->conn);
     query *q = pg->head;
+    if (!res && q->preparing && q->keep &&
+        PQresultStatus(q->keep) == PGRES_COMMAND_OK) {
+      /* The statement is prepared: now run it, same queue entry. */
+      if (pg->nprepared < MAX_PREPARED)
+        pg->prepared[pg->nprepared++] = q->stmt;
+      else
+        q->stmt = NULL; /* no room to remember it: run it unprepared */
+      q->preparing = 0;
+      PQclear(q->keep);
+      q->keep = NULL;
+      pg->inflight = 0;
+      send_next(pg);
+      return;
+    }
     if (!res) {
       complete_head(pg, q->keep ? q->keep : NULL);
       /* complete_head freed q and its keep (passed as res). */
@@ -282,6 +318,12 @@ void ns_pg_close(ns_pg **pgp) {
 
 int ns_pg_query(ns_pg *pg, const char *sql, int nparams,
                 const char *const *params, ns_pg_cb cb, void *arg) {
+  return ns_pg_query_prepared(pg, NULL, sql, nparams, params, cb, arg);
+}
+
+int ns_pg_query_prepared(ns_pg *pg, const char *stmt, const char *sql,
+                         int nparams, const char *const *params, ns_pg_cb cb,
+                         void *arg) {
   query *q;
   int i;
   if (!pg || !pg->up || pg->nqueued >= NS_PG_MAX_QUEUED)
@@ -296,6 +338,7 @@ int ns_pg_query(ns_pg *pg, const char *sql, int nparams,
   }
   q->cb = cb;
   q->arg = arg;
+  q->stmt = nparams >= 0 ? stmt : NULL;
   if (pg->tail)
     pg->tail->next = q;
   else

@@ -42,6 +42,13 @@ void ns_pg_close(ns_pg **pg);
 int ns_pg_query(ns_pg *pg, const char *sql, int nparams,
                 const char *const *params, ns_pg_cb cb, void *arg);
 
+/* Like ns_pg_query, but the statement is prepared once per connection
+ * under `stmt` (a static string; the same name must always carry the same
+ * SQL) and executed prepared afterwards: hot statements skip parse and plan. */
+int ns_pg_query_prepared(ns_pg *pg, const char *stmt, const char *sql,
+                         int nparams, const char *const *params, ns_pg_cb cb,
+                         void *arg);
+
 int ns_pg_up(const ns_pg *pg);
 
 /* Queries queued or in flight on this connection. */
