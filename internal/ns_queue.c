@@ -64,13 +64,16 @@ static const char LUA_PUSH[] =
     "end\n"
     "return #KEYS - 3\n";
 
+/* The connect read (ARGV[5] = '1') drops entries older than queue_ttl and
+ * computes `missed`; live reads of a connected device only read: what they
+ * find was appended moments ago. */
 static const char LUA_FETCH[] =
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local missed, len = 0, 0\n"
-    "redis.call('XTRIM', KEYS[1], 'MINID',\n"
-    "           string.format('%.0f', now - tonumber(ARGV[4])))\n"
     "if ARGV[5] == '1' then\n"
+    "  local t = redis.call('TIME')\n"
+    "  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "  redis.call('XTRIM', KEYS[1], 'MINID',\n"
+    "             string.format('%.0f', now - tonumber(ARGV[4])))\n"
     "  local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])\n"
     "  if ok then\n"
     "    local added = 0\n"
