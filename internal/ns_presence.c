@@ -190,7 +190,7 @@ static void on_devlist_presence(redisReply *r, void *arg) {
     devlist_finish(op, NS_EUNAVAIL);
     return;
   }
-  for (i = 0; i + 3 < r->elements + 0 && i + 3 <= r->elements - 1; i += 4) {
+  for (i = 0; i + 3 < r->elements; i += 4) {
     const char *dev = r->element[i]->str;
     for (j = 0; dev && j < op->list.n; j++) {
       ns_devrow *row = &op->list.rows[j];

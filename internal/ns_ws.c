@@ -64,7 +64,7 @@ static int origin_allowed(ns_server *srv, struct lws *wsi) {
 /* Copies query argument `name` ("token=") into out; returns its length or
  * -1 when absent. */
 static int urlarg(struct lws *wsi, const char *name, char *out, size_t n) {
-  static char buf[NS_TOKEN_MAX + 32];
+  char buf[NS_TOKEN_MAX + 32];
   const char *v = lws_get_urlarg_by_name(wsi, name, buf, (int)sizeof(buf));
   size_t len;
   if (!v)
@@ -78,7 +78,7 @@ static int urlarg(struct lws *wsi, const char *name, char *out, size_t n) {
 }
 
 static void authenticate(ns_server *srv, struct lws *wsi, ns_session *s) {
-  static char tok[NS_TOKEN_MAX + 1];
+  char tok[NS_TOKEN_MAX + 1];
   char hdr[NS_TOKEN_MAX + 16];
   int n, tlen = -1;
   s->auth_rc = NS_EAUTH;
