@@ -120,7 +120,7 @@ static const key_def keys[] = {
     STR("instance_id", instance_id, "",
         "this instance's name in Redis (empty = generated at start-up)"),
     NUM("workers", KEY_INT, workers, 1, 64, "1",
-        "processes sharing the listen port (SO_REUSEPORT)"),
+        "server processes sharing the listen port (N > 1: a supervisor and N workers)"),
 };
 
 #define KEY_NAME_MAX 64 /* longer than any key name */

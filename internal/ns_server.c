@@ -8,7 +8,11 @@
  * no presence write is left; then lws_context_destroy, Redis, PostgreSQL,
  * our own handles; after uv_run returns, lws_context_destroy again.
  */
+#define _GNU_SOURCE /* accept4 */
+#include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,6 +182,8 @@ static void begin_stop(ns_server *srv) {
     return;
   srv->stopping = 1;
   srv->stop_started_ms = ns_mono_ms();
+  if (srv->listen_fd >= 0)
+    uv_close((uv_handle_t *)&srv->accept_poll, on_handle_closed);
   ns_log(NS_LOG_INFO, "stopping: closing %zu connections with 1001",
          srv->nconns);
   for (c = srv->conns; c; c = c->next)
@@ -278,6 +284,63 @@ static int split_listen(const char *listen, char *host, size_t hlen,
   return 0;
 }
 
+/* ---- a listening socket shared by the workers of `workers = N` ---- */
+
+#define ACCEPT_BATCH 64
+
+/* The shared socket is readable: every worker wakes, the ones that get a
+ * connection hand it to lws as if its own listener had accepted it. */
+static void on_acceptable(uv_poll_t *p, int status, int events) {
+  ns_server *srv = p->data;
+  int i, fd;
+  (void)events;
+  if (status < 0 || srv->stopping)
+    return;
+  for (i = 0; i < ACCEPT_BATCH; i++) {
+    fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED)
+        continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        ns_log(NS_LOG_WARN, "accept: %s", strerror(errno));
+      return;
+    }
+    if (!lws_adopt_socket_vhost(srv->vhost, fd)) /* closes fd on failure */
+      ns_log(NS_LOG_WARN, "accept: lws could not adopt a connection");
+  }
+}
+
+int ns_server_listen_socket(const char *addr, char *err, size_t errlen) {
+  struct addrinfo hints, *ai = NULL;
+  char host[128], port_s[8];
+  int port, fd, one = 1, rc;
+  if (split_listen(addr, host, sizeof(host), &port) != 0) {
+    snprintf(err, errlen, "bad value for key 'listen': expected host:port");
+    return -1;
+  }
+  snprintf(port_s, sizeof(port_s), "%d", port);
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  rc = getaddrinfo(*host && strcmp(host, "0.0.0.0") != 0 ? host : NULL,
+                   port_s, &hints, &ai);
+  if (rc != 0 || !ai) {
+    snprintf(err, errlen, "listen %s: %s", addr, gai_strerror(rc));
+    return -1;
+  }
+  fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+      bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, SOMAXCONN)) {
+    snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
+    if (fd >= 0)
+      close(fd);
+    fd = -1;
+  }
+  freeaddrinfo(ai);
+  return fd;
+}
+
 static int open_lws(ns_server *srv, char *err, size_t errlen) {
   struct lws_context_creation_info info;
   void *foreign[1];
@@ -291,12 +354,10 @@ static int open_lws(ns_server *srv, char *err, size_t errlen) {
   memset(&info, 0, sizeof(info));
   info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
                  LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN;
-  if (srv->cfg->workers > 1)
-    info.options |= LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE;
   info.foreign_loops = foreign;
   info.pcontext = &srv->ctx;
   info.user = srv;
-  info.port = port;
+  info.port = srv->listen_fd >= 0 ? CONTEXT_PORT_NO_LISTEN_SERVER : port;
   info.iface = strcmp(host, "0.0.0.0") == 0 || !*host ? NULL : host;
   info.protocols = protocols;
   info.max_http_header_data = NS_TOKEN_MAX + 2048;
@@ -322,11 +383,16 @@ static int open_lws(ns_server *srv, char *err, size_t errlen) {
     snprintf(err, errlen, "cannot listen on %s", srv->cfg->listen);
     return NS_EIO;
   }
+  if (srv->listen_fd >= 0) {
+    uv_poll_init(&srv->loop, &srv->accept_poll, srv->listen_fd);
+    srv->accept_poll.data = srv;
+    uv_poll_start(&srv->accept_poll, UV_READABLE, on_acceptable);
+  }
   return 0;
 }
 
-int ns_server_new(ns_server **out, const ns_config *cfg, char *err,
-                  size_t errlen) {
+int ns_server_new(ns_server **out, const ns_config *cfg, int listen_fd,
+                  char *err, size_t errlen) {
   ns_server *srv;
   ns_redis_handlers rh;
   int rc, i;
@@ -337,6 +403,7 @@ int ns_server_new(ns_server **out, const ns_config *cfg, char *err,
   }
   srv = ns_xcalloc(1, sizeof(*srv));
   srv->cfg = cfg;
+  srv->listen_fd = listen_fd;
   srv->start_ms = ns_now_ms();
   snprintf(srv->prefix, sizeof(srv->prefix), "%s",
            cfg->redis_prefix ? cfg->redis_prefix : "");
@@ -383,6 +450,8 @@ int ns_server_new(ns_server **out, const ns_config *cfg, char *err,
   return 0;
 
 fail_redis:
+  if (srv->listen_fd >= 0)
+    uv_close((uv_handle_t *)&srv->accept_poll, on_handle_closed);
 fail_lws:
   if (srv->ctx) {
     /* With a foreign loop the destroy finishes on the loop (STACK.md §1). */

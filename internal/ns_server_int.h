@@ -45,7 +45,9 @@ struct ns_server {
   uv_timer_t cron;
   uv_timer_t stop_timer;
   uv_signal_t sig_term, sig_int, sig_hup;
-  char instance_id[64];
+  int listen_fd;          /* shared listener of `workers = N`, or -1 */
+  uv_poll_t accept_poll;  /* readable listen_fd */
+  char instance_id[80]; /* configured (<= 64) + "-w<k>" of a worker */
   char prefix[64];       /* redis_prefix */
   int64_t start_ms;
   uint64_t conn_seq;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ns_auth.h"
 #include "ns_common.h"
@@ -13,6 +14,8 @@
 #include "ns_log.h"
 #include "ns_migrate.h"
 #include "ns_server.h"
+#include "ns_supervisor.h"
+#include "ns_notif.h"
 
 extern char **environ;
 
@@ -72,6 +75,70 @@ static int cmd_token(ns_config *cfg, const char *user, const char *role,
   return 0;
 }
 
+/* Runs one instance until it is told to stop. */
+static int serve(ns_config *cfg, int listen_fd) {
+  ns_server *srv;
+  char err[512];
+  int rc = ns_server_new(&srv, cfg, listen_fd, err, sizeof(err));
+  if (rc != 0) {
+    fprintf(stderr, "notisyncd: %s\n", err);
+    return 1;
+  }
+  rc = ns_server_run(srv);
+  ns_server_free(&srv);
+  return rc;
+}
+
+typedef struct workers {
+  ns_config *cfg;
+  int listen_fd;
+} workers;
+
+/* Worker k of `workers = N`: instance id "<base>-w<k>", connections from
+ * the supervisor's listening socket. */
+static int run_worker(int k, void *arg) {
+  workers *w = arg;
+  ns_config *cfg = w->cfg;
+  char id[96], err[256];
+  int rc;
+  snprintf(id, sizeof(id), "%s-w%d", cfg->instance_id, k);
+  if (ns_config_set(cfg, "instance_id", id, err, sizeof(err)) != 0) {
+    fprintf(stderr, "notisyncd: worker %d: %s\n", k, err);
+    return 1;
+  }
+  rc = serve(cfg, w->listen_fd);
+  ns_config_free(cfg);
+  return rc;
+}
+
+/* `workers = N`: the supervisor binds the port (a bind error stops it at
+ * once), the workers inherit the socket and share one base instance id
+ * (configured, or a random one for this supervisor). */
+static int supervise(ns_config *cfg) {
+  char err[256];
+  workers w;
+  int rc;
+  if (!cfg->instance_id || !*cfg->instance_id) {
+    char uuid[37];
+    ns_notif_uuid(uuid);
+    uuid[12] = '\0';
+    memmove(uuid + 8, uuid + 9, 4); /* 12 hex digits, no dash */
+    if (ns_config_set(cfg, "instance_id", uuid, err, sizeof(err)) != 0) {
+      fprintf(stderr, "notisyncd: %s\n", err);
+      return 1;
+    }
+  }
+  w.cfg = cfg;
+  w.listen_fd = ns_server_listen_socket(cfg->listen, err, sizeof(err));
+  if (w.listen_fd < 0) {
+    fprintf(stderr, "notisyncd: %s\n", err);
+    return 1;
+  }
+  rc = ns_supervise((int)cfg->workers, run_worker, &w);
+  close(w.listen_fd);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   static const struct option opts[] = {
       {"config", required_argument, NULL, 'c'}, {"user", required_argument, NULL, 'u'},
@@ -117,16 +184,10 @@ int main(int argc, char **argv) {
     else
       printf("migrations applied\n");
     rc = rc ? 1 : 0;
+  } else if (cfg.workers > 1) {
+    rc = supervise(&cfg);
   } else {
-    ns_server *srv;
-    rc = ns_server_new(&srv, &cfg, err, sizeof(err));
-    if (rc != 0) {
-      fprintf(stderr, "notisyncd: %s\n", err);
-      ns_config_free(&cfg);
-      return 1;
-    }
-    rc = ns_server_run(srv);
-    ns_server_free(&srv);
+    rc = serve(&cfg, -1);
   }
   ns_config_free(&cfg);
   return rc;
