@@ -22,6 +22,8 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define PING_TIMEOUT_MS 3000
+#define CANARY_EVERY_MS 2000
+#define CANARY_TIMEOUT_MS 3000 /* after Redis answered the PUBLISH */
 
 typedef struct slot {
   ns_redis *r;
@@ -40,11 +42,26 @@ struct ns_redis {
   ns_redis_handlers h;
   slot cmd, sub;
   int64_t ping_sent_ms; /* 0 = no PING outstanding */
+  /* Subscriber liveness: a canary published on our own channel must come
+   * back through the subscriber connection. */
+  char canary[160];
+  int canary_subscribed;      /* Redis confirmed SUBSCRIBE of `canary` */
+  unsigned long long canary_seq;
+  int64_t canary_sent_ms;     /* 0 = none outstanding */
+  int64_t canary_acked_ms;    /* Redis answered the PUBLISH; 0 = not yet */
+  int64_t canary_last_ms;     /* when the last canary was published */
+  int sub_stalled;            /* canary lost: reconnecting the subscriber */
   int closing;
   int open_handles;
 };
 
 static void slot_connect(slot *s);
+static void on_sub_message(redisAsyncContext *ac, void *reply_, void *priv);
+
+static void canary_reset(ns_redis *r) {
+  r->canary_sent_ms = 0;
+  r->canary_acked_ms = 0;
+}
 
 static void notify(ns_redis *r, int sub_reconnected) {
   if (r->h.on_state && !r->closing)
@@ -111,8 +128,16 @@ static void on_connect(const redisAsyncContext *ac, int status) {
   s->backoff_ms = BACKOFF_MIN_MS;
   ns_log(NS_LOG_INFO, "redis %s connected to %s:%d", s->is_sub ? "sub" : "cmd",
          s->r->host, s->r->port);
-  if (!s->is_sub)
+  if (!s->is_sub) {
     s->r->ping_sent_ms = 0;
+  } else {
+    s->r->sub_stalled = 0;
+    s->r->canary_subscribed = 0;
+    canary_reset(s->r);
+    if (s->r->canary[0])
+      redisAsyncCommand(s->ac, on_sub_message, NULL, "SUBSCRIBE %s",
+                        s->r->canary);
+  }
   notify(s->r, s->is_sub);
 }
 
@@ -126,6 +151,9 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
          status == REDIS_OK ? "closed" : ac->errstr);
   if (!s->is_sub)
     s->r->ping_sent_ms = 0;
+  else
+    s->r->canary_subscribed = 0;
+  canary_reset(s->r);
   notify(s->r, 0);
   retry_later(s);
 }
@@ -173,6 +201,8 @@ int ns_redis_open(ns_redis **out, uv_loop_t *loop, const char *url,
   ns_redis *r = ns_xcalloc(1, sizeof(*r));
   r->loop = loop;
   r->h = *h;
+  if (h->canary_channel)
+    snprintf(r->canary, sizeof(r->canary), "%s", h->canary_channel);
   if (parse_url(r, url) != 0) {
     free(r);
     return NS_EINVAL;
@@ -260,15 +290,28 @@ int ns_redis_cmdargv(ns_redis *r, ns_redis_cb cb, void *arg, int argc,
 static void on_sub_message(redisAsyncContext *ac, void *reply_, void *priv) {
   redisReply *reply = reply_;
   slot *s = ac->data;
+  ns_redis *r = s->r;
+  const char *kind, *ch;
   (void)priv;
-  if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3)
+  if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
+      reply->element[0]->type != REDIS_REPLY_STRING ||
+      reply->element[1]->type != REDIS_REPLY_STRING || r->closing)
     return;
-  if (reply->element[0]->type == REDIS_REPLY_STRING &&
-      strcmp(reply->element[0]->str, "message") == 0 && s->r->h.on_message &&
-      !s->r->closing)
-    s->r->h.on_message(s->r->h.arg, reply->element[1]->str,
-                       reply->element[1]->len, reply->element[2]->str,
-                       reply->element[2]->len);
+  kind = reply->element[0]->str;
+  ch = reply->element[1]->str;
+  if (r->canary[0] && strcmp(ch, r->canary) == 0) {
+    if (strcmp(kind, "subscribe") == 0) {
+      r->canary_subscribed = 1;
+    } else if (strcmp(kind, "message") == 0 && r->canary_sent_ms &&
+               reply->element[2]->str &&
+               strtoull(reply->element[2]->str, NULL, 10) == r->canary_seq) {
+      canary_reset(r); /* came back: the subscription is alive */
+    }
+    return;
+  }
+  if (strcmp(kind, "message") == 0 && r->h.on_message)
+    r->h.on_message(r->h.arg, ch, reply->element[1]->len,
+                    reply->element[2]->str, reply->element[2]->len);
 }
 
 void ns_redis_subscribe(ns_redis *r, const char *channel) {
@@ -284,7 +327,7 @@ void ns_redis_unsubscribe(ns_redis *r, const char *channel) {
 }
 
 int ns_redis_up(const ns_redis *r) {
-  return r && r->cmd.up && r->sub.up &&
+  return r && r->cmd.up && r->sub.up && !r->sub_stalled &&
          !(r->ping_sent_ms && ns_mono_ms() - r->ping_sent_ms > PING_TIMEOUT_MS);
 }
 
@@ -297,9 +340,52 @@ static void on_pong(redisReply *reply, void *arg) {
     notify(r, 0);
 }
 
+/* The subscriber connection is dead or stalled while the command
+ * connection works: drop it (pending callbacks get NULL) and reconnect; the
+ * owner re-subscribes and replays from its cursors (sub_reconnected). */
+static void sub_stalled(ns_redis *r, const char *why) {
+  ns_log(NS_LOG_WARN, "redis sub: %s: reconnecting the subscriber", why);
+  r->sub_stalled = 1;
+  canary_reset(r);
+  notify(r, 0);
+  if (r->sub.ac)
+    redisAsyncFree(r->sub.ac);
+}
+
+static void on_canary_published(redisReply *reply, void *arg) {
+  ns_redis *r = arg;
+  if (!reply || reply->type != REDIS_REPLY_INTEGER || !r->canary_sent_ms)
+    return; /* the command connection failed: its own check handles it */
+  if (reply->integer == 0 && r->sub.up) {
+    sub_stalled(r, "no subscriber for the canary channel");
+    return;
+  }
+  r->canary_acked_ms = ns_mono_ms();
+}
+
+static void canary_tick(ns_redis *r) {
+  int64_t now = ns_mono_ms();
+  if (!r->canary[0] || !r->sub.up || !r->canary_subscribed || r->sub_stalled)
+    return;
+  if (r->canary_sent_ms) {
+    if (r->canary_acked_ms && now - r->canary_acked_ms > CANARY_TIMEOUT_MS)
+      sub_stalled(r, "canary not received");
+    return;
+  }
+  if (now - r->canary_last_ms < CANARY_EVERY_MS)
+    return;
+  r->canary_seq++;
+  if (ns_redis_cmd(r, on_canary_published, r, "PUBLISH %s %llu", r->canary,
+                   r->canary_seq) == 0) {
+    r->canary_sent_ms = r->canary_last_ms = now;
+    r->canary_acked_ms = 0;
+  }
+}
+
 void ns_redis_tick(ns_redis *r) {
   if (!r || r->closing || !r->cmd.up)
     return;
+  canary_tick(r);
   if (r->ping_sent_ms) {
     if (ns_mono_ms() - r->ping_sent_ms > PING_TIMEOUT_MS) {
       ns_log(NS_LOG_WARN, "redis PING unanswered for %d ms: reconnecting",

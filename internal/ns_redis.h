@@ -6,6 +6,15 @@
  * hiredis has no command timeouts, so a PING is sent from ns_redis_tick()
  * (called once a second): an unanswered PING older than 3 s drops the command
  * connection (pending callbacks get reply == NULL) and reconnects.
+ *
+ * The subscriber connection cannot be PINGed through hiredis 0.14 (the reply
+ * never reaches a callback), so its liveness is a canary: every 2 s a number
+ * is PUBLISHed on `canary_channel` through the command connection and must
+ * come back through the subscriber within 3 s of Redis answering the
+ * PUBLISH (a PUBLISH reaching 0 subscribers fails at once).  A lost canary
+ * makes ns_redis_up() false and drops the subscriber, which reconnects;
+ * on_state(sub_reconnected = 1) then tells the owner to re-subscribe and
+ * replay.
  */
 #ifndef NS_REDIS_H
 #define NS_REDIS_H
@@ -29,6 +38,9 @@ typedef struct ns_redis_handlers {
    * re-subscribe to its channels. */
   void (*on_state)(void *arg, int up, int sub_reconnected);
   void *arg;
+  /* This instance's own channel for the subscriber canary (copied); NULL or
+   * "" = no canary. */
+  const char *canary_channel;
 } ns_redis_handlers;
 
 /* Parses `url` (redis://host[:port][/db]) and starts connecting.  Returns 0
@@ -57,7 +69,8 @@ int ns_redis_cmdargv(ns_redis *r, ns_redis_cb cb, void *arg, int argc,
 void ns_redis_subscribe(ns_redis *r, const char *channel);
 void ns_redis_unsubscribe(ns_redis *r, const char *channel);
 
-/* 1 when both connections are up and the last PING was answered. */
+/* 1 when both connections are up, the last PING was answered and the last
+ * canary came back. */
 int ns_redis_up(const ns_redis *r);
 
 /* Liveness check; call once a second. */

@@ -395,6 +395,7 @@ int ns_server_new(ns_server **out, const ns_config *cfg, int listen_fd,
                   char *err, size_t errlen) {
   ns_server *srv;
   ns_redis_handlers rh;
+  char canary[160];
   int rc, i;
   if (ns_redis_url_valid(cfg->redis_url) != 0) {
     snprintf(err, errlen, "bad value for key 'redis_url': expected "
@@ -421,6 +422,8 @@ int ns_server_new(ns_server **out, const ns_config *cfg, int listen_fd,
   rh.on_message = on_redis_message;
   rh.on_state = on_redis_state;
   rh.arg = srv;
+  ns__key(srv, canary, sizeof(canary), "canary:%s", srv->instance_id);
+  rh.canary_channel = canary; /* copied by ns_redis_open */
   if ((rc = ns_redis_open(&srv->redis, &srv->loop, cfg->redis_url, &rh)) != 0) {
     snprintf(err, errlen, "bad value for key 'redis_url': expected "
                           "redis://host[:port][/db]");
