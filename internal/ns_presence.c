@@ -10,6 +10,16 @@
  * Presence changes run as Lua scripts so the read-modify-write and the
  * PUBLISH are atomic across instances.  A device reading `online` whose
  * instance key has expired is reported offline (crashed instance).
+ *
+ * Crashed instances: every instance records itself in the `instances` hash
+ * (id -> last heartbeat ms) and each connection in `idev:{instance}` (a set
+ * of "conn device user").  Every 5 s each instance runs LUA_REAP: for an
+ * instance whose inst:{id} key has expired, it pops the members (at most
+ * REAP_BATCH per run), marks offline each device whose presence still
+ * belongs to that connection, publishes its offline status, and forgets the
+ * instance once its set is empty.  SPOP makes each device reaped by exactly
+ * one survivor.  At start-up an instance reaps its own set first (a
+ * previous life with the same configured id may have been killed).
  */
 #include <hiredis/hiredis.h>
 #include <json.h>
@@ -24,10 +34,12 @@
 #include "ns_server_int.h"
 
 #define INST_TTL_S 15
+#define REAP_BATCH "500"
 
 /* Connect: counts the user's live devices (other than this one) against the
- * cap, stores the new presence, and publishes either a kick for the device's
- * previous connection (it was online: no online flap) or its online status.
+ * cap, stores the new presence, records the connection in this instance's
+ * idev set, and publishes either a kick for the device's previous
+ * connection (it was online: no online flap) or its online status.
  * Returns -1 (cap reached), 1 (was online), 0 (came online). */
 static const char LUA_CONNECT[] =
     "local h = redis.call('HGETALL', KEYS[1])\n"
@@ -41,13 +53,16 @@ static const char LUA_CONNECT[] =
     "end\n"
     "if n >= tonumber(ARGV[3]) then return -1 end\n"
     "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
+    "redis.call('SADD', ARGV[8], ARGV[9])\n"
     "if old then redis.call('PUBLISH', KEYS[2], ARGV[7]) return 1 end\n"
     "redis.call('PUBLISH', KEYS[2], ARGV[6])\n"
     "return 0\n";
 
-/* Offline: only if the stored presence still belongs to this connection
- * (a reconnect or a newer connection elsewhere wins). */
+/* Offline: the connection leaves the instance's idev set; the device goes
+ * offline only if the stored presence still belongs to this connection (a
+ * reconnect or a newer connection elsewhere wins). */
 static const char LUA_OFFLINE[] =
+    "redis.call('SREM', ARGV[5], ARGV[6])\n"
     "local cur = redis.call('HGET', KEYS[1], ARGV[1])\n"
     "if not cur then return 0 end\n"
     "local ok, t = pcall(cjson.decode, cur)\n"
@@ -75,16 +90,61 @@ static const char LUA_READ[] =
     "end\n"
     "return out\n";
 
-/* Total connections of live instances; prunes dead ones. */
+/* Total connections of live instances.  A dead one still listed in
+ * `instances` (KEYS[2]) is left for LUA_REAP to forget. */
 static const char LUA_TOTAL[] =
     "local h = redis.call('HGETALL', KEYS[1])\n"
     "local total = 0\n"
     "for i = 1, #h, 2 do\n"
     "  if redis.call('EXISTS', ARGV[1] .. h[i]) == 1 then\n"
     "    total = total + tonumber(h[i+1])\n"
-    "  else redis.call('HDEL', KEYS[1], h[i]) end\n"
+    "  elseif redis.call('HEXISTS', KEYS[2], h[i]) == 0 then\n"
+    "    redis.call('HDEL', KEYS[1], h[i])\n"
+    "  end\n"
     "end\n"
     "return total\n";
+
+/* Reap: KEYS[1] instances, KEYS[2] stats:conn; ARGV: inst: prefix, idev:
+ * prefix, presence: prefix, u: prefix, batch, and optionally one instance
+ * id to reap even though it is alive (our own previous life, at start-up).
+ * Returns [id, devices marked offline, 1 if finished, ...]. */
+static const char LUA_REAP[] =
+    "local budget = tonumber(ARGV[5])\n"
+    "local ids = redis.call('HKEYS', KEYS[1])\n"
+    "local out = {}\n"
+    "for _, id in ipairs(ids) do\n"
+    "  if budget <= 0 then break end\n"
+    "  if id == ARGV[6] or redis.call('EXISTS', ARGV[1] .. id) == 0 then\n"
+    "    local set = ARGV[2] .. id\n"
+    "    local ls = tonumber(redis.call('HGET', KEYS[1], id)) or 0\n"
+    "    local ms = redis.call('SPOP', set, budget)\n"
+    "    local n = 0\n"
+    "    budget = budget - #ms\n"
+    "    for _, m in ipairs(ms) do\n"
+    "      local conn, dev, user = string.match(m, '^(%S+) (%S+) (.*)$')\n"
+    "      local cur = conn and redis.call('HGET', ARGV[3] .. user, dev)\n"
+    "      local ok, t = false, nil\n"
+    "      if cur then ok, t = pcall(cjson.decode, cur) end\n"
+    "      if ok and t.conn == conn and t.status == 'online' then\n"
+    "        t.status = 'offline'\n"
+    "        t.last_seen = ls\n"
+    "        redis.call('HSET', ARGV[3] .. user, dev, cjson.encode(t))\n"
+    "        redis.call('PUBLISH', ARGV[4] .. user, cjson.encode(\n"
+    "          {k = 'st', d = dev, s = 'offline', ls = ls}))\n"
+    "        n = n + 1\n"
+    "      end\n"
+    "    end\n"
+    "    local done = redis.call('SCARD', set) == 0\n"
+    "    if done and id ~= ARGV[6] then\n"
+    "      redis.call('HDEL', KEYS[1], id)\n"
+    "      redis.call('HDEL', KEYS[2], id)\n"
+    "    end\n"
+    "    if n > 0 or done then\n"
+    "      out[#out+1] = id; out[#out+1] = n; out[#out+1] = done and 1 or 0\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
 
 void ns__key(const ns_server *srv, char *buf, size_t n, const char *fmt, ...) {
   va_list ap;
@@ -103,6 +163,16 @@ static char *presence_json(const char *status, const ns_server *srv,
            "{\"status\":\"%s\",\"instance\":\"%s\",\"conn\":\"%s\","
            "\"since\":%lld,\"last_seen\":%lld}",
            status, srv->instance_id, conn_id, (long long)since, (long long)ls);
+  return s;
+}
+
+/* A connection's member of its instance's idev set: "conn device user"
+ * (the user last: it may contain spaces; the others cannot). */
+static char *idev_member(const char *conn_id, const char *device,
+                         const char *user) {
+  size_t n = strlen(conn_id) + strlen(device) + strlen(user) + 3;
+  char *s = ns_xmalloc(n);
+  snprintf(s, n, "%s %s %s", conn_id, device, user);
   return s;
 }
 
@@ -139,17 +209,24 @@ static void op_done_pg(PGresult *r, void *arg) {
   srv->pending_ops--;
 }
 
-static void stats_update(ns_server *srv) {
-  char inst[160], stats[96], n[24];
-  ns__key(srv, inst, sizeof(inst), "inst:%s", srv->instance_id);
+void ns_presence_count(ns_server *srv) {
+  char stats[96], n[24];
   ns__key(srv, stats, sizeof(stats), "stats:conn");
   snprintf(n, sizeof(n), "%zu", srv->nconns);
-  ns_redis_cmd(srv->redis, NULL, NULL, "SET %s 1 EX %d", inst, INST_TTL_S);
   ns_redis_cmd(srv->redis, NULL, NULL, "HSET %s %s %s", stats,
                srv->instance_id, n);
 }
 
-void ns_presence_heartbeat(ns_server *srv) { stats_update(srv); }
+void ns_presence_heartbeat(ns_server *srv) {
+  char inst[160], insts[96], now[24];
+  ns__key(srv, inst, sizeof(inst), "inst:%s", srv->instance_id);
+  ns__key(srv, insts, sizeof(insts), "instances");
+  snprintf(now, sizeof(now), "%lld", (long long)ns_now_ms());
+  ns_redis_cmd(srv->redis, NULL, NULL, "SET %s 1 EX %d", inst, INST_TTL_S);
+  ns_redis_cmd(srv->redis, NULL, NULL, "HSET %s %s %s", insts,
+               srv->instance_id, now);
+  ns_presence_count(srv);
+}
 
 void ns_presence_retire(ns_server *srv) {
   char inst[160], stats[96];
@@ -160,6 +237,58 @@ void ns_presence_retire(ns_server *srv) {
   if (ns_redis_cmd(srv->redis, op_done, srv, "HDEL %s %s", stats,
                    srv->instance_id) == 0)
     srv->pending_ops++;
+  ns__key(srv, stats, sizeof(stats), "instances");
+  if (ns_redis_cmd(srv->redis, op_done, srv, "HDEL %s %s", stats,
+                   srv->instance_id) == 0)
+    srv->pending_ops++;
+}
+
+/* ---- reaping crashed instances ---- */
+
+static void on_reaped(redisReply *r, void *arg) {
+  ns_server *srv = arg;
+  size_t i;
+  if (!r || r->type != REDIS_REPLY_ARRAY)
+    return;
+  for (i = 0; i + 2 < r->elements; i += 3) {
+    const char *id = r->element[i]->str ? r->element[i]->str : "?";
+    long long n = r->element[i + 1]->integer;
+    if (strcmp(id, srv->instance_id) == 0)
+      ns_log(NS_LOG_INFO, "previous life of this instance: %lld devices "
+             "offline", n);
+    else
+      ns_log(NS_LOG_INFO, "reaped instance %s: %lld devices offline%s", id,
+             n, r->element[i + 2]->integer ? "" : " (more to come)");
+  }
+}
+
+static int reap(ns_server *srv, const char *self) {
+  char insts[96], stats[96], iprefix[96], dprefix[96], pprefix[96],
+      uprefix[96];
+  const char *args[8];
+  ns__key(srv, insts, sizeof(insts), "instances");
+  ns__key(srv, stats, sizeof(stats), "stats:conn");
+  ns__key(srv, iprefix, sizeof(iprefix), "inst:");
+  ns__key(srv, dprefix, sizeof(dprefix), "idev:");
+  ns__key(srv, pprefix, sizeof(pprefix), "presence:");
+  ns__key(srv, uprefix, sizeof(uprefix), "u:");
+  args[0] = insts;
+  args[1] = stats;
+  args[2] = iprefix;
+  args[3] = dprefix;
+  args[4] = pprefix;
+  args[5] = uprefix;
+  /* our own previous life is reaped whole: later runs must not pop the
+   * connections of this one */
+  args[6] = self ? "1000000000" : REAP_BATCH;
+  args[7] = self ? self : "";
+  return eval(srv, on_reaped, srv, LUA_REAP, 2, args, 8);
+}
+
+void ns_presence_reap(ns_server *srv) { reap(srv, NULL); }
+
+void ns_presence_reap_own_past(ns_server *srv) {
+  reap(srv, srv->instance_id);
 }
 
 static void user_channel(const ns_server *srv, const char *user, char *buf,
@@ -404,8 +533,8 @@ void ns_presence_connect(ns_conn *c) {
   ns_server *srv = c->srv;
   void *old = NULL;
   char key[200], ch[200], iprefix[96], max[24];
-  char *val, *online, kick[200];
-  const char *args[9];
+  char *val, *online, *member, kick[200], idev[160];
+  const char *args[11];
   int64_t now = ns_now_ms();
   int rc;
 
@@ -430,6 +559,8 @@ void ns_presence_connect(ns_conn *c) {
   online = status_event(c->device, "online", now);
   snprintf(kick, sizeof(kick), "{\"k\":\"kick\",\"d\":\"%s\",\"c\":\"%s\"}",
            c->device, c->id);
+  ns__key(srv, idev, sizeof(idev), "idev:%s", srv->instance_id);
+  member = idev_member(c->id, c->device, c->who.sub);
   args[0] = key;
   args[1] = ch;
   args[2] = c->device;
@@ -439,10 +570,13 @@ void ns_presence_connect(ns_conn *c) {
   args[6] = srv->instance_id;
   args[7] = online;
   args[8] = kick;
+  args[9] = idev;
+  args[10] = member;
   ns_conn_ref(c);
-  rc = eval(srv, on_connect_script, c, LUA_CONNECT, 2, args, 9);
+  rc = eval(srv, on_connect_script, c, LUA_CONNECT, 2, args, 11);
   free(val);
   free(online);
+  free(member);
   if (rc != 0) {
     ns_conn_unref(c);
     fail_connect(c, 1011, "backend unavailable");
@@ -466,7 +600,9 @@ static void mark_offline(ns_server *srv, const char *user, const char *device,
   int64_t now = ns_now_ms();
   char *val = presence_json("offline", srv, conn_id, now, now);
   char *ev = status_event(device, "offline", now);
-  const char *args[6];
+  char *member = idev_member(conn_id, device, user);
+  char idev[160];
+  const char *args[8];
   ns__key(srv, key, sizeof(key), "presence:%s", user);
   user_channel(srv, user, ch, sizeof(ch));
   args[0] = key;
@@ -475,10 +611,14 @@ static void mark_offline(ns_server *srv, const char *user, const char *device,
   args[3] = conn_id;
   args[4] = val;
   args[5] = ev;
-  if (eval(srv, op_done, srv, LUA_OFFLINE, 2, args, 6) == 0)
+  ns__key(srv, idev, sizeof(idev), "idev:%s", srv->instance_id);
+  args[6] = idev;
+  args[7] = member;
+  if (eval(srv, op_done, srv, LUA_OFFLINE, 2, args, 8) == 0)
     srv->pending_ops++;
   free(val);
   free(ev);
+  free(member);
 }
 
 static void pending_closed(uv_handle_t *h) { free(h->data); }
@@ -675,16 +815,18 @@ static void on_total(redisReply *r, void *arg) {
 }
 
 int ns_presence_total(ns_server *srv, ns_total_cb cb, void *arg) {
-  char key[96], iprefix[96];
-  const char *args[2];
+  char key[96], insts[96], iprefix[96];
+  const char *args[3];
   total_op *op = ns_xmalloc(sizeof(*op));
   ns__key(srv, key, sizeof(key), "stats:conn");
+  ns__key(srv, insts, sizeof(insts), "instances");
   ns__key(srv, iprefix, sizeof(iprefix), "inst:");
   args[0] = key;
-  args[1] = iprefix;
+  args[1] = insts;
+  args[2] = iprefix;
   op->cb = cb;
   op->arg = arg;
-  if (eval(srv, on_total, op, LUA_TOTAL, 1, args, 2) != 0) {
+  if (eval(srv, on_total, op, LUA_TOTAL, 2, args, 3) != 0) {
     free(op);
     return NS_EUNAVAIL;
   }

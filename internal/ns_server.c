@@ -68,6 +68,10 @@ static void on_redis_state(void *arg, int up, int sub_reconnected) {
   ns_server *srv = arg;
   if (sub_reconnected)
     ns_presence_resubscribe(srv);
+  if (up && !srv->redis_seen_up) {
+    srv->redis_seen_up = 1;
+    ns_presence_reap_own_past(srv);
+  }
   if (up)
     ns_presence_heartbeat(srv);
   ns_log(NS_LOG_INFO, "redis %s", up ? "up" : "down");
@@ -136,6 +140,8 @@ static void on_cron(uv_timer_t *t) {
     ns_pg_tick(srv->pg[i]);
   if (++srv->cron_ticks % 5 == 0)
     ns_presence_heartbeat(srv);
+  else if (srv->cron_ticks % 5 == 2 && ns__server_redis_up(srv))
+    ns_presence_reap(srv);
   expire_tokens(srv);
 }
 

@@ -46,6 +46,7 @@ struct ns_server {
   uv_timer_t stop_timer;
   uv_signal_t sig_term, sig_int, sig_hup;
   int listen_fd;          /* shared listener of `workers = N`, or -1 */
+  int redis_seen_up;      /* Redis has been up once in this process */
   uv_poll_t accept_poll;  /* readable listen_fd */
   char instance_id[80]; /* configured (<= 64) + "-w<k>" of a worker */
   char prefix[64];       /* redis_prefix */
@@ -159,9 +160,17 @@ void ns_presence_on_message(ns_server *srv, const char *ch, size_t chlen,
 void ns_presence_resubscribe(ns_server *srv);
 /* Marks offline every device inside its grace period now (shutdown). */
 void ns_presence_flush_pending(ns_server *srv);
-/* Heartbeat of the instance: inst:{id} and stats:conn (every 5 s, and on
- * every connection open/close so totals are exact). */
+/* Heartbeat of the instance (every 5 s): inst:{id} with its TTL, its
+ * entry in `instances`, and its connection count. */
 void ns_presence_heartbeat(ns_server *srv);
+/* The connection count in stats:conn alone (every open/close, so totals
+ * are exact). */
+void ns_presence_count(ns_server *srv);
+/* Marks offline the devices of crashed instances (cron, every 5 s). */
+void ns_presence_reap(ns_server *srv);
+/* Marks offline the devices a previous process with this instance id left
+ * online; sent before any connection of this process is admitted. */
+void ns_presence_reap_own_past(ns_server *srv);
 /* A user's registered devices (PostgreSQL) merged with their presence and
  * queue length (Redis). */
 typedef struct ns_devrow {
