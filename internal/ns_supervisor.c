@@ -27,7 +27,7 @@
 #define RESTART_MAX_MS 10000
 #define CRASH_WINDOW_MS 10000 /* dying sooner than this after start backs off */
 #define FIRST_START_MS 2000   /* an exit status this early at first start is fatal */
-#define STOP_KILL_MS 15000    /* SIGKILL what still runs this long after SIGTERM */
+#define STOP_KILL_MS 9500     /* SIGKILL what still runs this long after SIGTERM */
 
 typedef struct worker {
   pid_t pid;           /* 0 = not running */

@@ -3,10 +3,14 @@
  * them running.
  *
  * Each worker is a full instance (its own loop, Redis and PostgreSQL
- * connections) listening on the same address with SO_REUSEPORT; instances
- * join through Redis exactly as instances on different hosts do.  The
- * supervisor itself opens nothing: it only forks, waits and signals, so a
- * bug in the serving code cannot take it down.
+ * connections) serving the same port; instances join through Redis exactly
+ * as instances on different hosts do.  The supervisor binds the listening
+ * socket before forking (lws 4.1 sets no SO_REUSEPORT on Linux, and a bind
+ * error is then reported once, at once); every worker polls that one socket
+ * and accepts from it, so a connection goes to whichever worker is free
+ * first, and connections waiting in the backlog survive a worker's death.
+ * Beyond the socket the supervisor only forks, waits and signals, so a bug
+ * in the serving code cannot take it down.
  *
  *   - a worker that exits while the supervisor is not stopping is restarted
  *     after 500 ms, doubling (at most 10 s) while it keeps dying within 10 s
@@ -15,7 +19,8 @@
  *     signal) within 2 s -- a bind or configuration error -- stops the
  *     supervisor: restarting would fail the same way;
  *   - SIGTERM / SIGINT are forwarded to every worker; the supervisor returns
- *     once all have exited (SIGKILL to those still running after 15 s);
+ *     once all have exited (SIGKILL to those still running after 9.5 s:
+ *     a worker gives up on its own after 8 s, and SPEC §8 allows 10 s);
  *   - workers get PR_SET_PDEATHSIG(SIGTERM): a supervisor killed with -9
  *     does not leave them behind.
  */
