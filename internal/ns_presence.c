@@ -779,9 +779,6 @@ static void resub_one(void *conn, void *arg) {
   ns_conn *c = conn;
   resub *r = arg;
   char ch[200];
-  /* Events published while the subscription was down are lost (pub/sub is
-   * at-most-once): every device re-reads its stream. */
-  ns_queue_kick(c);
   /* ns_hub_each visits a user's devices consecutively. */
   if (r->last && strcmp(r->last, c->who.sub) == 0)
     return;
@@ -790,12 +787,26 @@ static void resub_one(void *conn, void *arg) {
   ns_redis_subscribe(r->srv->redis, ch);
 }
 
+static void kick_one(void *conn, void *arg) {
+  (void)arg;
+  ns_queue_kick(conn);
+}
+
+/* Events published while the subscription was down are lost (pub/sub is
+ * at-most-once): once the new subscriptions are in effect (so nothing
+ * queued after the read can be missed), every device re-reads its stream. */
+static void kick_all(void *arg) {
+  ns_server *srv = arg;
+  ns_hub_each(srv->hub, NULL, kick_one, NULL);
+}
+
 void ns_presence_resubscribe(ns_server *srv) {
   resub r = {srv, NULL};
   char ch[96];
   ns__key(srv, ch, sizeof(ch), "bcast");
   ns_redis_subscribe(srv->redis, ch);
   ns_hub_each(srv->hub, NULL, resub_one, &r);
+  ns_redis_after_subscribes(srv->redis, kick_all, srv);
 }
 
 /* ---- totals and forgetting ---- */

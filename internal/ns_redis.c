@@ -10,6 +10,7 @@
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,8 +23,18 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define PING_TIMEOUT_MS 3000
+#define MAX_SCRIPTS 16
 #define CANARY_EVERY_MS 2000
 #define CANARY_TIMEOUT_MS 3000 /* after Redis answered the PUBLISH */
+
+/* A Lua script sent as EVAL once per command connection, then as EVALSHA
+ * (the source is 1-5 KB: sending and hashing it on every call was most of
+ * the bytes Redis read per notification). */
+typedef struct script {
+  const char *text; /* the caller's static source */
+  char sha[41];
+  int loaded;       /* sent as EVAL on the current connection */
+} script;
 
 typedef struct slot {
   ns_redis *r;
@@ -42,6 +53,8 @@ struct ns_redis {
   ns_redis_handlers h;
   slot cmd, sub;
   int64_t ping_sent_ms; /* 0 = no PING outstanding */
+  script scripts[MAX_SCRIPTS];
+  int nscripts;
   /* Subscriber liveness: a canary published on our own channel must come
    * back through the subscriber connection. */
   char canary[160];
@@ -51,6 +64,8 @@ struct ns_redis {
   int64_t canary_acked_ms;    /* Redis answered the PUBLISH; 0 = not yet */
   int64_t canary_last_ms;     /* when the last canary was published */
   int sub_stalled;            /* canary lost: reconnecting the subscriber */
+  void (*barrier_cb)(void *); /* ns_redis_after_subscribes() pending */
+  void *barrier_arg;
   int closing;
   int open_handles;
 };
@@ -129,14 +144,21 @@ static void on_connect(const redisAsyncContext *ac, int status) {
   ns_log(NS_LOG_INFO, "redis %s connected to %s:%d", s->is_sub ? "sub" : "cmd",
          s->r->host, s->r->port);
   if (!s->is_sub) {
+    int i;
     s->r->ping_sent_ms = 0;
+    for (i = 0; i < s->r->nscripts; i++) /* a new connection, maybe a new */
+      s->r->scripts[i].loaded = 0;       /* Redis: send the source again */
   } else {
     s->r->sub_stalled = 0;
     s->r->canary_subscribed = 0;
     canary_reset(s->r);
-    if (s->r->canary[0])
+    s->r->barrier_cb = NULL;
+    if (s->r->canary[0]) {
+      /* up (and sub_reconnected) once Redis confirms this subscription */
       redisAsyncCommand(s->ac, on_sub_message, NULL, "SUBSCRIBE %s",
                         s->r->canary);
+      return;
+    }
   }
   notify(s->r, s->is_sub);
 }
@@ -153,6 +175,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
     s->r->ping_sent_ms = 0;
   else
     s->r->canary_subscribed = 0;
+  s->r->barrier_cb = NULL;
   canary_reset(s->r);
   notify(s->r, 0);
   retry_later(s);
@@ -245,7 +268,17 @@ typedef struct pending {
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
   pending *p = privdata;
-  (void)ac;
+  redisReply *rr = reply;
+  if (rr && rr->type == REDIS_REPLY_ERROR && rr->str &&
+      strncmp(rr->str, "NOSCRIPT", 8) == 0) {
+    /* SCRIPT FLUSH while connected: this call fails (the caller sees an
+     * error reply, as for any Redis error); the next ones send the source. */
+    slot *s = ac->data;
+    int i;
+    ns_log(NS_LOG_WARN, "redis: script cache flushed: resending sources");
+    for (i = 0; i < s->r->nscripts; i++)
+      s->r->scripts[i].loaded = 0;
+  }
   if (p->cb)
     p->cb(reply, p->arg);
   free(p);
@@ -271,16 +304,56 @@ int ns_redis_cmd(ns_redis *r, ns_redis_cb cb, void *arg, const char *fmt,
   return 0;
 }
 
+/* The registered script of `text`, or NULL when the table is full. */
+static script *script_of(ns_redis *r, const char *text) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int mdlen = 0, i;
+  script *sc;
+  int k;
+  for (k = 0; k < r->nscripts; k++)
+    if (r->scripts[k].text == text)
+      return &r->scripts[k];
+  if (r->nscripts == MAX_SCRIPTS ||
+      !EVP_Digest(text, strlen(text), md, &mdlen, EVP_sha1(), NULL) ||
+      mdlen != 20)
+    return NULL;
+  sc = &r->scripts[r->nscripts++];
+  sc->text = text;
+  for (i = 0; i < mdlen; i++)
+    snprintf(sc->sha + 2 * i, 3, "%02x", md[i]);
+  sc->loaded = 0;
+  return sc;
+}
+
 int ns_redis_cmdargv(ns_redis *r, ns_redis_cb cb, void *arg, int argc,
                      const char **argv, const size_t *argvlen) {
+  const char *local[32], **av = argv;
   pending *p;
+  script *sc;
+  int rc;
   if (!r || !r->cmd.up || !r->cmd.ac)
     return NS_EUNAVAIL;
+  if (argc >= 3 && !argvlen && strcmp(argv[0], "EVAL") == 0 &&
+      (sc = script_of(r, argv[1])) != NULL) {
+    /* The connection answers in order: once the EVAL is queued, every later
+     * EVALSHA of the same script finds it cached. */
+    if (sc->loaded) {
+      av = argc <= (int)NS_ARRAY_SIZE(local)
+               ? local
+               : ns_xmalloc((size_t)argc * sizeof(*av));
+      memcpy(av, argv, (size_t)argc * sizeof(*av));
+      av[0] = "EVALSHA";
+      av[1] = sc->sha;
+    }
+    sc->loaded = 1;
+  }
   p = ns_xmalloc(sizeof(*p));
   p->cb = cb;
   p->arg = arg;
-  if (redisAsyncCommandArgv(r->cmd.ac, on_reply, p, argc, argv, argvlen) !=
-      REDIS_OK) {
+  rc = redisAsyncCommandArgv(r->cmd.ac, on_reply, p, argc, av, argvlen);
+  if (av != argv && av != local)
+    free(av);
+  if (rc != REDIS_OK) {
     free(p);
     return NS_EUNAVAIL;
   }
@@ -300,8 +373,13 @@ static void on_sub_message(redisAsyncContext *ac, void *reply_, void *priv) {
   kind = reply->element[0]->str;
   ch = reply->element[1]->str;
   if (r->canary[0] && strcmp(ch, r->canary) == 0) {
-    if (strcmp(kind, "subscribe") == 0) {
+    if (strcmp(kind, "subscribe") == 0 && !r->canary_subscribed) {
       r->canary_subscribed = 1;
+      notify(r, 1);
+    } else if (strcmp(kind, "subscribe") == 0 && r->barrier_cb) {
+      void (*cb)(void *) = r->barrier_cb;
+      r->barrier_cb = NULL;
+      cb(r->barrier_arg);
     } else if (strcmp(kind, "message") == 0 && r->canary_sent_ms &&
                reply->element[2]->str &&
                strtoull(reply->element[2]->str, NULL, 10) == r->canary_seq) {
@@ -320,6 +398,20 @@ void ns_redis_subscribe(ns_redis *r, const char *channel) {
                       channel);
 }
 
+void ns_redis_after_subscribes(ns_redis *r, void (*cb)(void *), void *arg) {
+  if (!r || !r->sub.up || !r->sub.ac || !r->canary[0] ||
+      !r->canary_subscribed) {
+    cb(arg);
+    return;
+  }
+  /* Redis answers a connection's commands in order: when this repeated
+   * SUBSCRIBE is confirmed, every earlier one is in effect. */
+  r->barrier_cb = cb;
+  r->barrier_arg = arg;
+  redisAsyncCommand(r->sub.ac, on_sub_message, NULL, "SUBSCRIBE %s",
+                    r->canary);
+}
+
 void ns_redis_unsubscribe(ns_redis *r, const char *channel) {
   if (r && r->sub.up && r->sub.ac)
     redisAsyncCommand(r->sub.ac, on_sub_message, NULL, "UNSUBSCRIBE %s",
@@ -328,6 +420,7 @@ void ns_redis_unsubscribe(ns_redis *r, const char *channel) {
 
 int ns_redis_up(const ns_redis *r) {
   return r && r->cmd.up && r->sub.up && !r->sub_stalled &&
+         (r->canary_subscribed || !r->canary[0]) &&
          !(r->ping_sent_ms && ns_mono_ms() - r->ping_sent_ms > PING_TIMEOUT_MS);
 }
 

@@ -13,8 +13,8 @@
  * come back through the subscriber within 3 s of Redis answering the
  * PUBLISH (a PUBLISH reaching 0 subscribers fails at once).  A lost canary
  * makes ns_redis_up() false and drops the subscriber, which reconnects;
- * on_state(sub_reconnected = 1) then tells the owner to re-subscribe and
- * replay.
+ * once Redis confirms the new subscriber's SUBSCRIBE of the canary channel,
+ * on_state(sub_reconnected = 1) tells the owner to re-subscribe and replay.
  */
 #ifndef NS_REDIS_H
 #define NS_REDIS_H
@@ -63,11 +63,22 @@ void ns_redis_close(ns_redis **r);
 int ns_redis_cmd(ns_redis *r, ns_redis_cb cb, void *arg, const char *fmt, ...);
 int ns_redis_cmdargv(ns_redis *r, ns_redis_cb cb, void *arg, int argc,
                      const char **argv, const size_t *argvlen);
+/* An argv of "EVAL" <script> ... (argvlen NULL) goes out as EVAL the first
+ * time on a connection and as EVALSHA after that: `script` must be a static
+ * string (it is remembered by address; up to 16 scripts).  A SCRIPT FLUSH
+ * behind our back fails the next call of each script with a NOSCRIPT error
+ * reply; the calls after it send the source again. */
 
 /* Subscribes / unsubscribes the subscriber connection (no-op when down; the
  * on_state callback triggers the re-subscription). */
 void ns_redis_subscribe(ns_redis *r, const char *channel);
 void ns_redis_unsubscribe(ns_redis *r, const char *channel);
+
+/* Calls cb(arg) once every SUBSCRIBE sent so far is in effect at Redis
+ * (at once when the subscriber is down or there is no canary channel; a
+ * later call replaces a pending one; dropped if the subscriber goes down,
+ * whose reconnect reports sub_reconnected again). */
+void ns_redis_after_subscribes(ns_redis *r, void (*cb)(void *), void *arg);
 
 /* 1 when both connections are up, the last PING was answered and the last
  * canary came back. */
