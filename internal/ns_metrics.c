@@ -18,6 +18,8 @@ static const struct {
     {"notisync_messages_received_total", "type", "Client messages received"},
     {"notisync_queue_dropped_total", "reason", "Queued messages dropped"},
     {"notisync_http_requests_total", "status", "REST requests by status"},
+    {"notisync_cluster_events_total", "event",
+     "Scale-out events: subscriber reconnects, canary losses, reaping"},
 };
 
 static const double lat_bounds[NS_LAT_BUCKETS] = {
@@ -25,21 +27,26 @@ static const double lat_bounds[NS_LAT_BUCKETS] = {
 
 void ns_metrics_init(ns_metrics *m) { memset(m, 0, sizeof(*m)); }
 
-void ns_metrics_inc(ns_metrics *m, ns_metric_family f, const char *label) {
+void ns_metrics_add(ns_metrics *m, ns_metric_family f, const char *label,
+                    uint64_t n) {
   ns_metric_family_data *d = &m->fam[f];
   size_t i;
   for (i = 0; i < d->n; i++) {
     if (strcmp(d->label[i], label) == 0) {
-      d->value[i]++;
+      d->value[i] += n;
       return;
     }
   }
   if (d->n >= NS_METRIC_LABELS - 1 && strcmp(label, "other") != 0) {
-    ns_metrics_inc(m, f, "other");
+    ns_metrics_add(m, f, "other", n);
     return;
   }
   snprintf(d->label[d->n], sizeof(d->label[0]), "%s", label);
-  d->value[d->n++] = 1;
+  d->value[d->n++] = n;
+}
+
+void ns_metrics_inc(ns_metrics *m, ns_metric_family f, const char *label) {
+  ns_metrics_add(m, f, label, 1);
 }
 
 void ns_metrics_observe_latency(ns_metrics *m, double s) {

@@ -20,6 +20,7 @@ typedef enum {
   NS_M_RECEIVED,         /* notisync_messages_received_total{type} */
   NS_M_QUEUE_DROPPED,    /* notisync_queue_dropped_total{reason} */
   NS_M_HTTP,             /* notisync_http_requests_total{status} */
+  NS_M_CLUSTER,          /* notisync_cluster_events_total{event} */
   NS_M__FAMILIES
 } ns_metric_family;
 
@@ -53,6 +54,8 @@ typedef struct ns_metrics_gauges {
 
 void ns_metrics_init(ns_metrics *m);
 void ns_metrics_inc(ns_metrics *m, ns_metric_family f, const char *label);
+void ns_metrics_add(ns_metrics *m, ns_metric_family f, const char *label,
+                    uint64_t n);
 void ns_metrics_observe_latency(ns_metrics *m, double seconds);
 
 /* Renders everything into a malloc'd NUL-terminated string (*len bytes). */

@@ -253,6 +253,10 @@ static void on_reaped(redisReply *r, void *arg) {
   for (i = 0; i + 2 < r->elements; i += 3) {
     const char *id = r->element[i]->str ? r->element[i]->str : "?";
     long long n = r->element[i + 1]->integer;
+    ns_metrics_add(&srv->metrics, NS_M_CLUSTER, "devices_reaped",
+                   (uint64_t)n);
+    if (r->element[i + 2]->integer && strcmp(id, srv->instance_id) != 0)
+      ns_metrics_inc(&srv->metrics, NS_M_CLUSTER, "instances_reaped");
     if (strcmp(id, srv->instance_id) == 0)
       ns_log(NS_LOG_INFO, "previous life of this instance: %lld devices "
              "offline", n);

@@ -64,6 +64,7 @@ struct ns_redis {
   int64_t canary_acked_ms;    /* Redis answered the PUBLISH; 0 = not yet */
   int64_t canary_last_ms;     /* when the last canary was published */
   int sub_stalled;            /* canary lost: reconnecting the subscriber */
+  unsigned long long canary_losses;
   void (*barrier_cb)(void *); /* ns_redis_after_subscribes() pending */
   void *barrier_arg;
   int closing;
@@ -418,6 +419,10 @@ void ns_redis_unsubscribe(ns_redis *r, const char *channel) {
                       channel);
 }
 
+unsigned long long ns_redis_canary_losses(const ns_redis *r) {
+  return r ? r->canary_losses : 0;
+}
+
 int ns_redis_up(const ns_redis *r) {
   return r && r->cmd.up && r->sub.up && !r->sub_stalled &&
          (r->canary_subscribed || !r->canary[0]) &&
@@ -439,6 +444,7 @@ static void on_pong(redisReply *reply, void *arg) {
 static void sub_stalled(ns_redis *r, const char *why) {
   ns_log(NS_LOG_WARN, "redis sub: %s: reconnecting the subscriber", why);
   r->sub_stalled = 1;
+  r->canary_losses++;
   canary_reset(r);
   notify(r, 0);
   if (r->sub.ac)

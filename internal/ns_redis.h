@@ -84,6 +84,9 @@ void ns_redis_after_subscribes(ns_redis *r, void (*cb)(void *), void *arg);
  * canary came back. */
 int ns_redis_up(const ns_redis *r);
 
+/* How many times the subscriber was dropped for a lost canary. */
+unsigned long long ns_redis_canary_losses(const ns_redis *r);
+
 /* Liveness check; call once a second. */
 void ns_redis_tick(ns_redis *r);
 

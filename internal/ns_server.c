@@ -66,8 +66,11 @@ static void on_redis_message(void *arg, const char *ch, size_t chlen,
 
 static void on_redis_state(void *arg, int up, int sub_reconnected) {
   ns_server *srv = arg;
-  if (sub_reconnected)
+  if (sub_reconnected) {
+    if (srv->redis_seen_up)
+      ns_metrics_inc(&srv->metrics, NS_M_CLUSTER, "subscriber_reconnects");
     ns_presence_resubscribe(srv);
+  }
   if (up && !srv->redis_seen_up) {
     srv->redis_seen_up = 1;
     ns_presence_reap_own_past(srv);
@@ -135,7 +138,14 @@ static void expire_tokens(ns_server *srv) {
 static void on_cron(uv_timer_t *t) {
   ns_server *srv = t->data;
   int i;
+  unsigned long long lost;
   ns_redis_tick(srv->redis);
+  lost = ns_redis_canary_losses(srv->redis);
+  if (lost > srv->canary_losses_seen) {
+    ns_metrics_add(&srv->metrics, NS_M_CLUSTER, "canary_losses",
+                   lost - srv->canary_losses_seen);
+    srv->canary_losses_seen = lost;
+  }
   for (i = 0; i < NS_PG_POOL; i++)
     ns_pg_tick(srv->pg[i]);
   if (++srv->cron_ticks % 5 == 0)

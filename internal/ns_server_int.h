@@ -47,6 +47,7 @@ struct ns_server {
   uv_signal_t sig_term, sig_int, sig_hup;
   int listen_fd;          /* shared listener of `workers = N`, or -1 */
   int redis_seen_up;      /* Redis has been up once in this process */
+  unsigned long long canary_losses_seen; /* already in the metrics */
   uv_poll_t accept_poll;  /* readable listen_fd */
   char instance_id[80]; /* configured (<= 64) + "-w<k>" of a worker */
   char prefix[64];       /* redis_prefix */

@@ -27,7 +27,7 @@ const crypto = require('node:crypto');
 const {
   test, setup, newServer, useServices, uid, until, sleep, newId, notificationBody, postNotification,
   durables, notifIds, autoAck, cmpStreamId, drainUntilIdle, publicClient, broadcast, postComment,
-  newPostId, isTimestamp,
+  newPostId, isTimestamp, metricSum,
 } = require('./lib/harness');
 
 const MAX_DEVICES = 3;
@@ -571,6 +571,15 @@ test('kill -9 of C: a survivor announces c1 and m1 offline within 30 s (once), G
   assert.ok(lines.length >= 1, `no survivor logged "reaped instance ${id}: <n> devices offline"`);
   const n = lines.reduce((x, y) => x + y.n, 0);
   assert.equal(n, 2, `reaped devices of C (c1 and m1; l2 had moved): ${JSON.stringify(lines)}`);
+  /* and the survivors' metrics count the same */
+  let devs = 0;
+  let insts = 0;
+  for (const s of [A, B]) {
+    devs += (await metricSum(s, 'notisync_cluster_events_total', /event="devices_reaped"/)) || 0;
+    insts += (await metricSum(s, 'notisync_cluster_events_total', /event="instances_reaped"/)) || 0;
+  }
+  assert.equal(devs, 2, 'devices_reaped summed over A and B');
+  assert.equal(insts, 1, 'instances_reaped summed over A and B');
 });
 
 test('kill -9 of C: a device that reconnected elsewhere before the reaping is never announced offline', { timeout: 30000 }, async () => {

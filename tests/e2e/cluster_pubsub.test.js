@@ -24,7 +24,7 @@ const crypto = require('node:crypto');
 const nodeTest = require('node:test');
 const {
   test, setup, newServer, useServices, uid, until, sleep, postNotification, notifIds, durables, autoAck,
-  cmpStreamId, drainUntilIdle, publicClient, broadcast,
+  cmpStreamId, drainUntilIdle, publicClient, broadcast, metricSum,
 } = require('./lib/harness');
 const { RedisProxy } = require('./lib/redisproxy');
 
@@ -187,6 +187,11 @@ test(`then within ${RECOVER_MS / 1000} s A opens a new subscriber connection and
   const h = await A.http('GET', '/health');
   assert.equal(h.status, 200, h.text);
   assert.equal(h.json.redis, 'up');
+  /* the metrics of A tell the story; B saw nothing of it */
+  const series = 'notisync_cluster_events_total';
+  assert.equal(await metricSum(A, series, /event="canary_losses"/), 1);
+  assert.equal(await metricSum(A, series, /event="subscriber_reconnects"/), 1);
+  assert.equal(await metricSum(B, series, /event="canary_losses"/), undefined);
 });
 
 test('every notification posted on B during the freeze reaches the devices on A after the recovery, once, in order; a new post arrives live', { timeout: 40000 }, async () => {

@@ -53,6 +53,22 @@ static void test_labels_are_bounded(void **state) {
                    1000 - (NS_METRIC_LABELS - 1));
 }
 
+static void test_add_counts_n(void **state) {
+  size_t len;
+  char *text;
+  (void)state;
+  ns_metrics_init(&m);
+  ns_metrics_add(&m, NS_M_CLUSTER, "devices_reaped", 7);
+  ns_metrics_inc(&m, NS_M_CLUSTER, "devices_reaped");
+  ns_metrics_add(&m, NS_M_CLUSTER, "instances_reaped", 1);
+  assert_int_equal(m.fam[NS_M_CLUSTER].n, 2);
+  assert_int_equal(m.fam[NS_M_CLUSTER].value[0], 8);
+  text = ns_metrics_render(&m, &(ns_metrics_gauges){0}, &len);
+  assert_non_null(strstr(text, "notisync_cluster_events_total{event=\"devices_reaped\"} 8\n"));
+  assert_non_null(strstr(text, "notisync_cluster_events_total{event=\"instances_reaped\"} 1\n"));
+  free(text);
+}
+
 static void test_histogram_cumulative(void **state) {
   ns_metrics_gauges g = {0};
   size_t len;
@@ -76,6 +92,7 @@ int main(void) {
       cmocka_unit_test(test_render_has_required_families),
       cmocka_unit_test(test_labels_are_bounded),
       cmocka_unit_test(test_histogram_cumulative),
+      cmocka_unit_test(test_add_counts_n),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
