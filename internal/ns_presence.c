@@ -1,7 +1,9 @@
 /*
  * ns_presence.c -- device registration, presence and the per-user event bus.
  *
- * Redis layout (DESIGN.md): presence:{user} hash device -> JSON
+ * Redis layout (DESIGN.md; the braces are literal, a Redis Cluster hash tag
+ * that also keeps "q:{a:b}:c" and "q:{a}:b:c" apart): presence:{user} hash
+ * device -> JSON
  * {status, instance, conn, since, last_seen}; inst:{id} liveness key (TTL
  * 15 s, refreshed every 5 s); stats:conn hash instance -> connections;
  * channel u:{user} carries compact events between instances:
@@ -122,14 +124,15 @@ static const char LUA_REAP[] =
     "    budget = budget - #ms\n"
     "    for _, m in ipairs(ms) do\n"
     "      local conn, dev, user = string.match(m, '^(%S+) (%S+) (.*)$')\n"
-    "      local cur = conn and redis.call('HGET', ARGV[3] .. user, dev)\n"
+    "      local pk = conn and ARGV[3] .. '{' .. user .. '}'\n"
+    "      local cur = conn and redis.call('HGET', pk, dev)\n"
     "      local ok, t = false, nil\n"
     "      if cur then ok, t = pcall(cjson.decode, cur) end\n"
     "      if ok and t.conn == conn and t.status == 'online' then\n"
     "        t.status = 'offline'\n"
     "        t.last_seen = ls\n"
-    "        redis.call('HSET', ARGV[3] .. user, dev, cjson.encode(t))\n"
-    "        redis.call('PUBLISH', ARGV[4] .. user, cjson.encode(\n"
+    "        redis.call('HSET', pk, dev, cjson.encode(t))\n"
+    "        redis.call('PUBLISH', ARGV[4] .. '{' .. user .. '}', cjson.encode(\n"
     "          {k = 'st', d = dev, s = 'offline', ls = ls}))\n"
     "        n = n + 1\n"
     "      end\n"
@@ -297,7 +300,7 @@ void ns_presence_reap_own_past(ns_server *srv) {
 
 static void user_channel(const ns_server *srv, const char *user, char *buf,
                          size_t n) {
-  ns__key(srv, buf, n, "u:%s", user);
+  ns__key(srv, buf, n, "u:{%s}", user);
 }
 
 /* ---- device list: PostgreSQL rows merged with Redis presence ---- */
@@ -344,7 +347,7 @@ static void on_devlist_presence(redisReply *r, void *arg) {
 static void on_devlist_rows(PGresult *res, void *arg) {
   devlist_op *op = arg;
   ns_server *srv = op->srv;
-  char key[200], iprefix[96], qprefix[200];
+  char key[256], iprefix[96], qprefix[256];
   const char *args[4];
   int i, n;
   if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -364,9 +367,9 @@ static void on_devlist_rows(PGresult *res, void *arg) {
     row->first_seen_ms = atoll(PQgetvalue(res, i, 3));
     row->last_seen_ms = atoll(PQgetvalue(res, i, 4));
   }
-  ns__key(srv, key, sizeof(key), "presence:%s", op->user);
+  ns__key(srv, key, sizeof(key), "presence:{%s}", op->user);
   ns__key(srv, iprefix, sizeof(iprefix), "inst:");
-  ns__key(srv, qprefix, sizeof(qprefix), "q:%s:", op->user);
+  ns__key(srv, qprefix, sizeof(qprefix), "q:{%s}:", op->user);
   args[0] = key;
   args[1] = iprefix;
   args[2] = qprefix;
@@ -486,7 +489,7 @@ static void on_device_upserted(PGresult *res, void *arg) {
 
 static void hub_leave(ns_conn *c) {
   ns_server *srv = c->srv;
-  char ch[200];
+  char ch[256];
   if (!c->in_hub)
     return;
   c->in_hub = 0;
@@ -536,7 +539,7 @@ static void on_connect_script(redisReply *r, void *arg) {
 void ns_presence_connect(ns_conn *c) {
   ns_server *srv = c->srv;
   void *old = NULL;
-  char key[200], ch[200], iprefix[96], max[24];
+  char key[256], ch[256], iprefix[96], max[24];
   char *val, *online, *member, kick[200], idev[160];
   const char *args[11];
   int64_t now = ns_now_ms();
@@ -556,7 +559,7 @@ void ns_presence_connect(ns_conn *c) {
   if (ns_hub_user_devices(srv->hub, c->who.sub) == 1)
     ns_redis_subscribe(srv->redis, ch);
 
-  ns__key(srv, key, sizeof(key), "presence:%s", c->who.sub);
+  ns__key(srv, key, sizeof(key), "presence:{%s}", c->who.sub);
   ns__key(srv, iprefix, sizeof(iprefix), "inst:");
   snprintf(max, sizeof(max), "%lld", (long long)srv->cfg->max_devices_per_user);
   val = presence_json("online", srv, c->id, now, now);
@@ -600,14 +603,14 @@ typedef struct ns_pending_off {
 
 static void mark_offline(ns_server *srv, const char *user, const char *device,
                          const char *conn_id) {
-  char key[200], ch[200];
+  char key[256], ch[256];
   int64_t now = ns_now_ms();
   char *val = presence_json("offline", srv, conn_id, now, now);
   char *ev = status_event(device, "offline", now);
   char *member = idev_member(conn_id, device, user);
   char idev[160];
   const char *args[8];
-  ns__key(srv, key, sizeof(key), "presence:%s", user);
+  ns__key(srv, key, sizeof(key), "presence:{%s}", user);
   user_channel(srv, user, ch, sizeof(ch));
   args[0] = key;
   args[1] = ch;
@@ -743,10 +746,12 @@ void ns_presence_on_message(ns_server *srv, const char *ch, size_t chlen,
     ns_comments_on_bcast(srv, payload, len);
     return;
   }
-  if (chlen <= plen || chlen - plen > NS_SUB_MAX)
+  /* u:{user} */
+  if (chlen < plen + 3 || chlen - plen - 2 > NS_SUB_MAX || ch[plen] != '{' ||
+      ch[chlen - 1] != '}')
     return;
-  memcpy(user, ch + plen, chlen - plen);
-  user[chlen - plen] = '\0';
+  memcpy(user, ch + plen + 1, chlen - plen - 2);
+  user[chlen - plen - 2] = '\0';
   {
     json_tokener *tok = json_tokener_new();
     ev = json_tokener_parse_ex(tok, payload, (int)len);
@@ -782,7 +787,7 @@ typedef struct resub {
 static void resub_one(void *conn, void *arg) {
   ns_conn *c = conn;
   resub *r = arg;
-  char ch[200];
+  char ch[256];
   /* ns_hub_each visits a user's devices consecutively. */
   if (r->last && strcmp(r->last, c->who.sub) == 0)
     return;
@@ -865,7 +870,7 @@ static void on_forget_redis(redisReply *r, void *arg) {
 static void on_forget_row(PGresult *res, void *arg) {
   forget_op *op = arg;
   ns_server *srv = op->srv;
-  char pkey[200], qkey[300], ckey[200];
+  char pkey[256], qkey[300], ckey[256];
   if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
     op->cb(NS_EUNAVAIL, op->arg);
     free(op);
@@ -876,9 +881,9 @@ static void on_forget_row(PGresult *res, void *arg) {
     free(op);
     return;
   }
-  ns__key(srv, pkey, sizeof(pkey), "presence:%s", op->user);
-  ns__key(srv, qkey, sizeof(qkey), "q:%s:%s", op->user, op->device);
-  ns__key(srv, ckey, sizeof(ckey), "cur:%s", op->user);
+  ns__key(srv, pkey, sizeof(pkey), "presence:{%s}", op->user);
+  ns__key(srv, qkey, sizeof(qkey), "q:{%s}:%s", op->user, op->device);
+  ns__key(srv, ckey, sizeof(ckey), "cur:{%s}", op->user);
   ns_redis_cmd(srv->redis, NULL, NULL, "HDEL %s %s", pkey, op->device);
   ns_redis_cmd(srv->redis, NULL, NULL, "HDEL %s %s", ckey, op->device);
   if (ns_redis_cmd(srv->redis, on_forget_redis, op, "DEL %s", qkey) != 0) {

@@ -121,8 +121,8 @@ static int id_cmp(const char *x, const char *y) {
 }
 
 static void qkeys(const ns_conn *c, char *q, size_t qn, char *cur, size_t cn) {
-  ns__key(c->srv, q, qn, "q:%s:%s", c->who.sub, c->device);
-  ns__key(c->srv, cur, cn, "cur:%s", c->who.sub);
+  ns__key(c->srv, q, qn, "q:{%s}:%s", c->who.sub, c->device);
+  ns__key(c->srv, cur, cn, "cur:{%s}", c->who.sub);
 }
 
 /* ---- push ---- */
@@ -152,7 +152,7 @@ int ns_queue_push(ns_server *srv, const char *user, const char *targets_csv,
                   int64_t commit_ms, ns_queue_push_cb cb, void *arg) {
   const ns_config *cfg = srv->cfg;
   char ttl_s[24], maxlen[24], commit[24], ttl_ms[24], nkeys[16];
-  char mkey[128], ch[200], ql[200];
+  char mkey[128], ch[256], ql[256];
   const char **argv;
   char **owned;
   size_t ndev = 0, i, argc;
@@ -170,8 +170,8 @@ int ns_queue_push(ns_server *srv, const char *user, const char *targets_csv,
   snprintf(commit, sizeof(commit), "%lld", (long long)commit_ms);
   snprintf(nkeys, sizeof(nkeys), "%zu", ndev + 3);
   ns__key(srv, mkey, sizeof(mkey), "qd:%s", marker ? marker : "-");
-  ns__key(srv, ch, sizeof(ch), "u:%s", user);
-  ns__key(srv, ql, sizeof(ql), "ql:%s", user);
+  ns__key(srv, ch, sizeof(ch), "u:{%s}", user);
+  ns__key(srv, ql, sizeof(ql), "ql:{%s}", user);
 
   argc = 3 + (ndev + 3) + 8;
   argv = ns_xcalloc(argc, sizeof(*argv));
@@ -187,7 +187,7 @@ int ns_queue_push(ns_server *srv, const char *user, const char *targets_csv,
     size_t n = end ? (size_t)(end - p) : strlen(p);
     char key[300], dev[NS_DEVICE_ID_MAX + 1];
     snprintf(dev, sizeof(dev), "%.*s", (int)NS_MIN(n, sizeof(dev) - 1), p);
-    ns__key(srv, key, sizeof(key), "q:%s:%s", user, dev);
+    ns__key(srv, key, sizeof(key), "q:{%s}:%s", user, dev);
     owned[i] = ns_xstrdup(key);
     argv[6 + i] = owned[i];
     p = end ? end + 1 : p + n;
@@ -327,7 +327,7 @@ static void on_fetched(redisReply *r, void *arg) {
 }
 
 static void fetch(ns_conn *c, int first) {
-  char q[300], cur[200], count[16], ttl[24];
+  char q[300], cur[256], count[16], ttl[24];
   const char *argv[10];
   if (c->q_fetching) {
     c->q_refetch = 1;
@@ -385,7 +385,7 @@ static void on_trimmed(redisReply *r, void *arg) {
 
 /* Trims everything up to q_written, one EVAL in flight per connection. */
 static void trim(ns_conn *c) {
-  char q[300], cur[200];
+  char q[300], cur[256];
   const char *argv[7];
   if (c->q_trimming || id_cmp(c->q_written, c->q_trimmed) <= 0)
     return;

@@ -399,3 +399,24 @@ test('a client-supplied id posted twice while the device is offline is queued on
   assert.deepEqual(notifIds(d), [id]);
   await d.close();
 });
+
+test('user "X:a" device "b" and user "X" device "a:b" have separate queues (no key collision)', async () => {
+  const base = uid();
+  const userA = `${base}:a`; /* device "b" */
+  const userB = base;        /* device "a:b" */
+  await register(srv, userA, 'b');
+  await register(srv, userB, 'a:b');
+  const idsA = await postSeq(srv, userA, 3);
+  const idsB = await postSeq(srv, userB, 2);
+  const a = await srv.device(userA, 'b');
+  const b = await srv.device(userB, 'a:b');
+  assert.equal(a.welcome.data.queued, 3, JSON.stringify(a.welcome.data));
+  assert.equal(b.welcome.data.queued, 2, JSON.stringify(b.welcome.data));
+  await a.waitFor(isNew(idsA[2]), 10000, `${userA}'s last message`);
+  await b.waitFor(isNew(idsB[1]), 10000, `${userB}'s last message`);
+  await sleep(QUIET_MS);
+  assert.deepEqual(notifIds(a), idsA, a.describe());
+  assert.deepEqual(notifIds(b), idsB, b.describe());
+  await a.close();
+  await b.close();
+});
