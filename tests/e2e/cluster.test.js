@@ -24,6 +24,7 @@
  */
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
+const { execFile } = require('node:child_process');
 const {
   test, setup, newServer, useServices, uid, until, sleep, newId, notificationBody, postNotification,
   durables, notifIds, autoAck, cmpStreamId, drainUntilIdle, publicClient, broadcast, postComment,
@@ -261,6 +262,37 @@ test('device_status crosses instances: d2 connecting on B → d1 on A and d3 on 
   await until(async () => (await deviceRow(A, user, 'd2')).status === 'offline', { what: 'd2 offline in GET /devices on A' });
   assert.deepEqual(statuses(d2, 'd2'), [], `d2 got its own status: ${d2.describe()}`);
   await closeAll([d1, d3]);
+});
+
+/* PUBSUB NUMSUB of one channel on the file's Redis: how many instances
+ * are subscribed to it. */
+function numsub(channel) {
+  return new Promise((resolve, reject) => {
+    execFile('redis-cli', ['-p', String(svc.env.REDIS_PORT), '--raw', 'PUBSUB', 'NUMSUB', channel],
+      { timeout: 5000 }, (err, out) => {
+        if (err) return reject(err);
+        const lines = out.trim().split('\n');
+        return resolve(Number(lines[1]));
+      });
+  });
+}
+
+test('u:{user} is subscribed by exactly the instances holding one of the user\'s devices, and unsubscribed after', async () => {
+  const user = uid('sub');
+  const ch = `u:{${user}}`;
+  assert.equal(await numsub(ch), 0, 'nobody before the first device');
+  const d1 = await A.device(user, 'd1');
+  await until(async () => (await numsub(ch)) === 1, { timeoutMs: 5000, intervalMs: 50, what: `${ch} subscribed by A` });
+  const d1b = await A.device(user, 'd1b');
+  const d2 = await B.device(user, 'd2');
+  await until(async () => (await numsub(ch)) === 2, { timeoutMs: 5000, intervalMs: 50, what: `${ch} subscribed by A and B` });
+  await d1.close();
+  await sleep(300);
+  assert.equal(await numsub(ch), 2, 'A still holds d1b');
+  await d1b.close();
+  await until(async () => (await numsub(ch)) === 1, { timeoutMs: 5000, intervalMs: 50, what: `A unsubscribed ${ch}` });
+  await d2.close();
+  await until(async () => (await numsub(ch)) === 0, { timeoutMs: 5000, intervalMs: 50, what: `B unsubscribed ${ch}` });
 });
 
 test('replace across instances: device on A then on B → A closed 4000 "replaced", B works, no offline announced; then B → C', async () => {
