@@ -295,6 +295,40 @@ test('u:{user} is subscribed by exactly the instances holding one of the user\'s
   await until(async () => (await numsub(ch)) === 0, { timeoutMs: 5000, intervalMs: 50, what: `B unsubscribed ${ch}` });
 });
 
+test('presence_grace 2s across instances: a device that drops on G1 and reconnects on G2 within the grace emits no offline/online pair; gone for good → offline once', { timeout: 60000 }, async () => {
+  const genv = { ...env, NOTISYNC_PRESENCE_GRACE: '2s', NOTISYNC_REDIS_URL: svc.redisUrl, NOTISYNC_DATABASE_URL: svc.databaseUrl };
+  const G1 = newServer({ env: genv, secret, instanceId: uid('G1') });
+  const G2 = newServer({ env: { ...genv }, secret, instanceId: uid('G2') });
+  await G1.start();
+  await G2.start();
+  try {
+    const user = uid('grace');
+    const watcher = await G2.device(user, 'w');
+    const mover = await G1.device(user, 'm');
+    await watcher.waitFor(isStatus('m', 'online'), 10000, 'm online on the watcher');
+    const mark = watcher.frames.length;
+    mover.terminate(); /* a dropped network: no close frame */
+    await sleep(300);
+    const back = await G2.device(user, 'm');
+    await sleep(2000 + 2000);
+    const during = watcher.frames.slice(mark).map((f) => f.msg).filter((m) => m && isStatus('m')(m));
+    assert.deepEqual(during, [], `the watcher saw m flap while it moved from G1 to G2: ${JSON.stringify(during)}`);
+    assert.ok(back.isOpen(), 'the moved device stays connected');
+    assert.equal((await deviceRow(G1, user, 'm')).status, 'online');
+    const t0 = Date.now();
+    await back.close();
+    const off = await watcher.waitFor(isStatus('m', 'offline'), 15000, 'm offline after the grace');
+    assert.ok(Date.now() - t0 >= 1000, `offline ${Date.now() - t0} ms after the close, inside the 2 s grace`);
+    await sleep(1000);
+    assert.equal(statuses(watcher, 'm', 'offline').length, 1, watcher.describe());
+    assert.equal(off.data.device_id, 'm');
+    await watcher.close();
+  } finally {
+    await G1.stop();
+    await G2.stop();
+  }
+});
+
 test('replace across instances: device on A then on B → A closed 4000 "replaced", B works, no offline announced; then B → C', async () => {
   const user = uid('rep');
   const sib = await C.device(user, 'sib');
