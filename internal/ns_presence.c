@@ -73,6 +73,20 @@ static const char LUA_OFFLINE[] =
     "redis.call('PUBLISH', KEYS[2], ARGV[4])\n"
     "return 1\n";
 
+/* Reassert: a connected device's presence after a Redis outage.  Left alone
+ * when it names this connection already, or another connection online (a
+ * newer one elsewhere); else written and announced.  Returns 1 if
+ * written. */
+static const char LUA_REASSERT[] =
+    "redis.call('SADD', ARGV[3], ARGV[4])\n"
+    "local cur = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    "local ok, t = false, nil\n"
+    "if cur then ok, t = pcall(cjson.decode, cur) end\n"
+    "if ok and t.status == 'online' then return 0 end\n"
+    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
+    "redis.call('PUBLISH', KEYS[2], ARGV[5])\n"
+    "return 1\n";
+
 /* Read: [device, status, last_seen_ms, queued, ...]. */
 static const char LUA_READ[] =
     "local h = redis.call('HGETALL', KEYS[1])\n"
@@ -220,12 +234,22 @@ void ns_presence_count(ns_server *srv) {
                srv->instance_id, n);
 }
 
+/* Our liveness key was gone when we refreshed it: Redis lost it (restart
+ * without persistence) or it ran out (an outage, a stalled loop), and a
+ * survivor may have reaped our devices.  They are still connected here. */
+static void on_liveness(redisReply *r, void *arg) {
+  ns_server *srv = arg;
+  if (r && r->type == REDIS_REPLY_NIL && srv->nconns && !srv->stopping)
+    ns_presence_reassert(srv);
+}
+
 void ns_presence_heartbeat(ns_server *srv) {
   char inst[160], insts[96], now[24];
   ns__key(srv, inst, sizeof(inst), "inst:%s", srv->instance_id);
   ns__key(srv, insts, sizeof(insts), "instances");
   snprintf(now, sizeof(now), "%lld", (long long)ns_now_ms());
-  ns_redis_cmd(srv->redis, NULL, NULL, "SET %s 1 EX %d", inst, INST_TTL_S);
+  ns_redis_cmd(srv->redis, on_liveness, srv, "SET %s 1 EX %d GET", inst,
+               INST_TTL_S);
   ns_redis_cmd(srv->redis, NULL, NULL, "HSET %s %s %s", insts,
                srv->instance_id, now);
   ns_presence_count(srv);
@@ -588,6 +612,42 @@ void ns_presence_connect(ns_conn *c) {
     ns_conn_unref(c);
     fail_connect(c, 1011, "backend unavailable");
   }
+}
+
+/* ---- after a Redis outage ---- */
+
+void ns_presence_reassert(ns_server *srv) {
+  ns_conn *c;
+  size_t n = 0;
+  char key[256], ch[256], idev[160];
+  const char *args[7];
+  ns__key(srv, idev, sizeof(idev), "idev:%s", srv->instance_id);
+  for (c = srv->conns; c; c = c->next) {
+    int64_t now = ns_now_ms();
+    char *val, *member, *online;
+    if (c->is_public || !c->in_hub || c->state != NS_CONN_READY)
+      continue;
+    ns__key(srv, key, sizeof(key), "presence:{%s}", c->who.sub);
+    user_channel(srv, c->who.sub, ch, sizeof(ch));
+    val = presence_json("online", srv, c->id, now, now);
+    member = idev_member(c->id, c->device, c->who.sub);
+    online = status_event(c->device, "online", now);
+    args[0] = key;
+    args[1] = ch;
+    args[2] = c->device;
+    args[3] = val;
+    args[4] = idev;
+    args[5] = member;
+    args[6] = online;
+    if (eval(srv, NULL, NULL, LUA_REASSERT, 2, args, 7) == 0)
+      n++;
+    free(val);
+    free(member);
+    free(online);
+  }
+  if (n)
+    ns_log(NS_LOG_WARN, "liveness key of this instance had lapsed: presence "
+           "of %zu devices reasserted", n);
 }
 
 /* ---- disconnect ---- */

@@ -27,6 +27,10 @@
 #define CRON_MS 1000
 #define STOP_POLL_MS 50
 #define STOP_DEADLINE_MS 8000
+/* Reap other instances only after being connected to Redis this long: after
+ * an outage every instance's liveness key may have expired, and each needs
+ * time (reconnect backoff <= 5 s) to refresh its own before it is judged. */
+#define REAP_AFTER_UP_MS 20000
 #define IPLIMIT_ENTRIES 65536
 
 int ns__server_redis_up(const ns_server *srv) { return ns_redis_up(srv->redis); }
@@ -77,6 +81,10 @@ static void on_redis_state(void *arg, int up, int sub_reconnected) {
     srv->redis_seen_up = 1;
     ns_presence_reap_own_past(srv);
   }
+  if (up && !srv->redis_up_since_ms)
+    srv->redis_up_since_ms = ns_mono_ms();
+  else if (!up)
+    srv->redis_up_since_ms = 0;
   if (up)
     ns_presence_heartbeat(srv);
   ns_log(NS_LOG_INFO, "redis %s", up ? "up" : "down");
@@ -152,7 +160,8 @@ static void on_cron(uv_timer_t *t) {
     ns_pg_tick(srv->pg[i]);
   if (++srv->cron_ticks % 5 == 0)
     ns_presence_heartbeat(srv);
-  else if (srv->cron_ticks % 5 == 2 && ns__server_redis_up(srv))
+  else if (srv->cron_ticks % 5 == 2 && ns__server_redis_up(srv) &&
+           ns_mono_ms() - srv->redis_up_since_ms > REAP_AFTER_UP_MS)
     ns_presence_reap(srv);
   expire_tokens(srv);
 }

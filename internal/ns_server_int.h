@@ -47,6 +47,7 @@ struct ns_server {
   uv_signal_t sig_term, sig_int, sig_hup;
   int listen_fd;          /* shared listener of `workers = N`, or -1 */
   int redis_seen_up;      /* Redis has been up once in this process */
+  int64_t redis_up_since_ms; /* monotonic; 0 while Redis is down */
   unsigned long long canary_losses_seen; /* already in the metrics */
   uv_poll_t accept_poll;  /* readable listen_fd */
   char instance_id[80]; /* configured (<= 64) + "-w<k>" of a worker */
@@ -167,6 +168,10 @@ void ns_presence_heartbeat(ns_server *srv);
 /* The connection count in stats:conn alone (every open/close, so totals
  * are exact). */
 void ns_presence_count(ns_server *srv);
+/* Writes the presence of every ready local device again (online, this
+ * connection, in our idev set), publishing `online` where it had been lost;
+ * when the heartbeat finds that our liveness key had lapsed. */
+void ns_presence_reassert(ns_server *srv);
 /* Marks offline the devices of crashed instances (cron, every 5 s). */
 void ns_presence_reap(ns_server *srv);
 /* Marks offline the devices a previous process with this instance id left

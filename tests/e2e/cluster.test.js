@@ -264,17 +264,19 @@ test('device_status crosses instances: d2 connecting on B → d1 on A and d3 on 
   await closeAll([d1, d3]);
 });
 
-/* PUBSUB NUMSUB of one channel on the file's Redis: how many instances
- * are subscribed to it. */
-function numsub(channel) {
+/* One redis-cli command on the file's Redis; resolves its --raw output. */
+function redisCli(...args) {
   return new Promise((resolve, reject) => {
-    execFile('redis-cli', ['-p', String(svc.env.REDIS_PORT), '--raw', 'PUBSUB', 'NUMSUB', channel],
-      { timeout: 5000 }, (err, out) => {
-        if (err) return reject(err);
-        const lines = out.trim().split('\n');
-        return resolve(Number(lines[1]));
-      });
+    execFile('redis-cli', ['-p', String(svc.env.REDIS_PORT), '--raw', ...args], { timeout: 5000 }, (err, out) => {
+      if (err) reject(err);
+      else resolve(out.trim());
+    });
   });
+}
+
+/* PUBSUB NUMSUB of one channel: how many instances are subscribed to it. */
+async function numsub(channel) {
+  return Number((await redisCli('PUBSUB', 'NUMSUB', channel)).split('\n')[1]);
 }
 
 test('u:{user} is subscribed by exactly the instances holding one of the user\'s devices, and unsubscribed after', async () => {
@@ -407,6 +409,37 @@ test('stats totals: /websocket/stats and /websocket/connections on every instanc
 });
 
 /* ------------------------------------------------------- Redis restarted */
+
+test('liveness lapse: A\'s inst key gone and A\'s device reaped behind its back → A\'s next heartbeat reasserts it: online again (announced), back in idev:A, still served', { timeout: 40000 }, async () => {
+  const user = uid('lapse');
+  const watcher = await B.device(user, 'w');
+  const dev = await A.device(user, 'a');
+  await watcher.waitFor(isStatus('a', 'online'), 10000, 'a online on the watcher');
+  const instKey = `inst:${A.opts.instanceId}`;
+  const idevKey = `idev:${A.opts.instanceId}`;
+  const presKey = `presence:{${user}}`;
+  const member = `${dev.welcome.data.connection_id} a ${user}`;
+  assert.equal(await redisCli('SISMEMBER', idevKey, member), '1', 'registered in idev:A');
+  /* what a survivor's reaper does to an instance whose key ran out (an
+   * outage longer than the TTL, a stalled loop), done here at once */
+  const cur = JSON.parse(await redisCli('HGET', presKey, 'a'));
+  assert.equal(cur.status, 'online');
+  assert.equal(await redisCli('SREM', idevKey, member), '1');
+  await redisCli('HSET', presKey, 'a', JSON.stringify({ ...cur, status: 'offline' }));
+  assert.equal(await redisCli('DEL', instKey), '1');
+  assert.equal((await deviceRow(B, user, 'a')).status, 'offline', 'reaped: offline');
+  watcher.cursor = watcher.frames.length; /* only what comes from now on */
+  /* A's heartbeat (every 5 s) finds its key gone and reasserts */
+  await watcher.waitFor(isStatus('a', 'online'), 12000, 'a announced online again');
+  assert.equal((await deviceRow(B, user, 'a')).status, 'online');
+  assert.equal(await redisCli('SISMEMBER', idevKey, member), '1', 'back in idev:A');
+  assert.equal(await redisCli('EXISTS', instKey), '1');
+  assert.match(A.log(), /liveness key of this instance had lapsed: presence of \d+ devices reasserted/);
+  const id = newId();
+  assert.equal((await postNotification(C, user, { id })).status, 201);
+  await dev.waitFor(isNew(id), 10000, 'a still gets notifications');
+  await closeAll([dev, watcher]);
+});
 
 test('Redis restarted while A, B, C run: /health 503 during, 200 after; POSTs during the outage 503; every 201 reaches every online device', { timeout: 150000 }, async () => {
   const user = uid('rr');
