@@ -164,12 +164,22 @@ static void on_connect(const redisAsyncContext *ac, int status) {
   notify(s->r, s->is_sub);
 }
 
+/* One of the things ns_redis_close() waits for is over: the last one frees
+ * the object (replies still arriving on a gracefully closing context call
+ * back into it). */
+static void release(ns_redis *r) {
+  if (--r->open_handles == 0)
+    free(r);
+}
+
 static void on_disconnect(const redisAsyncContext *ac, int status) {
   slot *s = ac->data;
   s->ac = NULL;
   s->up = 0;
-  if (s->r->closing)
+  if (s->r->closing) {
+    release(s->r);
     return;
+  }
   ns_log(NS_LOG_WARN, "redis %s connection lost: %s", s->is_sub ? "sub" : "cmd",
          status == REDIS_OK ? "closed" : ac->errstr);
   if (!s->is_sub)
@@ -240,9 +250,16 @@ int ns_redis_open(ns_redis **out, uv_loop_t *loop, const char *url,
 }
 
 static void on_handle_closed(uv_handle_t *hd) {
-  ns_redis *r = ((slot *)hd->data)->r;
-  if (--r->open_handles == 0)
-    free(r);
+  release(((slot *)hd->data)->r);
+}
+
+static void close_slot(slot *s) {
+  if (!s->up) {
+    redisAsyncFree(s->ac);
+    return;
+  }
+  s->r->open_handles++; /* before: the callback may come at once */
+  redisAsyncDisconnect(s->ac);
 }
 
 void ns_redis_close(ns_redis **rp) {
@@ -252,12 +269,13 @@ void ns_redis_close(ns_redis **rp) {
     return;
   r->closing = 1;
   /* A connected context is disconnected gracefully (pending commands, such
-   * as the shutdown's presence updates, still complete); one that is still
-   * connecting is freed. */
+   * as the shutdown's presence updates, still complete, and their replies
+   * may call back into `r`, so `r` lives until its disconnect callback);
+   * one that is still connecting is freed (no callback comes). */
   if (r->cmd.ac)
-    r->cmd.up ? redisAsyncDisconnect(r->cmd.ac) : redisAsyncFree(r->cmd.ac);
+    close_slot(&r->cmd);
   if (r->sub.ac)
-    r->sub.up ? redisAsyncDisconnect(r->sub.ac) : redisAsyncFree(r->sub.ac);
+    close_slot(&r->sub);
   uv_close((uv_handle_t *)&r->cmd.retry, on_handle_closed);
   uv_close((uv_handle_t *)&r->sub.retry, on_handle_closed);
 }
