@@ -171,6 +171,14 @@ void ns__key(const ns_server *srv, char *buf, size_t n, const char *fmt, ...) {
   va_end(ap);
 }
 
+void ns__ukey(const ns_server *srv, char *buf, size_t n, const char *kind,
+              const char *user, const char *device) {
+  if (device)
+    ns__key(srv, buf, n, "%s:{%s}:%s", kind, user, device);
+  else
+    ns__key(srv, buf, n, "%s:{%s}", kind, user);
+}
+
 /* ---- small helpers ---- */
 
 static char *presence_json(const char *status, const ns_server *srv,
@@ -181,6 +189,11 @@ static char *presence_json(const char *status, const ns_server *srv,
            "\"since\":%lld,\"last_seen\":%lld}",
            status, srv->instance_id, conn_id, (long long)since, (long long)ls);
   return s;
+}
+
+/* This instance's set of its connections. */
+static void idev_key(const ns_server *srv, char *buf, size_t n) {
+  ns__key(srv, buf, n, "idev:%s", srv->instance_id);
 }
 
 /* A connection's member of its instance's idev set: "conn device user"
@@ -324,7 +337,7 @@ void ns_presence_reap_own_past(ns_server *srv) {
 
 static void user_channel(const ns_server *srv, const char *user, char *buf,
                          size_t n) {
-  ns__key(srv, buf, n, "u:{%s}", user);
+  ns__ukey(srv, buf, n, "u", user, NULL);
 }
 
 /* ---- device list: PostgreSQL rows merged with Redis presence ---- */
@@ -391,9 +404,9 @@ static void on_devlist_rows(PGresult *res, void *arg) {
     row->first_seen_ms = atoll(PQgetvalue(res, i, 3));
     row->last_seen_ms = atoll(PQgetvalue(res, i, 4));
   }
-  ns__key(srv, key, sizeof(key), "presence:{%s}", op->user);
+  ns__ukey(srv, key, sizeof(key), "presence", op->user, NULL);
   ns__key(srv, iprefix, sizeof(iprefix), "inst:");
-  ns__key(srv, qprefix, sizeof(qprefix), "q:{%s}:", op->user);
+  ns__ukey(srv, qprefix, sizeof(qprefix), "q", op->user, "");
   args[0] = key;
   args[1] = iprefix;
   args[2] = qprefix;
@@ -583,14 +596,14 @@ void ns_presence_connect(ns_conn *c) {
   if (ns_hub_user_devices(srv->hub, c->who.sub) == 1)
     ns_redis_subscribe(srv->redis, ch);
 
-  ns__key(srv, key, sizeof(key), "presence:{%s}", c->who.sub);
+  ns__ukey(srv, key, sizeof(key), "presence", c->who.sub, NULL);
   ns__key(srv, iprefix, sizeof(iprefix), "inst:");
   snprintf(max, sizeof(max), "%lld", (long long)srv->cfg->max_devices_per_user);
   val = presence_json("online", srv, c->id, now, now);
   online = status_event(c->device, "online", now);
   snprintf(kick, sizeof(kick), "{\"k\":\"kick\",\"d\":\"%s\",\"c\":\"%s\"}",
            c->device, c->id);
-  ns__key(srv, idev, sizeof(idev), "idev:%s", srv->instance_id);
+  idev_key(srv, idev, sizeof(idev));
   member = idev_member(c->id, c->device, c->who.sub);
   args[0] = key;
   args[1] = ch;
@@ -621,13 +634,13 @@ void ns_presence_reassert(ns_server *srv) {
   size_t n = 0;
   char key[256], ch[256], idev[160];
   const char *args[7];
-  ns__key(srv, idev, sizeof(idev), "idev:%s", srv->instance_id);
+  idev_key(srv, idev, sizeof(idev));
   for (c = srv->conns; c; c = c->next) {
     int64_t now = ns_now_ms();
     char *val, *member, *online;
     if (c->is_public || !c->in_hub || c->state != NS_CONN_READY)
       continue;
-    ns__key(srv, key, sizeof(key), "presence:{%s}", c->who.sub);
+    ns__ukey(srv, key, sizeof(key), "presence", c->who.sub, NULL);
     user_channel(srv, c->who.sub, ch, sizeof(ch));
     val = presence_json("online", srv, c->id, now, now);
     member = idev_member(c->id, c->device, c->who.sub);
@@ -647,7 +660,7 @@ void ns_presence_reassert(ns_server *srv) {
   }
   if (n)
     ns_log(NS_LOG_WARN, "liveness key of this instance had lapsed: presence "
-           "of %zu devices reasserted", n);
+           "of %zu devices reasserted (rewritten where it was lost)", n);
 }
 
 /* ---- disconnect ---- */
@@ -670,7 +683,7 @@ static void mark_offline(ns_server *srv, const char *user, const char *device,
   char *member = idev_member(conn_id, device, user);
   char idev[160];
   const char *args[8];
-  ns__key(srv, key, sizeof(key), "presence:{%s}", user);
+  ns__ukey(srv, key, sizeof(key), "presence", user, NULL);
   user_channel(srv, user, ch, sizeof(ch));
   args[0] = key;
   args[1] = ch;
@@ -678,7 +691,7 @@ static void mark_offline(ns_server *srv, const char *user, const char *device,
   args[3] = conn_id;
   args[4] = val;
   args[5] = ev;
-  ns__key(srv, idev, sizeof(idev), "idev:%s", srv->instance_id);
+  idev_key(srv, idev, sizeof(idev));
   args[6] = idev;
   args[7] = member;
   if (eval(srv, op_done, srv, LUA_OFFLINE, 2, args, 8) == 0)
@@ -941,9 +954,9 @@ static void on_forget_row(PGresult *res, void *arg) {
     free(op);
     return;
   }
-  ns__key(srv, pkey, sizeof(pkey), "presence:{%s}", op->user);
-  ns__key(srv, qkey, sizeof(qkey), "q:{%s}:%s", op->user, op->device);
-  ns__key(srv, ckey, sizeof(ckey), "cur:{%s}", op->user);
+  ns__ukey(srv, pkey, sizeof(pkey), "presence", op->user, NULL);
+  ns__ukey(srv, qkey, sizeof(qkey), "q", op->user, op->device);
+  ns__ukey(srv, ckey, sizeof(ckey), "cur", op->user, NULL);
   ns_redis_cmd(srv->redis, NULL, NULL, "HDEL %s %s", pkey, op->device);
   ns_redis_cmd(srv->redis, NULL, NULL, "HDEL %s %s", ckey, op->device);
   if (ns_redis_cmd(srv->redis, on_forget_redis, op, "DEL %s", qkey) != 0) {

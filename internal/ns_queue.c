@@ -121,8 +121,8 @@ static int id_cmp(const char *x, const char *y) {
 }
 
 static void qkeys(const ns_conn *c, char *q, size_t qn, char *cur, size_t cn) {
-  ns__key(c->srv, q, qn, "q:{%s}:%s", c->who.sub, c->device);
-  ns__key(c->srv, cur, cn, "cur:{%s}", c->who.sub);
+  ns__ukey(c->srv, q, qn, "q", c->who.sub, c->device);
+  ns__ukey(c->srv, cur, cn, "cur", c->who.sub, NULL);
 }
 
 /* ---- push ---- */
@@ -170,8 +170,8 @@ int ns_queue_push(ns_server *srv, const char *user, const char *targets_csv,
   snprintf(commit, sizeof(commit), "%lld", (long long)commit_ms);
   snprintf(nkeys, sizeof(nkeys), "%zu", ndev + 3);
   ns__key(srv, mkey, sizeof(mkey), "qd:%s", marker ? marker : "-");
-  ns__key(srv, ch, sizeof(ch), "u:{%s}", user);
-  ns__key(srv, ql, sizeof(ql), "ql:{%s}", user);
+  ns__ukey(srv, ch, sizeof(ch), "u", user, NULL);
+  ns__ukey(srv, ql, sizeof(ql), "ql", user, NULL);
 
   argc = 3 + (ndev + 3) + 8;
   argv = ns_xcalloc(argc, sizeof(*argv));
@@ -187,7 +187,7 @@ int ns_queue_push(ns_server *srv, const char *user, const char *targets_csv,
     size_t n = end ? (size_t)(end - p) : strlen(p);
     char key[300], dev[NS_DEVICE_ID_MAX + 1];
     snprintf(dev, sizeof(dev), "%.*s", (int)NS_MIN(n, sizeof(dev) - 1), p);
-    ns__key(srv, key, sizeof(key), "q:{%s}:%s", user, dev);
+    ns__ukey(srv, key, sizeof(key), "q", user, dev);
     owned[i] = ns_xstrdup(key);
     argv[6 + i] = owned[i];
     p = end ? end + 1 : p + n;

@@ -222,6 +222,12 @@ int ns_notify_action(ns_server *srv, const char *user, const char *id,
 /* Key / channel names with the configured prefix. */
 void ns__key(const ns_server *srv, char *buf, size_t n, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* A per-user key or channel: "<prefix><kind>:{<user>}", then ":<device>"
+ * when `device` is given.  The braces are literal: a Redis Cluster hash tag,
+ * and what keeps user and device apart (a device id has no '}').  The reaper
+ * script (ns_presence.c) builds the same shape in Lua. */
+void ns__ukey(const ns_server *srv, char *buf, size_t n, const char *kind,
+              const char *user, const char *device);
 
 int ns__server_redis_up(const ns_server *srv);
 
