@@ -52,8 +52,17 @@ void ns_conn_unref(ns_conn *c) {
     return;
   ring_clear(c);
   free(c->ring);
-  free(c->rx);
+  ns_conn_free_rx(c);
   free(c);
+}
+
+void ns_conn_free_rx(ns_conn *c) {
+  c->rx_len = 0;
+  if (!c->rx)
+    return;
+  c->srv->inbound_bytes -= c->rx_cap;
+  free(c->rx);
+  c->rx = NULL;
 }
 
 void ns_conn_on_closed(ns_conn *c) {
@@ -169,9 +178,12 @@ int ns_conn_on_writable(ns_conn *c) {
 }
 
 void ns_conn_close(ns_conn *c, int code, const char *reason) {
+  char label[16];
   if (!c->wsi || c->close_code)
     return;
   c->close_code = code;
+  snprintf(label, sizeof(label), "%d", code);
+  ns_metrics_inc(&c->srv->metrics, NS_M_CLOSES, label);
   snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
   c->state = NS_CONN_CLOSING;
   /* The close frame is sent from LWS_CALLBACK_TIMER; the cancel wakes lws so

@@ -28,6 +28,8 @@ static ns_server *srv_of(struct lws *wsi) {
 }
 
 void ns__http_req_free(ns_req *r) {
+  if (r->body)
+    r->srv->http_body_bytes -= r->body_max + 1;
   free(r->body);
   free(r->resp);
   free(r);
@@ -118,13 +120,26 @@ static void h_health(ns_req *r, const char *arg) {
 
 static void h_metrics(ns_req *r, const char *arg) {
   ns_server *srv = r->srv;
-  ns_metrics_gauges g;
+  ns_metrics_gauges g = {0};
   size_t len;
   char *text;
+  int i;
   g.connections = srv->nconns;
   g.device_connections = ns_hub_conn_count(srv->hub);
   g.users = ns_hub_user_count(srv->hub);
   g.outbound_bytes = srv->outbound_bytes;
+  g.inbound_bytes = srv->inbound_bytes;
+  g.http_body_bytes = srv->http_body_bytes;
+  g.redis_inflight = ns_redis_inflight(srv->redis);
+  g.redis_inflight_limit = NS_REDIS_MAX_INFLIGHT;
+  g.redis_overloads = ns_redis_overloads(srv->redis);
+  g.pg_queued_limit = (uint64_t)NS_PG_POOL * NS_PG_MAX_QUEUED;
+  for (i = 0; i < NS_PG_POOL; i++) {
+    g.pg_queued += ns_pg_load(srv->pg[i]);
+    g.pg_overloads += ns_pg_overloads(srv->pg[i]);
+  }
+  g.ip_entries = ns_iplimit_size(srv->iplimit);
+  g.ip_entries_limit = NS_IPLIMIT_ENTRIES;
   g.redis_up = ns__server_redis_up(srv);
   g.postgres_up = srv->pg_ready > 0;
   g.uptime_s = (ns_now_ms() - srv->start_ms) / 1000;
@@ -375,6 +390,7 @@ static int on_http(struct lws *wsi, ns_session *s, const char *uri) {
     }
     r->body_max = (size_t)len;
     r->body = ns_xmalloc(r->body_max + 1);
+    srv->http_body_bytes += r->body_max + 1;
     if (len > 0)
       return 0; /* wait for HTTP_BODY / HTTP_BODY_COMPLETION */
   }

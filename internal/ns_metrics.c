@@ -20,6 +20,8 @@ static const struct {
     {"notisync_http_requests_total", "status", "REST requests by status"},
     {"notisync_cluster_events_total", "event",
      "Scale-out events: subscriber reconnects, canary losses, reaping"},
+    {"notisync_closes_total", "code",
+     "WebSocket connections closed by the server, by close code"},
 };
 
 static const double lat_bounds[NS_LAT_BUCKETS] = {
@@ -111,6 +113,28 @@ char *ns_metrics_render(const ns_metrics *m, const ns_metrics_gauges *g,
         (uint64_t)g->postgres_up);
   gauge(&o, "notisync_uptime_seconds", "Seconds since start",
         (uint64_t)g->uptime_s);
+  gauge(&o, "notisync_inbound_bytes",
+        "Bytes held assembling fragmented client messages", g->inbound_bytes);
+  gauge(&o, "notisync_http_body_bytes",
+        "Bytes held for REST request bodies being read", g->http_body_bytes);
+  gauge(&o, "notisync_redis_inflight_commands",
+        "Redis commands sent and not yet answered", g->redis_inflight);
+  gauge(&o, "notisync_redis_inflight_commands_limit",
+        "Redis commands in flight at most", g->redis_inflight_limit);
+  gauge(&o, "notisync_postgres_queued_queries",
+        "PostgreSQL queries queued or running", g->pg_queued);
+  gauge(&o, "notisync_postgres_queued_queries_limit",
+        "PostgreSQL queries queued at most", g->pg_queued_limit);
+  gauge(&o, "notisync_handshake_limiter_entries",
+        "Client addresses tracked by the handshake limiter", g->ip_entries);
+  gauge(&o, "notisync_handshake_limiter_entries_limit",
+        "Client addresses tracked at most", g->ip_entries_limit);
+  outf(&o, "# HELP notisync_overload_rejections_total Requests refused because "
+           "a backend queue was full\n# TYPE notisync_overload_rejections_total "
+           "counter\nnotisync_overload_rejections_total{queue=\"redis\"} %llu\n"
+           "notisync_overload_rejections_total{queue=\"postgres\"} %llu\n",
+       (unsigned long long)g->redis_overloads,
+       (unsigned long long)g->pg_overloads);
   counter(&o, "notisync_queue_appends_total", "Messages appended to queues",
           m->queue_appends);
   counter(&o, "notisync_slow_consumer_closes_total",

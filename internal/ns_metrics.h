@@ -21,6 +21,7 @@ typedef enum {
   NS_M_QUEUE_DROPPED,    /* notisync_queue_dropped_total{reason} */
   NS_M_HTTP,             /* notisync_http_requests_total{status} */
   NS_M_CLUSTER,          /* notisync_cluster_events_total{event} */
+  NS_M_CLOSES,           /* notisync_closes_total{code} */
   NS_M__FAMILIES
 } ns_metric_family;
 
@@ -41,15 +42,22 @@ typedef struct ns_metrics {
   double lat_sum;
 } ns_metrics;
 
-/* Gauges sampled at render time. */
+/* Sampled at render time: gauges, and the counters other modules keep.
+ * Each bounded buffer shows its fill, and its limit where one number is. */
 typedef struct ns_metrics_gauges {
   uint64_t connections;
   uint64_t device_connections;
-  uint64_t outbound_bytes;
+  uint64_t outbound_bytes;  /* outbound rings (max_outbound_bytes each) */
   uint64_t users;
   int redis_up;
   int postgres_up;
   int64_t uptime_s;
+  uint64_t inbound_bytes;   /* message assembly (max_message_bytes each) */
+  uint64_t http_body_bytes; /* request bodies (max_body_bytes each) */
+  uint64_t redis_inflight, redis_inflight_limit;
+  uint64_t pg_queued, pg_queued_limit;
+  uint64_t ip_entries, ip_entries_limit;
+  uint64_t redis_overloads, pg_overloads; /* refused at the limit */
 } ns_metrics_gauges;
 
 void ns_metrics_init(ns_metrics *m);

@@ -49,6 +49,7 @@ struct ns_pg {
   int64_t backoff_ms;
   query *head, *tail;
   size_t nqueued;
+  unsigned long long overloads; /* queries refused at NS_PG_MAX_QUEUED */
   int inflight;
   int64_t sent_ms;
   const char *prepared[MAX_PREPARED]; /* names prepared on this connection */
@@ -326,8 +327,12 @@ int ns_pg_query_prepared(ns_pg *pg, const char *stmt, const char *sql,
                          void *arg) {
   query *q;
   int i;
-  if (!pg || !pg->up || pg->nqueued >= NS_PG_MAX_QUEUED)
+  if (!pg || !pg->up)
     return NS_EUNAVAIL;
+  if (pg->nqueued >= NS_PG_MAX_QUEUED) {
+    pg->overloads++;
+    return NS_EUNAVAIL;
+  }
   q = ns_xcalloc(1, sizeof(*q));
   q->sql = ns_xstrdup(sql);
   q->nparams = nparams;
@@ -351,7 +356,11 @@ int ns_pg_query_prepared(ns_pg *pg, const char *stmt, const char *sql,
 
 int ns_pg_up(const ns_pg *pg) { return pg && pg->up; }
 
-size_t ns_pg_load(const ns_pg *pg) { return pg->nqueued; }
+size_t ns_pg_load(const ns_pg *pg) { return pg ? pg->nqueued : 0; }
+
+unsigned long long ns_pg_overloads(const ns_pg *pg) {
+  return pg ? pg->overloads : 0;
+}
 
 void ns_pg_tick(ns_pg *pg) {
   if (pg && pg->up && pg->inflight &&

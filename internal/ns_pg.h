@@ -51,8 +51,10 @@ int ns_pg_query_prepared(ns_pg *pg, const char *stmt, const char *sql,
 
 int ns_pg_up(const ns_pg *pg);
 
-/* Queries queued or in flight on this connection. */
+/* Queries queued or in flight on this connection (at most
+ * NS_PG_MAX_QUEUED), and how many were refused at that bound. */
 size_t ns_pg_load(const ns_pg *pg);
+unsigned long long ns_pg_overloads(const ns_pg *pg);
 
 /* Checks the in-flight query's age; call once a second. */
 void ns_pg_tick(ns_pg *pg);

@@ -262,7 +262,9 @@ static void send_overflow(ns_conn *c, long long missed) {
   json_object *d = json_object_new_object();
   json_object_object_add(d, "missed", json_object_new_int64(missed));
   ns_conn_send_json(c, "queue_overflow", d, NULL);
-  ns_metrics_inc(&c->srv->metrics, NS_M_QUEUE_DROPPED, "missed");
+  /* messages, not episodes: what this device lost to the cap or to age */
+  ns_metrics_add(&c->srv->metrics, NS_M_QUEUE_DROPPED, "missed",
+                 (uint64_t)missed);
 }
 
 /* Ends the connect read: the callback runs once and is forgotten. */

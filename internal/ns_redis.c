@@ -67,6 +67,8 @@ struct ns_redis {
   unsigned long long canary_losses;
   void (*barrier_cb)(void *); /* ns_redis_after_subscribes() pending */
   void *barrier_arg;
+  size_t inflight;             /* commands sent, reply not yet seen */
+  unsigned long long overloads; /* commands refused at NS_REDIS_MAX_INFLIGHT */
   int closing;
   int open_handles;
 };
@@ -285,14 +287,35 @@ typedef struct pending {
   void *arg;
 } pending;
 
+/* A callback record for one command, or NULL (and counted) when
+ * NS_REDIS_MAX_INFLIGHT commands already await their replies: a stalled
+ * Redis must not grow hiredis' output buffer without end. */
+static pending *pending_new(ns_redis *r, ns_redis_cb cb, void *arg) {
+  pending *p;
+  if (r->inflight >= NS_REDIS_MAX_INFLIGHT) {
+    r->overloads++;
+    return NULL;
+  }
+  p = ns_xmalloc(sizeof(*p));
+  p->cb = cb;
+  p->arg = arg;
+  r->inflight++;
+  return p;
+}
+
+static void pending_free(ns_redis *r, pending *p) {
+  r->inflight--;
+  free(p);
+}
+
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
   pending *p = privdata;
   redisReply *rr = reply;
+  slot *s = ac->data;
   if (rr && rr->type == REDIS_REPLY_ERROR && rr->str &&
       strncmp(rr->str, "NOSCRIPT", 8) == 0) {
     /* SCRIPT FLUSH while connected: this call fails (the caller sees an
      * error reply, as for any Redis error); the next ones send the source. */
-    slot *s = ac->data;
     int i;
     ns_log(NS_LOG_WARN, "redis: script cache flushed: resending sources");
     for (i = 0; i < s->r->nscripts; i++)
@@ -300,7 +323,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
   }
   if (p->cb)
     p->cb(reply, p->arg);
-  free(p);
+  pending_free(s->r, p);
 }
 
 int ns_redis_cmd(ns_redis *r, ns_redis_cb cb, void *arg, const char *fmt,
@@ -308,16 +331,13 @@ int ns_redis_cmd(ns_redis *r, ns_redis_cb cb, void *arg, const char *fmt,
   va_list ap;
   pending *p;
   int rc;
-  if (!r || !r->cmd.up || !r->cmd.ac)
+  if (!r || !r->cmd.up || !r->cmd.ac || !(p = pending_new(r, cb, arg)))
     return NS_EUNAVAIL;
-  p = ns_xmalloc(sizeof(*p));
-  p->cb = cb;
-  p->arg = arg;
   va_start(ap, fmt);
   rc = redisvAsyncCommand(r->cmd.ac, on_reply, p, fmt, ap);
   va_end(ap);
   if (rc != REDIS_OK) {
-    free(p);
+    pending_free(r, p);
     return NS_EUNAVAIL;
   }
   return 0;
@@ -350,7 +370,7 @@ int ns_redis_cmdargv(ns_redis *r, ns_redis_cb cb, void *arg, int argc,
   pending *p;
   script *sc;
   int rc;
-  if (!r || !r->cmd.up || !r->cmd.ac)
+  if (!r || !r->cmd.up || !r->cmd.ac || !(p = pending_new(r, cb, arg)))
     return NS_EUNAVAIL;
   if (argc >= 3 && !argvlen && strcmp(argv[0], "EVAL") == 0 &&
       (sc = script_of(r, argv[1])) != NULL) {
@@ -366,14 +386,11 @@ int ns_redis_cmdargv(ns_redis *r, ns_redis_cb cb, void *arg, int argc,
     }
     sc->loaded = 1;
   }
-  p = ns_xmalloc(sizeof(*p));
-  p->cb = cb;
-  p->arg = arg;
   rc = redisAsyncCommandArgv(r->cmd.ac, on_reply, p, argc, av, argvlen);
   if (av != argv && av != local)
     free(av);
   if (rc != REDIS_OK) {
-    free(p);
+    pending_free(r, p);
     return NS_EUNAVAIL;
   }
   return 0;
@@ -439,6 +456,12 @@ void ns_redis_unsubscribe(ns_redis *r, const char *channel) {
 
 unsigned long long ns_redis_canary_losses(const ns_redis *r) {
   return r ? r->canary_losses : 0;
+}
+
+size_t ns_redis_inflight(const ns_redis *r) { return r ? r->inflight : 0; }
+
+unsigned long long ns_redis_overloads(const ns_redis *r) {
+  return r ? r->overloads : 0;
 }
 
 int ns_redis_up(const ns_redis *r) {

@@ -57,9 +57,14 @@ int ns_redis_url_valid(const char *url);
  * *r is cleared. */
 void ns_redis_close(ns_redis **r);
 
+/* Commands awaiting a reply at most.  Past it a command is refused like
+ * an unavailable Redis (the producer gets 503, the device an `unavailable`
+ * error): a stalled Redis does not grow the output buffer without end. */
+#define NS_REDIS_MAX_INFLIGHT 100000
+
 /* Sends a command (hiredis printf-style format; %b binary-safe).  Returns 0
- * and later calls cb exactly once, or NS_EUNAVAIL when not connected (cb is
- * never called). */
+ * and later calls cb exactly once, or NS_EUNAVAIL when not connected or at
+ * NS_REDIS_MAX_INFLIGHT (cb is never called). */
 int ns_redis_cmd(ns_redis *r, ns_redis_cb cb, void *arg, const char *fmt, ...);
 int ns_redis_cmdargv(ns_redis *r, ns_redis_cb cb, void *arg, int argc,
                      const char **argv, const size_t *argvlen);
@@ -86,6 +91,10 @@ int ns_redis_up(const ns_redis *r);
 
 /* How many times the subscriber was dropped for a lost canary. */
 unsigned long long ns_redis_canary_losses(const ns_redis *r);
+
+/* Commands awaiting a reply now, and how many were refused at the bound. */
+size_t ns_redis_inflight(const ns_redis *r);
+unsigned long long ns_redis_overloads(const ns_redis *r);
 
 /* Liveness check; call once a second. */
 void ns_redis_tick(ns_redis *r);

@@ -31,7 +31,6 @@
  * an outage every instance's liveness key may have expired, and each needs
  * time (reconnect backoff <= 5 s) to refresh its own before it is judged. */
 #define REAP_AFTER_UP_MS 20000
-#define IPLIMIT_ENTRIES 65536
 
 int ns__server_redis_up(const ns_server *srv) { return ns_redis_up(srv->redis); }
 
@@ -442,7 +441,7 @@ int ns_server_new(ns_server **out, const ns_config *cfg, int listen_fd,
   make_instance_id(srv);
   ns_metrics_init(&srv->metrics);
   srv->hub = ns_hub_new();
-  srv->iplimit = ns_iplimit_new(IPLIMIT_ENTRIES, (double)cfg->handshake_rate_per_ip,
+  srv->iplimit = ns_iplimit_new(NS_IPLIMIT_ENTRIES, (double)cfg->handshake_rate_per_ip,
                                 (double)cfg->handshake_burst_per_ip);
   uv_loop_init(&srv->loop);
   if ((rc = open_auth(srv, err, errlen)) != 0)

@@ -27,6 +27,9 @@ typedef struct ns_conn ns_conn;
  * POSTs) commit concurrently. */
 #define NS_PG_POOL 4
 
+/* Client addresses the handshake limiter tracks at most (oldest reused). */
+#define NS_IPLIMIT_ENTRIES 65536
+
 struct ns_server {
   const ns_config *cfg;
   uv_loop_t loop;
@@ -56,7 +59,9 @@ struct ns_server {
   uint64_t conn_seq;
   ns_conn *conns;        /* every WebSocket connection (list) */
   size_t nconns;
-  uint64_t outbound_bytes;
+  uint64_t outbound_bytes;  /* in outbound rings (metric) */
+  uint64_t inbound_bytes;   /* in message assembly buffers (metric) */
+  uint64_t http_body_bytes; /* in request bodies being read (metric) */
   struct ns_pending_off *offline; /* devices inside presence_grace */
   int stopping;
   int retired;           /* liveness key and stats entry removed */
@@ -89,7 +94,7 @@ struct ns_conn {
   size_t out_bytes;
   /* inbound message assembly (fragments), bounded by max_message_bytes */
   char *rx;
-  size_t rx_len;
+  size_t rx_len, rx_cap;
   /* client message rate limit: token bucket */
   ns_bucket bucket;
   int64_t limited_since_ms; /* start of the current run of refusals */
@@ -126,6 +131,8 @@ int ns_conn_on_writable(ns_conn *c);
 /* Asks lws to close the connection with `code`/`reason` from a safe point
  * (an lws timer callback: see STACK.md on close frames under libuv). */
 void ns_conn_close(ns_conn *c, int code, const char *reason);
+/* Releases the message assembly buffer once a message is complete. */
+void ns_conn_free_rx(ns_conn *c);
 /* Called when lws reports the socket closed: releases the socket's ref. */
 void ns_conn_on_closed(ns_conn *c);
 

@@ -303,8 +303,13 @@ static int on_receive(ns_conn *c, struct lws *wsi, const char *in,
     return 0;
   }
   if (!final || c->rx_len) {
-    if (!c->rx)
-      c->rx = ns_xmalloc(max + 1);
+    /* A message in several pieces is assembled in a buffer of
+     * max_message_bytes, held only until the message is complete. */
+    if (!c->rx) {
+      c->rx_cap = max + 1;
+      c->rx = ns_xmalloc(c->rx_cap);
+      c->srv->inbound_bytes += c->rx_cap;
+    }
     memcpy(c->rx + c->rx_len, in, len);
     c->rx_len += len;
     if (!final)
@@ -318,7 +323,7 @@ static int on_receive(ns_conn *c, struct lws *wsi, const char *in,
     ns_conn_send_error(c, "rate_limited", "too many messages", NULL);
   else
     handle_message(c, in, len);
-  c->rx_len = 0;
+  ns_conn_free_rx(c);
   return 0;
 }
 

@@ -6,7 +6,7 @@
  * that does not read).
  */
 const assert = require('node:assert/strict');
-const { test, useServer, uid, until, sleep } = require('./lib/harness');
+const { test, useServer, uid, until, sleep, metricSum } = require('./lib/harness');
 
 const rate = useServer({ env: { NOTISYNC_CLIENT_MSG_RATE: '1', NOTISYNC_CLIENT_MSG_BURST: '3' } });
 const hs = useServer({
@@ -93,5 +93,8 @@ test('a client that does not read is closed with 1013 once its outbound buffer p
   assert.equal((await bystander.ping()).type, 'pong');
   const m = await slow.http('GET', '/metrics');
   assert.match(m.text, /notisync_slow_consumer_closes_total [1-9]/);
+  assert.match(m.text, /notisync_closes_total\{code="1013"\} [1-9]/);
   await bystander.close();
+  /* every ring is empty again once the slow reader is gone */
+  assert.ok(await until(async () => (await metricSum(slow, 'notisync_outbound_bytes')) === 0, { timeoutMs: 5000, what: 'rings empty' }));
 });

@@ -6,7 +6,7 @@
  * max_message_bytes closes the connection with 1009.
  */
 const assert = require('node:assert/strict');
-const { test, useServer, uid, isTimestamp } = require('./lib/harness');
+const { test, useServer, uid, isTimestamp, metricSum, until } = require('./lib/harness');
 
 const MAX = 1024;
 const srv = useServer({
@@ -168,6 +168,24 @@ test('a fragmented message larger than max_message_bytes → close 1009', async 
   c.ws.send(`${part}"}`, { fin: true });
   const info = await c.closed();
   assert.equal(info.code, 1009, `close code: ${c.describe()}`);
+  assert.ok((await metricSum(srv, 'notisync_closes_total', /code="1009"/)) >= 2,
+    'both 1009 closes are counted');
+});
+
+test('a fragmented message within the bound is answered, and its assembly buffer is released', async () => {
+  const c = await srv.device(uid(), 'frag-ok');
+  const part = 'y'.repeat(200);
+  c.ws.send(`{"type":"ping","ref":"assembled","pad":"${part}`, { fin: false });
+  c.ws.send(part, { fin: false });
+  /* mid-message, one buffer of max_message_bytes (+1 for the NUL) is held */
+  assert.ok((await metricSum(srv, 'notisync_inbound_bytes')) >= MAX + 1);
+  c.ws.send(`${part}"}`, { fin: true });
+  const pong = await c.next('pong');
+  assert.equal(pong.ref, 'assembled');
+  assert.ok(await until(async () => (await metricSum(srv, 'notisync_inbound_bytes')) === 0, { timeoutMs: 5000, what: 'assembly buffer released' }),
+    'the buffer is released once the message is complete');
+  assert.equal((await c.ping()).type, 'pong');
+  await c.close();
 });
 
 test('other connections are unaffected by all of the above', async () => {

@@ -12,7 +12,7 @@
 const assert = require('node:assert/strict');
 const {
   test, useServer, uid, sleep, newId, postNotification, durables, notifIds, autoAck,
-  cmpStreamId, drainUntilIdle,
+  cmpStreamId, drainUntilIdle, metricSum,
 } = require('./lib/harness');
 
 const srv = useServer();
@@ -267,6 +267,7 @@ test('non-ack mode: what was written to the socket is not replayed (graceful clo
 
 test('cap queue_max_messages=20: 30 posted offline → queue_overflow {missed:10}, then the newest 20 in order', async () => {
   const user = uid();
+  const droppedBefore = (await metricSum(capped, 'notisync_queue_dropped_total', /reason="missed"/)) || 0;
   await register(capped, user, 'D');
   const ids = await postSeq(capped, user, 30);
   const d = await capped.device(user, 'D');
@@ -276,6 +277,8 @@ test('cap queue_max_messages=20: 30 posted offline → queue_overflow {missed:10
   const follow = afterWelcome(d).filter((m) => m.type !== 'device_status');
   assert.equal(follow[0].type, 'queue_overflow', `queue_overflow first after welcome: ${d.describe()}`);
   assert.deepEqual(follow[0].data, { missed: 10 });
+  assert.equal(await metricSum(capped, 'notisync_queue_dropped_total', /reason="missed"/), droppedBefore + 10,
+    'the metric counts the 10 lost messages');
   assert.deepEqual(follow.slice(1).map((m) => m.type), Array(20).fill('new_notification'), d.describe());
   assert.deepEqual(follow.slice(1).map((m) => m.data.id), ids.slice(10), 'the newest 20, oldest first');
   assertIncreasing(follow.slice(1), 'capped replay');

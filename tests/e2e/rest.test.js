@@ -280,6 +280,17 @@ test('GET /metrics: Prometheus text with the core series', async () => {
   assert.equal(value('notisync_redis_up'), 1);
   assert.equal(value('notisync_postgres_up'), 1);
   assert.ok(value('notisync_connections') >= 1, 'one connection open');
+  /* every bounded buffer: its fill and, where it is one number, its limit */
+  assert.equal(value('notisync_redis_inflight_commands_limit'), 100000);
+  assert.equal(value('notisync_postgres_queued_queries_limit'), 4 * 10000);
+  assert.equal(value('notisync_handshake_limiter_entries_limit'), 65536);
+  assert.ok(value('notisync_handshake_limiter_entries') >= 1, 'our address is tracked');
+  assert.ok(value('notisync_redis_inflight_commands') < 100000);
+  assert.ok(value('notisync_postgres_queued_queries') < 40000);
+  for (const name of ['notisync_outbound_bytes', 'notisync_inbound_bytes', 'notisync_http_body_bytes'])
+    assert.ok(Number.isFinite(value(name)), `${name} is exported`);
+  assert.match(t, /^notisync_overload_rejections_total\{queue="redis"\} 0$/m);
+  assert.match(t, /^notisync_overload_rejections_total\{queue="postgres"\} 0$/m);
   const hs = [...t.matchAll(/^notisync_handshakes_total(?:\{[^}]*\})? ([0-9.eE+-]+)$/gm)].map((m) => Number(m[1]));
   assert.ok(hs.reduce((x, y) => x + y, 0) >= 1, 'at least one handshake counted');
   for (const line of t.split('\n')) {

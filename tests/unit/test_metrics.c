@@ -16,7 +16,9 @@
 static ns_metrics m;
 
 static void test_render_has_required_families(void **state) {
-  ns_metrics_gauges g = {7, 5, 100, 3, 1, 0, 12};
+  ns_metrics_gauges g = {.connections = 7, .device_connections = 5,
+                         .outbound_bytes = 100, .users = 3, .redis_up = 1,
+                         .uptime_s = 12};
   size_t len;
   char *s;
   (void)state;
@@ -87,12 +89,44 @@ static void test_histogram_cumulative(void **state) {
   free(s);
 }
 
+/* Every bounded buffer is visible: its fill, its limit, and the refusals
+ * at the limit; server closes are counted by code. */
+static void test_bounds_are_rendered(void **state) {
+  ns_metrics_gauges g = {.inbound_bytes = 65537, .http_body_bytes = 1025,
+                         .redis_inflight = 3, .redis_inflight_limit = 100000,
+                         .pg_queued = 2, .pg_queued_limit = 40000,
+                         .ip_entries = 9, .ip_entries_limit = 65536,
+                         .redis_overloads = 4, .pg_overloads = 5};
+  size_t len;
+  char *s;
+  (void)state;
+  ns_metrics_init(&m);
+  ns_metrics_inc(&m, NS_M_CLOSES, "1013");
+  ns_metrics_inc(&m, NS_M_CLOSES, "1013");
+  ns_metrics_inc(&m, NS_M_CLOSES, "4000");
+  s = ns_metrics_render(&m, &g, &len);
+  assert_non_null(strstr(s, "notisync_inbound_bytes 65537\n"));
+  assert_non_null(strstr(s, "notisync_http_body_bytes 1025\n"));
+  assert_non_null(strstr(s, "notisync_redis_inflight_commands 3\n"));
+  assert_non_null(strstr(s, "notisync_redis_inflight_commands_limit 100000\n"));
+  assert_non_null(strstr(s, "notisync_postgres_queued_queries 2\n"));
+  assert_non_null(strstr(s, "notisync_postgres_queued_queries_limit 40000\n"));
+  assert_non_null(strstr(s, "notisync_handshake_limiter_entries 9\n"));
+  assert_non_null(strstr(s, "notisync_handshake_limiter_entries_limit 65536\n"));
+  assert_non_null(strstr(s, "notisync_overload_rejections_total{queue=\"redis\"} 4\n"));
+  assert_non_null(strstr(s, "notisync_overload_rejections_total{queue=\"postgres\"} 5\n"));
+  assert_non_null(strstr(s, "notisync_closes_total{code=\"1013\"} 2\n"));
+  assert_non_null(strstr(s, "notisync_closes_total{code=\"4000\"} 1\n"));
+  free(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_render_has_required_families),
       cmocka_unit_test(test_labels_are_bounded),
       cmocka_unit_test(test_histogram_cumulative),
       cmocka_unit_test(test_add_counts_n),
+      cmocka_unit_test(test_bounds_are_rendered),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
