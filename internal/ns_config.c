@@ -117,6 +117,8 @@ static const key_def keys[] = {
          "least severe level logged"),
     ENUM("log_format", log_format, "text|json", "text",
          "text for people, json for machines (one line per event)"),
+    STR("log_file", log_file, "",
+        "append log lines to this file instead of stderr; SIGHUP reopens it"),
     STR("instance_id", instance_id, "",
         "this instance's name in Redis (empty = generated at start-up)"),
     NUM("workers", KEY_INT, workers, 1, 64, "1",

@@ -41,6 +41,7 @@ typedef struct ns_config {
   char *tls_key;
   char *log_level;            /* debug | info | warn | error */
   char *log_format;           /* text | json */
+  char *log_file;             /* "" = stderr; reopened on SIGHUP */
   char *instance_id;          /* "" = generated at start-up */
   int64_t workers;            /* 1 */
 } ns_config;

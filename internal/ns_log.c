@@ -4,15 +4,20 @@
  */
 #include "ns_log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <libwebsockets.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ns_common.h"
 
 int ns_log_min_level = NS_LOG_INFO;
 static int log_json;
+static char log_path[PATH_MAX]; /* empty: the inherited stderr */
 
 static const char *level_names[] = {"debug", "info", "warn", "error"};
 
@@ -34,6 +39,39 @@ int ns_log_setup(const char *level, const char *format) {
   else
     return NS_EINVAL;
   return 0;
+}
+
+int ns_log_open(const char *path) {
+  int fd;
+  if (strlen(path) >= sizeof(log_path))
+    return ENAMETOOLONG;
+  fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  if (fd < 0)
+    return errno;
+  fflush(stderr);
+  if (dup2(fd, STDERR_FILENO) < 0) {
+    int e = errno;
+    close(fd);
+    return e;
+  }
+  close(fd);
+  snprintf(log_path, sizeof(log_path), "%s", path);
+  return 0;
+}
+
+int ns_log_reopen(void) {
+  char path[PATH_MAX];
+  int rc;
+  if (!log_path[0]) {
+    ns_log(NS_LOG_INFO, "SIGHUP: logs go to stderr: nothing to reopen");
+    return -1;
+  }
+  snprintf(path, sizeof(path), "%s", log_path);
+  if ((rc = ns_log_open(path)) != 0)
+    ns_log(NS_LOG_WARN, "SIGHUP: cannot reopen the log file: %s", strerror(rc));
+  else
+    ns_log(NS_LOG_INFO, "SIGHUP: log file reopened");
+  return rc;
 }
 
 /* Writes `s` as a JSON string body (no quotes). */

@@ -220,8 +220,7 @@ static void begin_stop(ns_server *srv) {
 static void on_signal(uv_signal_t *h, int signum) {
   ns_server *srv = h->data;
   if (signum == SIGHUP) {
-    /* Logs go to stderr, which the supervisor owns: nothing to reopen. */
-    ns_log(NS_LOG_INFO, "SIGHUP: logs are on stderr, nothing to reopen");
+    ns_log_reopen();
     return;
   }
   begin_stop(srv);

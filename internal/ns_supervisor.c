@@ -209,6 +209,10 @@ int ns_supervise(int n, ns_worker_fn fn, void *arg) {
     ts.tv_sec = (time_t)(wait_ms / 1000);
     ts.tv_nsec = (long)(wait_ms % 1000) * 1000000L;
     sig = sigtimedwait(&s->mask, &si, &ts);
+    if (sig == SIGHUP) {
+      ns_log_reopen();
+      signal_all(s, SIGHUP);
+    }
     if ((sig == SIGTERM || sig == SIGINT) && !stopping) {
       ns_log(NS_LOG_INFO, "supervisor: %s: stopping %d workers",
              sig == SIGTERM ? "SIGTERM" : "SIGINT", running(s));

@@ -184,6 +184,10 @@ int main(int argc, char **argv) {
     else
       printf("migrations applied\n");
     rc = rc ? 1 : 0;
+  } else if (cfg.log_file[0] && (rc = ns_log_open(cfg.log_file)) != 0) {
+    fprintf(stderr, "notisyncd: bad value for key 'log_file': cannot open '%s': %s\n",
+            cfg.log_file, strerror(rc));
+    rc = 2;
   } else if (cfg.workers > 1) {
     rc = supervise(&cfg);
   } else {

@@ -1,13 +1,18 @@
 'use strict';
 /*
  * lifecycle.test.js -- SPEC §8 SIGTERM (close 1001, devices offline, exit 0
- * within 10 s) and SPEC §7 heartbeat (WebSocket ping every
+ * within 10 s), SIGHUP (reopen logs: log_file moved by logrotate) and SPEC
+ * §7 heartbeat (WebSocket ping every
  * heartbeat_interval; a peer silent for idle_timeout is closed and its device
  * goes offline).
  */
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
 const {
-  test, newServer, useServer, uid, until, sleep,
+  test, newServer, useServer, uid, until, sleep, binPath,
 } = require('./lib/harness');
 
 const hb = useServer({ env: { NOTISYNC_HEARTBEAT_INTERVAL: '1s', NOTISYNC_IDLE_TIMEOUT: '3s' } });
@@ -93,6 +98,66 @@ test('SIGINT behaves like SIGTERM (exit 0, clients see 1001)', async () => {
   assert.ok(res, 'exited within 10 s of SIGINT');
   assert.equal(res.code, 0, JSON.stringify(res));
   assert.equal((await c.closed(5000)).code, 1001, c.describe());
+});
+
+test('SIGHUP with log_file: the moved file is left alone and a new one is opened at the path', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'notisync-logfile-'));
+  const logPath = path.join(dir, 'notisyncd.log');
+  const s = newServer({ env: { NOTISYNC_LOG_FILE: logPath } });
+  try {
+    await s.start();
+    assert.match(fs.readFileSync(logPath, 'utf8'), / info  /, 'start-up lines are in log_file');
+    assert.doesNotMatch(s.log(), / info  /, 'and not on stderr');
+
+    fs.renameSync(logPath, `${logPath}.1`); /* what logrotate does */
+    process.kill(s.pid, 'SIGHUP');
+    await until(() => fs.existsSync(logPath) && /SIGHUP: log file reopened/.test(fs.readFileSync(logPath, 'utf8')),
+      { timeoutMs: 10000, what: 'a new log file with the reopen line' });
+    const rotated = fs.readFileSync(`${logPath}.1`, 'utf8');
+
+    /* the server keeps serving, and what it logs now goes to the new file */
+    const c = await s.device(uid(), 'after-hup');
+    assert.equal((await c.ping()).type, 'pong');
+    await c.close();
+    await until(() => /device after-hup of user .* online/.test(fs.readFileSync(logPath, 'utf8')),
+      { timeoutMs: 10000, what: 'the new connection logged in the new file' });
+    assert.equal(fs.readFileSync(`${logPath}.1`, 'utf8'), rotated, 'nothing more is written to the moved file');
+    assert.equal((await s.http('GET', '/health')).status, 200);
+    const res = await s.signalAndWait('SIGTERM', 10000);
+    assert.equal(res && res.code, 0, JSON.stringify(res));
+    assert.match(fs.readFileSync(logPath, 'utf8'), /stopping: closing/, 'shutdown is logged to the new file');
+  } finally {
+    await s.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('SIGHUP without log_file: logged, nothing else changes', async () => {
+  const s = newServer();
+  await s.start();
+  const c = await s.device(uid(), 'hup');
+  process.kill(s.pid, 'SIGHUP');
+  await until(() => /SIGHUP: logs go to stderr: nothing to reopen/.test(s.log()),
+    { timeoutMs: 10000, what: 'the SIGHUP line' });
+  assert.ok(s.alive(), 'still running');
+  assert.equal((await c.ping()).type, 'pong', 'connections are untouched');
+  await c.close();
+  await s.stop();
+});
+
+test('a log_file that cannot be opened stops start-up with a message naming the key', () => {
+  const r = spawnSync(binPath(), ['serve'], {
+    encoding: 'utf8',
+    timeout: 10000,
+    env: {
+      ...process.env,
+      NOTISYNC_JWT_SECRET: 'x'.repeat(32),
+      NOTISYNC_LOG_FILE: '/nonexistent-notisync-dir/x.log',
+      NOTISYNC_LISTEN: '127.0.0.1:1',
+    },
+  });
+  assert.equal(r.status, 2, `exit status: ${JSON.stringify({ status: r.status, signal: r.signal, stderr: r.stderr })}`);
+  assert.match(r.stderr, /'log_file'.*No such file or directory/);
 });
 
 test('heartbeat: welcome announces heartbeat_interval_s = 1', async () => {

@@ -11,6 +11,7 @@
  *   - a worker killed with SIGKILL is restarted (500 ms, then doubling while
  *     it keeps dying within 10 s) while the other keeps serving the port and
  *     its devices; the killed worker's device ends offline (SPEC §5.6);
+ *   - SIGHUP to the supervisor: it and every worker reopen log_file;
  *   - SIGTERM to the supervisor: 1001 on every worker's connections, exit 0
  *     within 10 s, no worker left; SIGKILL to the supervisor leaves no
  *     worker behind either.
@@ -25,6 +26,8 @@
  */
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
 const nodeTest = require('node:test');
 const {
   test, setup, newServer, useRedis, uid, until, sleep, postNotification,
@@ -493,6 +496,30 @@ test('a worker that keeps dying within 10 s is restarted after 500 ms, then 1000
   const res = await probeHealth(srv, expectedIds(srv));
   for (const id of expectedIds(srv)) assert.ok(res.seen.has(id), `instance ${id}: ${fmt(res.seen)} ${fmt(res.statuses)}`);
   await srv.stop();
+});
+
+test('SIGHUP to the supervisor: it and every worker reopen log_file; no worker is restarted', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'notisync-logfile-'));
+  const logPath = path.join(dir, 'notisyncd.log');
+  const srv = newServer({ env: { NOTISYNC_WORKERS: String(WORKERS), NOTISYNC_LOG_FILE: logPath } });
+  try {
+    await srv.start();
+    const pids = await workersReady(srv);
+    assert.equal([...fs.readFileSync(logPath, 'utf8').matchAll(STARTED_RE)].length, WORKERS,
+      'the supervisor logs to log_file');
+    fs.renameSync(logPath, `${logPath}.1`);
+    process.kill(srv.pid, 'SIGHUP');
+    const reopened = () => (fs.existsSync(logPath)
+      ? fs.readFileSync(logPath, 'utf8').match(/SIGHUP: log file reopened/g) || [] : []).length;
+    await until(() => reopened() === WORKERS + 1, {
+      timeoutMs: 10000, what: `${WORKERS + 1} reopen lines (supervisor and workers) in the new file`,
+    });
+    assert.deepEqual(workerPids(srv), pids, 'the same workers still run');
+    assert.equal((await srv.http('GET', '/health')).status, 200);
+  } finally {
+    await srv.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('SIGTERM to the supervisor: every worker closes its devices with 1001, exit 0 within 10 s, no worker left', async () => {
