@@ -12,7 +12,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const {
-  test, newServer, useServer, uid, until, sleep, binPath,
+  test, newServer, useServer, uid, until, sleep, binPath, SANITIZER_RE,
 } = require('./lib/harness');
 
 const hb = useServer({ env: { NOTISYNC_HEARTBEAT_INTERVAL: '1s', NOTISYNC_IDLE_TIMEOUT: '3s' } });
@@ -128,7 +128,11 @@ test('SIGHUP with log_file: the moved file is left alone and a new one is opened
     assert.match(fs.readFileSync(logPath, 'utf8'), /stopping: closing/, 'shutdown is logged to the new file');
   } finally {
     await s.stop();
+    /* the harness scans stderr for sanitizer reports; here stderr was the file */
+    const text = [logPath, `${logPath}.1`].filter((f) => fs.existsSync(f))
+      .map((f) => fs.readFileSync(f, 'utf8')).join('\n');
     fs.rmSync(dir, { recursive: true, force: true });
+    assert.doesNotMatch(text, SANITIZER_RE, 'no sanitizer report in log_file');
   }
 });
 

@@ -30,7 +30,7 @@ const os = require('node:os');
 const path = require('node:path');
 const nodeTest = require('node:test');
 const {
-  test, setup, newServer, useRedis, uid, until, sleep, postNotification,
+  test, setup, newServer, useRedis, uid, until, sleep, postNotification, SANITIZER_RE,
 } = require('./lib/harness');
 
 const WORKERS = 2;
@@ -518,7 +518,11 @@ test('SIGHUP to the supervisor: it and every worker reopen log_file; no worker i
     assert.equal((await srv.http('GET', '/health')).status, 200);
   } finally {
     await srv.stop();
+    /* the harness scans stderr for sanitizer reports; here stderr was the file */
+    const text = [logPath, `${logPath}.1`].filter((f) => fs.existsSync(f))
+      .map((f) => fs.readFileSync(f, 'utf8')).join('\n');
     fs.rmSync(dir, { recursive: true, force: true });
+    assert.doesNotMatch(text, SANITIZER_RE, 'no sanitizer report in log_file');
   }
 });
 

@@ -13,7 +13,8 @@
  * Every process started here is stopped by PID in an after() hook (SIGTERM,
  * SIGKILL after 10 s).  A failing test prints the tail of every server log
  * of its file; the after() hook fails the file when a server log holds a
- * sanitizer report.
+ * sanitizer report.  The logs are removed when every test of the file
+ * passed (NS_KEEP_LOGS=1 keeps them).
  */
 const { spawn } = require('node:child_process');
 const crypto = require('node:crypto');
@@ -36,6 +37,7 @@ const TS_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 const servers = [];      // every notisyncd started by this file
 const redises = [];      // every private redis-server started by this file
 let serverSeq = 0;
+let failedTests = 0;     // a log is kept only when something failed
 
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -753,6 +755,15 @@ nodeTest.after(async () => {
   }
 });
 
+/* A file whose every test passed leaves no logs behind in $TMPDIR (the
+ * runner has set the exit code by now; NS_KEEP_LOGS=1 keeps them). */
+process.on('exit', (code) => {
+  if (code !== 0 || failedTests > 0 || process.env.NS_KEEP_LOGS) return;
+  for (const p of [...servers, ...redises]) {
+    if (p.logFile) fs.rmSync(p.logFile, { force: true });
+  }
+});
+
 /* node:test's test() with a default timeout and, on failure, the tail of
  * every server log of this file on stderr and the log paths in the error. */
 function test(name, opts, fn) {
@@ -765,6 +776,7 @@ function test(name, opts, fn) {
       await setupChain;
       await fn(t);
     } catch (e) {
+      failedTests += 1;
       dumpLogs(`FAILED: ${name}`);
       if (e && typeof e.message === 'string') {
         const logs = servers.map((s) => s.logFile).filter(Boolean);
@@ -794,6 +806,7 @@ function isDateString(s) {
 
 module.exports = {
   TS_RE,
+  SANITIZER_RE,
   DEFAULT_WAIT_MS,
   sleep,
   uid,
