@@ -28,6 +28,7 @@ static ns_server *srv_of(struct lws *wsi) {
 }
 
 void ns__http_req_free(ns_req *r) {
+  r->srv->http_reqs--;
   if (r->body)
     r->srv->http_body_bytes -= r->body_max + 1;
   free(r->body);
@@ -301,6 +302,12 @@ static const route routes[] = {
 static void dispatch(ns_req *r) {
   size_t i;
   int path_known = 0;
+  /* Shutting down: what arrived before is finished, what comes now is
+   * refused so the client retries elsewhere. */
+  if (r->srv->stopping && !r->accepted_before_stop) {
+    ns__http_reply_error(r, 503, "unavailable", "server shutting down");
+    return;
+  }
   for (i = 0; i < NS_ARRAY_SIZE(routes); i++) {
     const route *rt = &routes[i];
     size_t n = strlen(rt->path);
@@ -368,8 +375,10 @@ static int on_http(struct lws *wsi, ns_session *s, const char *uri) {
   }
   s->kind = 3;
   s->req = r;
+  srv->http_reqs++;
   r->srv = srv;
   r->wsi = wsi;
+  r->accepted_before_stop = !srv->stopping;
   r->method = method_of(wsi);
   snprintf(r->path, sizeof(r->path), "%s", uri);
   read_auth(r);

@@ -28,6 +28,7 @@ typedef struct ns_req {
   ns_principal who;
   int auth_rc;            /* 0, NS_EAUTH / NS_EEXPIRED, or 1 = no token */
   char device_hdr[NS_DEVICE_ID_MAX + 1]; /* X-Device-ID */
+  int accepted_before_stop; /* shutdown finishes it rather than refusing */
 } ns_req;
 
 void ns__http_req_free(ns_req *r);

@@ -190,7 +190,9 @@ static void finish_stop(ns_server *srv) {
 static void on_stop_poll(uv_timer_t *t) {
   ns_server *srv = t->data;
   int64_t waited = ns_mono_ms() - srv->stop_started_ms;
-  if (srv->nconns && waited < STOP_DEADLINE_MS)
+  /* WebSockets closed and REST requests received before the signal
+   * answered (a producer's POST commits and queues, or gets its 503). */
+  if ((srv->nconns || srv->http_reqs) && waited < STOP_DEADLINE_MS)
     return;
   if (!srv->retired) {
     srv->retired = 1;
@@ -210,8 +212,8 @@ static void begin_stop(ns_server *srv) {
   srv->stop_started_ms = ns_mono_ms();
   if (srv->listen_fd >= 0)
     uv_close((uv_handle_t *)&srv->accept_poll, on_handle_closed);
-  ns_log(NS_LOG_INFO, "stopping: closing %zu connections with 1001",
-         srv->nconns);
+  ns_log(NS_LOG_INFO, "stopping: closing %zu connections with 1001, "
+         "finishing %zu requests", srv->nconns, srv->http_reqs);
   for (c = srv->conns; c; c = c->next)
     ns_conn_close(c, 1001, "server shutting down");
   uv_timer_start(&srv->stop_timer, on_stop_poll, 0, STOP_POLL_MS);

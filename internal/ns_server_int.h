@@ -62,6 +62,7 @@ struct ns_server {
   uint64_t outbound_bytes;  /* in outbound rings (metric) */
   uint64_t inbound_bytes;   /* in message assembly buffers (metric) */
   uint64_t http_body_bytes; /* in request bodies being read (metric) */
+  size_t http_reqs;         /* REST requests received and not yet answered */
   struct ns_pending_off *offline; /* devices inside presence_grace */
   int stopping;
   int retired;           /* liveness key and stats entry removed */

@@ -132,16 +132,16 @@ static void authenticate(ns_server *srv, struct lws *wsi, ns_session *s) {
 static void on_established(ns_server *srv, struct lws *wsi, ns_session *s) {
   ns_conn *c = ns_conn_new(srv, wsi);
   s->conn = c;
+  if (s->auth_rc != 0) { /* never READY: nothing is delivered */
+    ns_metrics_inc(&srv->metrics, NS_M_HANDSHAKES, s->auth_reason);
+    ns_log(NS_LOG_INFO, "conn %s: refused: %s", c->id, s->auth_reason);
+    ns_conn_close(c, 1008, s->auth_reason);
+    return;
+  }
   if (s->kind == 2) {
     c->is_public = 1;
     c->state = NS_CONN_READY;
     ns_metrics_inc(&srv->metrics, NS_M_HANDSHAKES, "public");
-    return;
-  }
-  if (s->auth_rc != 0) {
-    ns_metrics_inc(&srv->metrics, NS_M_HANDSHAKES, s->auth_reason);
-    ns_log(NS_LOG_INFO, "conn %s: refused: %s", c->id, s->auth_reason);
-    ns_conn_close(c, 1008, s->auth_reason);
     return;
   }
   c->who = s->who;
@@ -350,17 +350,19 @@ int ns__ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
       lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, NULL);
       return 1;
     }
-    if (!origin_allowed(srv, wsi)) {
-      ns_metrics_inc(&srv->metrics, NS_M_HANDSHAKES, "origin");
-      lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN, NULL);
-      return 1;
-    }
     return 0;
   case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
     memset(s, 0, sizeof(*s));
     s->kind = endpoint_kind(wsi);
-    if (s->kind == 1)
+    /* A refused Origin is told like a refused token: the upgrade completes
+     * and 1008 follows, a close code a browser's WebSocket API can read
+     * (an HTTP status it cannot). */
+    if (!origin_allowed(srv, wsi)) {
+      s->auth_rc = NS_EAUTH;
+      s->auth_reason = "origin not allowed";
+    } else if (s->kind == 1) {
       authenticate(srv, wsi, s);
+    }
     return 0;
   case LWS_CALLBACK_ESTABLISHED:
     on_established(srv, wsi, s);

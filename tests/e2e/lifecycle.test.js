@@ -8,11 +8,12 @@
  */
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
+const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const {
-  test, newServer, useServer, uid, until, sleep, binPath, SANITIZER_RE,
+  test, newServer, useServer, uid, until, sleep, binPath, SANITIZER_RE, newId, postNotification,
 } = require('./lib/harness');
 
 const hb = useServer({ env: { NOTISYNC_HEARTBEAT_INTERVAL: '1s', NOTISYNC_IDLE_TIMEOUT: '3s' } });
@@ -79,6 +80,50 @@ test('SIGTERM: connected clients see 1001, the process exits 0 within 10 s, devi
   assert.ok(byId.d1 && byId.d2, `both devices still registered: ${devs.text}`);
   assert.equal(byId.d1.status, 'offline');
   assert.equal(byId.d2.status, 'offline');
+  await s2.stop();
+});
+
+test('SIGTERM finishes a producer request already received (201, stored) and refuses new ones with 503', async () => {
+  const secret = `lifecycle-${uid()}`;
+  const s = newServer({ secret });
+  await s.start();
+  const user = uid();
+  const id = newId();
+  const body = JSON.stringify({ id, app_name: 'e2e', title: 'in flight at SIGTERM', body: 'b' });
+  const half = Math.floor(body.length / 2);
+
+  /* a POST whose headers and half its body are in when SIGTERM arrives */
+  const sock = net.connect(s.port, '127.0.0.1');
+  let reply = '';
+  sock.setEncoding('utf8');
+  sock.on('data', (d) => { reply += d; });
+  await new Promise((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
+  sock.write(`POST /api/v1/notifications HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${s.token(user)}\r\n`
+    + `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body.slice(0, half)}`);
+  await sleep(300);
+  process.kill(s.pid, 'SIGTERM');
+  await until(() => /stopping: closing 0 connections with 1001, finishing 1 requests/.test(s.log()),
+    { timeoutMs: 5000, what: 'the shutdown to start with one request in flight' });
+
+  /* a request that arrives now is refused, so the producer retries elsewhere */
+  const late = await postNotification(s, user, {}, { timeoutMs: 5000 });
+  assert.equal(late.status, 503, late.text);
+  assert.equal(late.json.error.code, 'unavailable');
+  assert.ok(s.alive(), 'still running while a request is in flight');
+
+  sock.write(body.slice(half));
+  await until(() => /\r\n\r\n/.test(reply), { timeoutMs: 10000, what: 'the answer to the in-flight POST' });
+  sock.destroy();
+  assert.match(reply, /^HTTP\/1\.1 201 /, reply);
+  const res = await s.signalAndWait('SIGTERM', 10000);
+  assert.equal(res && res.code, 0, JSON.stringify(res));
+
+  /* it was committed: a fresh server on the same PostgreSQL has it */
+  const s2 = newServer({ secret });
+  await s2.start();
+  const got = await s2.http('GET', `/api/v1/notifications/${id}`, { token: s2.token(user) });
+  assert.equal(got.status, 200, got.text);
+  assert.equal(got.json.title, 'in flight at SIGTERM');
   await s2.stop();
 });
 
