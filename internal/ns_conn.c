@@ -51,6 +51,7 @@ void ns_conn_unref(ns_conn *c) {
   if (--c->refs > 0)
     return;
   ring_clear(c);
+  ns_msg_unref(&c->unflushed); /* never wholly sent: stays queued */
   free(c->ring);
   ns_conn_free_rx(c);
   free(c);
@@ -154,8 +155,25 @@ void ns_conn_send_error(ns_conn *c, const char *code, const char *msg,
   ns_msg_unref(&m);
 }
 
+/* `m` (our reference) is wholly in the kernel's socket buffer: delivered
+ * in the SPEC §5.4 sense. */
+static void written(ns_conn *c, ns_msg *m) {
+  ns_queue_on_written(c, m);
+  ns_msg_unref(&m);
+}
+
 int ns_conn_on_writable(ns_conn *c) {
   ns_msg *m;
+  /* lws calls WRITEABLE only once a partly sent frame is flushed. */
+  if (c->unflushed) {
+    m = c->unflushed;
+    c->unflushed = NULL;
+    written(c, m);
+    if (!c->ring_len) {
+      ns_queue_on_drained(c);
+      return 0;
+    }
+  }
   if (!c->ring_len || (c->state != NS_CONN_READY && !c->is_public))
     return 0;
   m = c->ring[c->ring_head];
@@ -168,8 +186,12 @@ int ns_conn_on_writable(ns_conn *c) {
   c->ring_len--;
   c->out_bytes -= m->len;
   c->srv->outbound_bytes -= m->len;
-  ns_queue_on_written(c, m);
-  ns_msg_unref(&m);
+  if (lws_partial_buffered(c->wsi)) {
+    c->unflushed = m;
+    lws_callback_on_writable(c->wsi);
+    return 0;
+  }
+  written(c, m);
   if (c->ring_len)
     lws_callback_on_writable(c->wsi);
   else

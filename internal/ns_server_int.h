@@ -93,6 +93,9 @@ struct ns_conn {
   ns_msg **ring;
   size_t ring_head, ring_len, ring_cap;
   size_t out_bytes;
+  /* Written, but lws kept part of it (the kernel took only some): it is
+   * delivered once lws has flushed the rest, i.e. at the next WRITEABLE. */
+  ns_msg *unflushed;
   /* inbound message assembly (fragments), bounded by max_message_bytes */
   char *rx;
   size_t rx_len, rx_cap;

@@ -10,14 +10,19 @@
  * queue.
  */
 const assert = require('node:assert/strict');
+const { execFile } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
 const {
   test, useServer, uid, sleep, newId, postNotification, durables, notifIds, autoAck,
-  cmpStreamId, drainUntilIdle, metricSum,
+  cmpStreamId, drainUntilIdle, metricSum, until,
 } = require('./lib/harness');
 
 const srv = useServer();
 const capped = useServer({ env: { NOTISYNC_QUEUE_MAX_MESSAGES: '20' } });
 const short = useServer({ env: { NOTISYNC_QUEUE_TTL: '3s' } });
+/* room for a reader that stops reading: the kernel buffers fill, not ours */
+const roomy = useServer({ env: { NOTISYNC_MAX_OUTBOUND_BYTES: '64m' } });
 
 const QUIET_MS = 1500;
 const ACK = { ack: '1' };
@@ -422,4 +427,72 @@ test('user "X:a" device "b" and user "X" device "a:b" have separate queues (no k
   assert.deepEqual(notifIds(b), idsB, b.describe());
   await a.close();
   await b.close();
+});
+
+/* ------------------------------------------------------ partial writes */
+
+/* One redis-cli command on the shared Redis; resolves its --raw output. */
+function redisCli(...args) {
+  const env = JSON.parse(fs.readFileSync(path.join(process.env.NS_SVC_DIR, 'env.json'), 'utf8'));
+  return new Promise((resolve, reject) => {
+    execFile('redis-cli', ['-u', env.NOTISYNC_REDIS_URL, '--raw', ...args], { timeout: 5000 }, (err, out) => {
+      if (err) reject(err);
+      else resolve(out.trim());
+    });
+  });
+}
+
+/* Polls `fn` until it returns the same value for `stableMs`; that value. */
+async function settled(fn, stableMs, what) {
+  let last = await fn();
+  let since = Date.now();
+  const deadline = Date.now() + 60000;
+  while (Date.now() - since < stableMs) {
+    if (Date.now() > deadline) throw new Error(`${what} did not settle`);
+    await sleep(200);
+    const v = await fn();
+    if (v !== last) {
+      last = v;
+      since = Date.now();
+    }
+  }
+  return last;
+}
+
+test('non-ack: a frame the kernel took only part of stays queued until it is wholly sent (SPEC §5.4)', async () => {
+  const user = uid();
+  const key = `q:{${user}}:P`;
+  const d = await roomy.device(user, 'P');
+  const sentNow = async () => (await metricSum(roomy, 'notisync_messages_sent_total', /type="new_notification"/)) || 0;
+  const sent0 = await sentNow();
+  d.ws._socket.pause(); /* stop reading: the kernel's buffers fill up */
+  const big = 'b'.repeat(8000);
+  const ids = [];
+  /* post until the server has had to stop writing: a few MB of frames */
+  for (let round = 0; round < 60; round += 1) {
+    const batch = await Promise.all(Array.from({ length: 25 }, (_, i) =>
+      postNotification(roomy, user, { title: `partial ${round}.${i}`, body: big })));
+    for (const r of batch) {
+      assert.equal(r.status, 201, r.text);
+      ids.push(r.json.id);
+    }
+    if (Number(await redisCli('XLEN', key)) >= 50) break;
+  }
+  const written = await settled(async () => (await sentNow()) - sent0, 1500, 'frames written');
+  const left = Number(await settled(() => redisCli('XLEN', key), 1500, 'queue length'));
+  assert.ok(left >= 2, `the writes stalled with messages still queued (${left} left, ${ids.length} posted)`);
+  /* Each frame that went wholly into the kernel is delivered and trimmed;
+   * the last one written went in only partly (lws holds the rest), so it
+   * is still queued: a socket dying now would get it replayed. */
+  assert.equal(left, ids.length - written + 1,
+    `posted ${ids.length}, written ${written}: the partly sent frame must still be queued`);
+
+  d.ws._socket.resume();
+  await until(() => notifIds(d).length >= ids.length,
+    { timeoutMs: 60000, what: `all ${ids.length} messages read` });
+  assert.deepEqual([...notifIds(d)].sort(), [...ids].sort(), 'everything, once');
+  assertIncreasing(durables(d), 'queue order');
+  await until(async () => Number(await redisCli('XLEN', key)) === 0,
+    { timeoutMs: 10000, what: 'the queue trimmed once everything is written' });
+  await d.close();
 });
