@@ -8,6 +8,9 @@
  * instance fans out the same events in the same order.  The payload is
  * {"type":T,"data":D}; each instance appends its timestamp once and shares
  * the one buffer with all its connections.
+ *
+ * Request bodies and paths are parsed by ns_rest.c (pure, fuzzed); this
+ * file only maps its results to replies and storage.
  */
 #include <hiredis/hiredis.h>
 #include <json.h>
@@ -19,19 +22,12 @@
 #include "ns_http_int.h"
 #include "ns_log.h"
 #include "ns_notif.h"
-
-#define CONTENT_MAX 10000
-#define POST_ID_MAX 128
+#include "ns_rest.h"
 
 #define CCOLS                                                            \
   "id, content, username, user_id, post_id,"                             \
   " (extract(epoch FROM created_at) * 1000)::bigint,"                    \
   " (extract(epoch FROM updated_at) * 1000)::bigint"
-
-static const char *const reserved_types[] = {
-    "welcome", "pong", "ok", "error", "new_notification", "notification_sync",
-    "device_status", "queue_overflow", "ping", "ack", "notification_action",
-    "subscribe", "refresh"};
 
 /* ---- fan-out ---- */
 
@@ -130,7 +126,7 @@ static const char SQL_LIST[] =
 typedef struct snap_op {
   ns_comments_cb cb;
   void *arg;
-  char post_id[POST_ID_MAX + 1];
+  char post_id[NS_POST_ID_MAX + 1];
 } snap_op;
 
 static void on_snapshot(PGresult *res, void *arg) {
@@ -166,43 +162,23 @@ int ns_comments_snapshot(ns_server *srv, const char *post_id, ns_comments_cb cb,
 
 typedef struct cm_op {
   ns_req *r;
-  char post_id[POST_ID_MAX + 1];
+  char post_id[NS_POST_ID_MAX + 1];
   char comment_id[40];
   int is_delete;
 } cm_op;
 
 int ns_comments_valid_post_id(const char *s, size_t n) {
-  return n >= 1 && n <= POST_ID_MAX && ns_proto_valid_device_id(s, NS_MIN(n, 64)) &&
-         (n <= 64 || ns_proto_valid_device_id(s + 64, n - 64));
+  return ns_rest_valid_post_id(s, n);
 }
 
-/* Reads {"content"} from the body; replies 400 and returns NULL on error.
- * The returned string lives in *root. */
-static const char *read_content(ns_req *r, json_object **root) {
-  json_object *v;
-  ns_proto_err perr;
-  const char *s;
-  size_t n;
-  if (ns_proto_parse_json(r->body ? r->body : "", r->body_len, root, &perr) != 0) {
-    ns__http_reply_error(r, 400, "bad_json", perr.message);
-    return NULL;
-  }
-  if (!json_object_is_type(*root, json_type_object) ||
-      !json_object_object_get_ex(*root, "content", &v) ||
-      !json_object_is_type(v, json_type_string) ||
-      (n = (size_t)json_object_get_string_len(v)) < 1 || n > CONTENT_MAX ||
-      strlen(s = json_object_get_string(v)) != n || !ns_proto_utf8_valid(s, n)) {
-    json_object *o = json_object_new_object(), *e = json_object_new_object();
-    json_object_object_add(e, "code", json_object_new_string("bad_request"));
-    json_object_object_add(
-        e, "message",
-        json_object_new_string("content: must be a string of 1-10000 bytes of UTF-8"));
-    json_object_object_add(e, "field", json_object_new_string("content"));
-    json_object_object_add(o, "error", e);
-    ns__http_reply_json(r, 400, o);
-    return NULL;
-  }
-  return s;
+/* Reads {"content"} from the body into *body; replies 400 and returns -1 on
+ * error.  On success the caller puts body->root. */
+static int read_content(ns_req *r, ns_rest_comment *body) {
+  ns_rest_err err;
+  if (ns_rest_parse_comment(r->body, r->body_len, body, &err) == 0)
+    return 0;
+  ns__http_reply_bad(r, &err);
+  return -1;
 }
 
 static void on_created(PGresult *res, void *arg) {
@@ -226,15 +202,13 @@ static void create(ns_req *r, const char *post_id) {
   static const char sql[] =
       "INSERT INTO comments (id, post_id, user_id, username, content)"
       " VALUES ($1::uuid, $2, $3, $4, $5) RETURNING " CCOLS;
-  json_object *root = NULL;
-  const char *content, *params[5];
+  ns_rest_comment body;
+  const char *params[5];
   cm_op *op;
   if (!ns__http_need_token(r))
     return;
-  if (!(content = read_content(r, &root))) {
-    json_object_put(root);
+  if (read_content(r, &body) != 0)
     return;
-  }
   op = ns_xcalloc(1, sizeof(*op));
   op->r = r;
   snprintf(op->post_id, sizeof(op->post_id), "%s", post_id);
@@ -243,14 +217,14 @@ static void create(ns_req *r, const char *post_id) {
   params[1] = post_id;
   params[2] = r->who.sub;
   params[3] = r->who.name[0] ? r->who.name : r->who.sub;
-  params[4] = content;
+  params[4] = body.content;
   r->pending = 1;
   if (!r->srv->pg_ready ||
       ns_pg_query(ns__pg(r->srv), sql, 5, params, on_created, op) != 0) {
     free(op);
     ns__http_unavailable(r);
   }
-  json_object_put(root);
+  json_object_put(body.root);
 }
 
 static void on_list_reply(int rc, json_object *l, void *arg) {
@@ -298,7 +272,10 @@ static void on_edited(PGresult *res, void *arg) {
   free(op);
 }
 
-static void edit(ns_req *r, const char *post_id, const char *cid, int is_delete) {
+/* `cid_ok`: the path's comment id is a UUID (anything else is a 404 once
+ * the token is checked). */
+static void edit(ns_req *r, const char *post_id, const char *cid, int cid_ok,
+                 int is_delete) {
   static const char sql_put[] =
       "WITH c AS (SELECT user_id FROM comments WHERE id = $1::uuid AND post_id = $2),"
       " u AS (UPDATE comments SET content = $4, updated_at = now()"
@@ -309,19 +286,17 @@ static void edit(ns_req *r, const char *post_id, const char *cid, int is_delete)
       " u AS (DELETE FROM comments"
       "  WHERE id = $1::uuid AND post_id = $2 AND user_id = $3 RETURNING " CCOLS ")"
       " SELECT (SELECT user_id FROM c), u.* FROM (SELECT 1) one LEFT JOIN u ON true";
-  json_object *root = NULL;
-  const char *content = "", *params[4];
+  ns_rest_comment body = {NULL, "", 0};
+  const char *params[4];
   cm_op *op;
   if (!ns__http_need_token(r))
     return;
-  if (!ns_proto_valid_uuid(cid, strlen(cid))) {
+  if (!cid_ok) {
     ns__http_reply_error(r, 404, "not_found", "no such comment");
     return;
   }
-  if (!is_delete && !(content = read_content(r, &root))) {
-    json_object_put(root);
+  if (!is_delete && read_content(r, &body) != 0)
     return;
-  }
   op = ns_xcalloc(1, sizeof(*op));
   op->r = r;
   op->is_delete = is_delete;
@@ -330,7 +305,7 @@ static void edit(ns_req *r, const char *post_id, const char *cid, int is_delete)
   params[0] = cid;
   params[1] = post_id;
   params[2] = r->who.sub;
-  params[3] = content;
+  params[3] = body.content;
   r->pending = 1;
   if (!r->srv->pg_ready ||
       ns_pg_query(ns__pg(r->srv), is_delete ? sql_del : sql_put, is_delete ? 3 : 4,
@@ -338,59 +313,43 @@ static void edit(ns_req *r, const char *post_id, const char *cid, int is_delete)
     free(op);
     ns__http_unavailable(r);
   }
-  json_object_put(root);
+  json_object_put(body.root);
 }
 
 /* rest = "{post}/comments" or "{post}/comments/{cid}" */
 void ns__comments_route(ns_req *r, const char *rest) {
-  char post[POST_ID_MAX + 1], cid[64];
-  const char *p = strchr(rest, '/');
-  size_t plen = p ? (size_t)(p - rest) : strlen(rest);
-  if (!p || strncmp(p, "/comments", 9) != 0 || !ns_comments_valid_post_id(rest, plen) ||
-      (p[9] != '\0' && p[9] != '/')) {
-    ns__http_reply_error(r, 404, "not_found", "no such route");
-    return;
-  }
-  memcpy(post, rest, plen);
-  post[plen] = '\0';
-  if (p[9] == '\0') {
+  ns_rest_cpath path;
+  ns_rest_parse_comments_path(rest, strlen(rest), &path);
+  switch (path.kind) {
+  case NS_REST_CPATH_LIST:
     if (r->method == M_POST) {
-      create(r, post);
+      create(r, path.post_id);
     } else if (r->method == M_GET) {
       r->pending = 1;
-      if (ns_comments_snapshot(r->srv, post, on_list_reply, r) != 0)
+      if (ns_comments_snapshot(r->srv, path.post_id, on_list_reply, r) != 0)
         ns__http_unavailable(r);
     } else {
       ns__http_reply_error(r, 405, "method_not_allowed", "method not allowed");
     }
     return;
-  }
-  if (strlen(p + 10) >= sizeof(cid) || strchr(p + 10, '/')) {
+  case NS_REST_CPATH_ITEM:
+    if (r->method == M_PUT || r->method == M_DELETE)
+      edit(r, path.post_id, path.comment_id, path.comment_id_ok,
+           r->method == M_DELETE);
+    else
+      ns__http_reply_error(r, 405, "method_not_allowed", "method not allowed");
+    return;
+  case NS_REST_CPATH_NO_ITEM:
     ns__http_reply_error(r, 404, "not_found", "no such comment");
     return;
+  case NS_REST_CPATH_NONE:
+  default:
+    ns__http_reply_error(r, 404, "not_found", "no such route");
+    return;
   }
-  snprintf(cid, sizeof(cid), "%s", p + 10);
-  if (r->method == M_PUT || r->method == M_DELETE)
-    edit(r, post, cid, r->method == M_DELETE);
-  else
-    ns__http_reply_error(r, 405, "method_not_allowed", "method not allowed");
 }
 
 /* ---- POST /api/v1/broadcast ---- */
-
-static int valid_type(const char *t) {
-  size_t i, n = strlen(t);
-  if (n < 1 || n > 64 || t[0] < 'a' || t[0] > 'z')
-    return 0;
-  for (i = 1; i < n; i++)
-    if (!((t[i] >= 'a' && t[i] <= 'z') || (t[i] >= '0' && t[i] <= '9') ||
-          t[i] == '_' || t[i] == '.'))
-      return 0;
-  for (i = 0; i < NS_ARRAY_SIZE(reserved_types); i++)
-    if (strcmp(t, reserved_types[i]) == 0)
-      return 0;
-  return 1;
-}
 
 static void on_bcast_total(int rc, long long total, void *arg) {
   ns_req *r = arg;
@@ -402,8 +361,8 @@ static void on_bcast_total(int rc, long long total, void *arg) {
 }
 
 void ns__broadcast_route(ns_req *r, const char *arg) {
-  json_object *root = NULL, *type, *data = NULL;
-  ns_proto_err perr;
+  ns_rest_broadcast b;
+  ns_rest_err err;
   (void)arg;
   if (!ns__http_need_token(r))
     return;
@@ -411,34 +370,17 @@ void ns__broadcast_route(ns_req *r, const char *arg) {
     ns__http_reply_error(r, 403, "forbidden", "broadcast needs a service token");
     return;
   }
-  if (ns_proto_parse_json(r->body ? r->body : "", r->body_len, &root, &perr) != 0) {
-    ns__http_reply_error(r, 400, "bad_json", perr.message);
-    return;
-  }
-  if (!json_object_is_type(root, json_type_object) ||
-      !json_object_object_get_ex(root, "type", &type) ||
-      !json_object_is_type(type, json_type_string) ||
-      !valid_type(json_object_get_string(type))) {
-    json_object_put(root);
-    ns__http_reply_error(r, 400, "bad_request",
-                         "type: must match ^[a-z][a-z0-9_.]{0,63}$ and not be a "
-                         "reserved type");
-    return;
-  }
-  if (json_object_object_get_ex(root, "data", &data) && data &&
-      !json_object_is_type(data, json_type_object)) {
-    json_object_put(root);
-    ns__http_reply_error(r, 400, "bad_request", "data: must be an object");
+  if (ns_rest_parse_broadcast(r->body, r->body_len, &b, &err) != 0) {
+    ns__http_reply_bad(r, &err);
     return;
   }
   if (!ns__server_redis_up(r->srv) ||
-      publish(r->srv, json_object_get_string(type),
-              data ? json_object_get(data) : NULL) != 0) {
-    json_object_put(root);
+      publish(r->srv, b.type, b.data ? json_object_get(b.data) : NULL) != 0) {
+    json_object_put(b.root);
     ns__http_unavailable(r);
     return;
   }
-  json_object_put(root);
+  json_object_put(b.root);
   r->pending = 1;
   if (ns_presence_total(r->srv, on_bcast_total, r) != 0)
     on_bcast_total(NS_EUNAVAIL, 0, r);

@@ -14,6 +14,7 @@
 
 #include "ns_http_int.h"
 #include "ns_log.h"
+#include "ns_rest.h"
 
 typedef void (*route_fn)(ns_req *r, const char *arg);
 
@@ -64,13 +65,24 @@ void ns__http_reply_json(ns_req *r, int status, json_object *o) {
   json_object_put(o);
 }
 
-void ns__http_reply_error(ns_req *r, int status, const char *code,
-                        const char *msg) {
+void ns__http_reply_field_error(ns_req *r, int status, const char *code,
+                                const char *field, const char *msg) {
   json_object *o = json_object_new_object(), *e = json_object_new_object();
   json_object_object_add(e, "code", json_object_new_string(code));
   json_object_object_add(e, "message", json_object_new_string(msg));
+  if (field && *field)
+    json_object_object_add(e, "field", json_object_new_string(field));
   json_object_object_add(o, "error", e);
   ns__http_reply_json(r, status, o);
+}
+
+void ns__http_reply_error(ns_req *r, int status, const char *code,
+                          const char *msg) {
+  ns__http_reply_field_error(r, status, code, NULL, msg);
+}
+
+void ns__http_reply_bad(ns_req *r, const ns_rest_err *err) {
+  ns__http_reply_field_error(r, 400, err->code, err->field, err->message);
 }
 
 void ns__http_reply_empty(ns_req *r, int status) {
@@ -270,10 +282,11 @@ static void on_forgotten(int rc, void *arg) {
     ns__http_unavailable(r);
 }
 
-static void h_device_delete(ns_req *r, const char *id) {
+static void h_device_delete(ns_req *r, const char *arg) {
+  char id[NS_DEVICE_ID_MAX + 1];
   if (!ns__http_need_token(r))
     return;
-  if (!ns_proto_valid_device_id(id, strlen(id))) {
+  if (ns_rest_parse_device_path(arg, strlen(arg), id) != 0) {
     ns__http_reply_error(r, 404, "not_found", "no such device");
     return;
   }
@@ -382,8 +395,10 @@ static int on_http(struct lws *wsi, ns_session *s, const char *uri) {
   r->method = method_of(wsi);
   snprintf(r->path, sizeof(r->path), "%s", uri);
   read_auth(r);
-  if (lws_hdr_custom_copy(wsi, r->device_hdr, sizeof(r->device_hdr),
-                          "x-device-id:", 12) < 0)
+  if (lws_hdr_custom_length(wsi, "x-device-id:", 12) > NS_DEVICE_ID_MAX)
+    r->device_hdr_too_long = 1;
+  else if (lws_hdr_custom_copy(wsi, r->device_hdr, sizeof(r->device_hdr),
+                               "x-device-id:", 12) < 0)
     r->device_hdr[0] = '\0';
   if (r->method & (M_POST | M_PUT | M_PATCH)) {
     long long len = -1;

@@ -28,8 +28,11 @@ typedef struct ns_req {
   ns_principal who;
   int auth_rc;            /* 0, NS_EAUTH / NS_EEXPIRED, or 1 = no token */
   char device_hdr[NS_DEVICE_ID_MAX + 1]; /* X-Device-ID */
+  int device_hdr_too_long;                 /* ... longer than any device_id */
   int accepted_before_stop; /* shutdown finishes it rather than refusing */
 } ns_req;
+
+struct ns_rest_err;
 
 void ns__http_req_free(ns_req *r);
 void ns__http_reply_raw(ns_req *r, int status, char *body, size_t len,
@@ -38,6 +41,11 @@ void ns__http_reply_raw(ns_req *r, int status, char *body, size_t len,
 void ns__http_reply_json(ns_req *r, int status, struct json_object *o);
 void ns__http_reply_error(ns_req *r, int status, const char *code,
                           const char *msg);
+/* The same with a "field" member naming the offending field (SPEC §6). */
+void ns__http_reply_field_error(ns_req *r, int status, const char *code,
+                                const char *field, const char *msg);
+/* 400 from a parser's refusal: code, message and (when known) field. */
+void ns__http_reply_bad(ns_req *r, const struct ns_rest_err *err);
 void ns__http_reply_empty(ns_req *r, int status);
 /* 1 when the request carries a valid token; otherwise replies 401. */
 int ns__http_need_token(ns_req *r);

@@ -9,6 +9,9 @@
  * (XADD to every target's stream, PUBLISH u:{user}) -> 201.  PostgreSQL
  * commits before Redis is asked, and a retry with the same id re-runs the
  * enqueue, which the qd:{id} marker makes a no-op when it already happened.
+ *
+ * Query values, action bodies, X-Device-ID and the paths below
+ * /api/v1/notifications are parsed by ns_rest.c (pure, fuzzed).
  */
 #include <hiredis/hiredis.h>
 #include <json.h>
@@ -20,6 +23,7 @@
 #include "ns_log.h"
 #include "ns_notif.h"
 #include "ns_queue.h"
+#include "ns_rest.h"
 
 #define NCOLS                                                              \
   "id, user_id, app_name, title, body, category, priority, source_device, " \
@@ -302,23 +306,6 @@ static void on_list(PGresult *res, void *arg) {
   ns__http_reply_json(r, 200, o);
 }
 
-/* Loose RFC 3339 check (PostgreSQL does the real parse). */
-static int valid_ts(const char *s) {
-  static const char shape[] = "dddd-dd-ddTdd:dd:dd";
-  size_t i;
-  for (i = 0; shape[i]; i++) {
-    if (shape[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != shape[i])
-      return 0;
-  }
-  s += i;
-  if (*s == '.')
-    for (s++; *s >= '0' && *s <= '9'; s++)
-      ;
-  if (*s == 'Z')
-    return s[1] == '\0';
-  return (*s == '+' || *s == '-') && strlen(s) == 6 && s[3] == ':';
-}
-
 static void list(ns_req *r) {
   static const char sql[] =
       "SELECT " NCOLS ", $4::int, to_char(created_at AT TIME ZONE 'UTC',"
@@ -326,34 +313,27 @@ static void list(ns_req *r) {
       " AND ($2 = '' OR created_at < $2::timestamptz)"
       " AND ($3 = '0' OR NOT is_read)"
       " ORDER BY created_at DESC, id DESC LIMIT $4::int";
-  char limit[16] = "50", before[64] = "", unread[8] = "0", buf[96];
+  char limit[16], before[64], lbuf[96], bbuf[96], ubuf[96];
   const char *params[4];
-  const char *v;
+  ns_rest_list_query q;
+  ns_rest_err err;
   if (!ns__http_need_token(r))
     return;
-  if ((v = lws_get_urlarg_by_name(r->wsi, "limit=", buf, sizeof(buf)))) {
-    char *end;
-    long n = strtol(v, &end, 10);
-    if (*end || n < 1 || n > 200) {
-      ns__http_reply_error(r, 400, "bad_request", "limit: must be 1-200");
-      return;
-    }
-    snprintf(limit, sizeof(limit), "%ld", n);
+  if (ns_rest_parse_list_query(
+          lws_get_urlarg_by_name(r->wsi, "limit=", lbuf, sizeof(lbuf)),
+          lws_get_urlarg_by_name(r->wsi, "before=", bbuf, sizeof(bbuf)),
+          lws_get_urlarg_by_name(r->wsi, "unread=", ubuf, sizeof(ubuf)), &q,
+          &err) != 0) {
+    ns__http_reply_bad(r, &err);
+    return;
   }
-  if ((v = lws_get_urlarg_by_name(r->wsi, "before=", buf, sizeof(buf)))) {
-    if (!valid_ts(v)) {
-      ns__http_reply_error(r, 400, "bad_request",
-                           "before: must be an RFC 3339 timestamp");
-      return;
-    }
-    snprintf(before, sizeof(before), "%s", v);
-  }
-  if ((v = lws_get_urlarg_by_name(r->wsi, "unread=", buf, sizeof(buf))))
-    snprintf(unread, sizeof(unread), "%s",
-             strcmp(v, "1") == 0 || strcmp(v, "true") == 0 ? "1" : "0");
+  snprintf(limit, sizeof(limit), "%d", q.limit);
+  /* The shape allows any number of fraction digits; a cursor over 63 bytes
+   * is cut here (the ones we hand out are 27). */
+  snprintf(before, sizeof(before), "%s", q.before);
   params[0] = r->who.sub;
   params[1] = before;
-  params[2] = unread;
+  params[2] = q.unread ? "1" : "0";
   params[3] = limit;
   r->pending = 1;
   if (!r->srv->pg_ready ||
@@ -371,13 +351,15 @@ static void on_one(PGresult *res, void *arg) {
     ns__http_reply_json(r, 200, row_json(res, 0, 0, 1));
 }
 
-static void get_one(ns_req *r, const char *id) {
+/* `id_ok`: the path's id is a UUID (anything else is a 404 once the token
+ * is checked). */
+static void get_one(ns_req *r, const char *id, int id_ok) {
   static const char sql[] =
       "SELECT " NCOLS " FROM notifications WHERE id = $1::uuid AND user_id = $2";
   const char *params[2] = {id, r->who.sub};
   if (!ns__http_need_token(r))
     return;
-  if (!ns_proto_valid_uuid(id, strlen(id))) {
+  if (!id_ok) {
     ns__http_reply_error(r, 404, "not_found", "no such notification");
     return;
   }
@@ -520,34 +502,18 @@ static void on_rest_action(int rc, json_object *row, void *arg) {
 }
 
 static void rest_action(ns_req *r, const char *id) {
-  json_object *root = NULL, *a;
-  ns_proto_err perr;
-  ns_action action = NS_ACTION_NONE;
-  const char *s;
+  ns_action action;
+  ns_rest_err err;
   if (!ns__http_need_token(r))
     return;
-  if (ns_proto_parse_json(r->body ? r->body : "", r->body_len, &root, &perr) != 0) {
-    ns__http_reply_error(r, 400, "bad_json", perr.message);
+  if (ns_rest_parse_action(r->body, r->body_len, &action, &err) != 0 ||
+      ns_rest_check_device_header(r->device_hdr, strlen(r->device_hdr), &err) != 0) {
+    ns__http_reply_bad(r, &err);
     return;
   }
-  if (json_object_is_type(root, json_type_object) &&
-      json_object_object_get_ex(root, "action", &a) &&
-      json_object_is_type(a, json_type_string)) {
-    s = json_object_get_string(a);
-    action = strcmp(s, "read") == 0     ? NS_ACTION_READ
-             : strcmp(s, "unread") == 0 ? NS_ACTION_UNREAD
-             : strcmp(s, "dismiss") == 0 ? NS_ACTION_DISMISS
-                                         : NS_ACTION_NONE;
-  }
-  json_object_put(root);
-  if (action == NS_ACTION_NONE) {
-    ns__http_reply_error(r, 400, "bad_request",
-                         "action: must be read, unread or dismiss");
-    return;
-  }
-  if (r->device_hdr[0] &&
-      !ns_proto_valid_device_id(r->device_hdr, strlen(r->device_hdr))) {
-    ns__http_reply_error(r, 400, "bad_request", "X-Device-ID: not a device_id");
+  if (r->device_hdr_too_long) {
+    ns__http_reply_field_error(r, 400, "bad_request", "X-Device-ID",
+                               "X-Device-ID: not a device_id");
     return;
   }
   r->pending = 1;
@@ -567,31 +533,31 @@ void ns__notify_root(ns_req *r, const char *arg) {
 }
 
 void ns__notify_sub(ns_req *r, const char *rest) {
-  char id[64];
-  const char *slash = strchr(rest, '/');
-  if (strcmp(rest, "batch") == 0) {
+  ns_rest_npath path;
+  ns_rest_parse_notif_path(rest, strlen(rest), &path);
+  switch (path.kind) {
+  case NS_REST_NPATH_BATCH:
     if (r->method == M_POST)
       post(r, 1);
     else
       ns__http_reply_error(r, 405, "method_not_allowed", "method not allowed");
     return;
-  }
-  if (!slash) {
+  case NS_REST_NPATH_ONE:
     if (r->method == M_GET)
-      get_one(r, rest);
+      get_one(r, path.id, path.id_ok);
     else
       ns__http_reply_error(r, 405, "method_not_allowed", "method not allowed");
     return;
-  }
-  if (strcmp(slash, "/actions") != 0 || (size_t)(slash - rest) >= sizeof(id)) {
+  case NS_REST_NPATH_ACTIONS:
+    /* id need not be a UUID: ns_notify_action answers 404 for those */
+    if (r->method == M_POST)
+      rest_action(r, path.id);
+    else
+      ns__http_reply_error(r, 405, "method_not_allowed", "method not allowed");
+    return;
+  case NS_REST_NPATH_NONE:
+  default:
     ns__http_reply_error(r, 404, "not_found", "no such route");
     return;
   }
-  if (r->method != M_POST) {
-    ns__http_reply_error(r, 405, "method_not_allowed", "method not allowed");
-    return;
-  }
-  memcpy(id, rest, (size_t)(slash - rest));
-  id[slash - rest] = '\0';
-  rest_action(r, id);
 }

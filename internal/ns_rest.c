@@ -1,0 +1,281 @@
+/*
+ * ns_rest.c -- the REST request parsers (see ns_rest.h).
+ *
+ * The rules and messages here are the ones the handlers in ns_comments.c
+ * and ns_notify.c answered with when they parsed inline; the e2e suites
+ * pin the wire form, tests/unit/test_rest.c the rules.
+ */
+#include "ns_rest.h"
+
+#include <json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ns_common.h"
+
+/* Types a broadcast may not use (SPEC §6): the server's own and every
+ * client type. */
+static const char *const reserved_types[] = {
+    "welcome", "pong", "ok", "error", "new_notification", "notification_sync",
+    "device_status", "queue_overflow", "ping", "ack", "notification_action",
+    "subscribe", "refresh"};
+
+/* Fills `err`; returns rc (NS_EPARSE or NS_EINVAL). */
+static int fail(ns_rest_err *err, int rc, const char *code, const char *field,
+                const char *msg) {
+  err->code = code;
+  snprintf(err->field, sizeof(err->field), "%s", field);
+  snprintf(err->message, sizeof(err->message), "%s", msg);
+  return rc;
+}
+
+/* Parses a body; on failure fills `err` as "bad_json".  Every failure of
+ * ns_proto_parse_json (out of memory too) is answered as bad_json, which is
+ * what the handlers always did. */
+static int parse_body(const char *p, size_t n, json_object **root,
+                      ns_rest_err *err) {
+  ns_proto_err perr;
+  if (ns_proto_parse_json(p ? p : "", p ? n : 0, root, &perr) != 0) {
+    *root = NULL;
+    return fail(err, NS_EPARSE, "bad_json", "", perr.message);
+  }
+  return 0;
+}
+
+/* ---- bodies ---- */
+
+int ns_rest_parse_comment(const char *p, size_t n, ns_rest_comment *out,
+                          ns_rest_err *err) {
+  json_object *root, *v;
+  const char *s;
+  size_t len;
+  memset(out, 0, sizeof(*out));
+  if (parse_body(p, n, &root, err) != 0)
+    return NS_EPARSE;
+  if (!json_object_is_type(root, json_type_object) ||
+      !json_object_object_get_ex(root, "content", &v) ||
+      !json_object_is_type(v, json_type_string) ||
+      (len = (size_t)json_object_get_string_len(v)) < 1 ||
+      len > NS_REST_CONTENT_MAX ||
+      strlen(s = json_object_get_string(v)) != len ||
+      !ns_proto_utf8_valid(s, len)) {
+    json_object_put(root);
+    return fail(err, NS_EINVAL, "bad_request", "content",
+                "content: must be a string of 1-10000 bytes of UTF-8");
+  }
+  out->root = root;
+  out->content = s;
+  out->content_len = len;
+  return 0;
+}
+
+int ns_rest_valid_type(const char *t) {
+  size_t i, n = strlen(t);
+  if (n < 1 || n > NS_REST_TYPE_MAX || t[0] < 'a' || t[0] > 'z')
+    return 0;
+  for (i = 1; i < n; i++)
+    if (!((t[i] >= 'a' && t[i] <= 'z') || (t[i] >= '0' && t[i] <= '9') ||
+          t[i] == '_' || t[i] == '.'))
+      return 0;
+  for (i = 0; i < NS_ARRAY_SIZE(reserved_types); i++)
+    if (strcmp(t, reserved_types[i]) == 0)
+      return 0;
+  return 1;
+}
+
+int ns_rest_parse_broadcast(const char *p, size_t n, ns_rest_broadcast *out,
+                            ns_rest_err *err) {
+  json_object *root, *type, *data = NULL;
+  memset(out, 0, sizeof(*out));
+  if (parse_body(p, n, &root, err) != 0)
+    return NS_EPARSE;
+  if (!json_object_is_type(root, json_type_object) ||
+      !json_object_object_get_ex(root, "type", &type) ||
+      !json_object_is_type(type, json_type_string) ||
+      strlen(json_object_get_string(type)) !=
+          (size_t)json_object_get_string_len(type) || /* an escaped NUL */
+      !ns_rest_valid_type(json_object_get_string(type))) {
+    json_object_put(root);
+    return fail(err, NS_EINVAL, "bad_request", "type",
+                "type: must match ^[a-z][a-z0-9_.]{0,63}$ and not be a "
+                "reserved type");
+  }
+  /* json-c gives NULL for the literal null: absent and null both mean {} */
+  if (json_object_object_get_ex(root, "data", &data) && data &&
+      !json_object_is_type(data, json_type_object)) {
+    json_object_put(root);
+    return fail(err, NS_EINVAL, "bad_request", "data", "data: must be an object");
+  }
+  out->root = root;
+  out->type = json_object_get_string(type);
+  out->data = data;
+  return 0;
+}
+
+int ns_rest_parse_action(const char *p, size_t n, ns_action *out,
+                         ns_rest_err *err) {
+  json_object *root, *a;
+  ns_action action = NS_ACTION_NONE;
+  *out = NS_ACTION_NONE;
+  if (parse_body(p, n, &root, err) != 0)
+    return NS_EPARSE;
+  if (json_object_is_type(root, json_type_object) &&
+      json_object_object_get_ex(root, "action", &a) &&
+      json_object_is_type(a, json_type_string) &&
+      strlen(json_object_get_string(a)) == (size_t)json_object_get_string_len(a)) {
+    const char *s = json_object_get_string(a);
+    action = strcmp(s, "read") == 0      ? NS_ACTION_READ
+             : strcmp(s, "unread") == 0  ? NS_ACTION_UNREAD
+             : strcmp(s, "dismiss") == 0 ? NS_ACTION_DISMISS
+                                         : NS_ACTION_NONE;
+  }
+  json_object_put(root);
+  if (action == NS_ACTION_NONE)
+    return fail(err, NS_EINVAL, "bad_request", "action",
+                "action: must be read, unread or dismiss");
+  *out = action;
+  return 0;
+}
+
+/* ---- headers and query values ---- */
+
+int ns_rest_check_device_header(const char *s, size_t n, ns_rest_err *err) {
+  if (n == 0 || ns_proto_valid_device_id(s, n))
+    return 0;
+  return fail(err, NS_EINVAL, "bad_request", "X-Device-ID",
+              "X-Device-ID: not a device_id");
+}
+
+/* Reads s[i] only while every earlier byte matched, so a short string stops
+ * at its NUL. */
+int ns_rest_valid_ts(const char *s) {
+  static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+  size_t i;
+  for (i = 0; shape[i]; i++) {
+    if (shape[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != shape[i])
+      return 0;
+  }
+  s += i;
+  if (*s == '.') { /* 1-9 digits: at most nanoseconds */
+    for (i = 1; s[i] >= '0' && s[i] <= '9'; i++)
+      ;
+    if (i == 1 || i > 10)
+      return 0;
+    s += i;
+  }
+  if (*s == 'Z')
+    return s[1] == '\0';
+  return (*s == '+' || *s == '-') && strlen(s) == 6 && s[3] == ':';
+}
+
+int ns_rest_parse_list_query(const char *limit, const char *before,
+                             const char *unread, ns_rest_list_query *out,
+                             ns_rest_err *err) {
+  out->limit = NS_REST_LIMIT_DEFAULT;
+  out->before = "";
+  out->unread = 0;
+  if (limit) {
+    char *end;
+    long n = strtol(limit, &end, 10);
+    if (*end || n < 1 || n > NS_REST_LIMIT_MAX)
+      return fail(err, NS_EINVAL, "bad_request", "limit", "limit: must be 1-200");
+    out->limit = (int)n;
+  }
+  if (before) {
+    if (!ns_rest_valid_ts(before))
+      return fail(err, NS_EINVAL, "bad_request", "before",
+                  "before: must be an RFC 3339 timestamp");
+    out->before = before;
+  }
+  if (unread)
+    out->unread = strcmp(unread, "1") == 0 || strcmp(unread, "true") == 0;
+  return 0;
+}
+
+/* ---- paths ---- */
+
+int ns_rest_valid_post_id(const char *s, size_t n) {
+  /* ns_proto_valid_device_id is the same byte set, 64 bytes at a time */
+  return n >= 1 && n <= NS_POST_ID_MAX &&
+         ns_proto_valid_device_id(s, NS_MIN(n, NS_DEVICE_ID_MAX)) &&
+         (n <= NS_DEVICE_ID_MAX ||
+          ns_proto_valid_device_id(s + NS_DEVICE_ID_MAX, n - NS_DEVICE_ID_MAX));
+}
+
+int ns_rest_parse_comments_path(const char *s, size_t n, ns_rest_cpath *out) {
+  static const char sub[] = "/comments";
+  const size_t sublen = sizeof(sub) - 1;
+  const char *slash, *cid;
+  size_t plen, rest, clen;
+  memset(out, 0, sizeof(*out));
+  out->kind = NS_REST_CPATH_NONE;
+  if (memchr(s, '\0', n) || !(slash = memchr(s, '/', n)))
+    return NS_ENOTFOUND;
+  plen = (size_t)(slash - s);
+  rest = n - plen;
+  if (rest < sublen || memcmp(slash, sub, sublen) != 0 ||
+      !ns_rest_valid_post_id(s, plen) || (rest > sublen && slash[sublen] != '/'))
+    return NS_ENOTFOUND;
+  memcpy(out->post_id, s, plen);
+  out->post_id[plen] = '\0';
+  if (rest == sublen) {
+    out->kind = NS_REST_CPATH_LIST;
+    return 0;
+  }
+  cid = slash + sublen + 1;
+  clen = rest - sublen - 1;
+  if (clen > NS_REST_PIECE_MAX || memchr(cid, '/', clen)) {
+    out->kind = NS_REST_CPATH_NO_ITEM;
+    return NS_ENOTFOUND;
+  }
+  memcpy(out->comment_id, cid, clen);
+  out->comment_id[clen] = '\0';
+  out->comment_id_ok = ns_proto_valid_uuid(cid, clen);
+  out->kind = NS_REST_CPATH_ITEM;
+  return 0;
+}
+
+int ns_rest_parse_notif_path(const char *s, size_t n, ns_rest_npath *out) {
+  static const char sub[] = "/actions";
+  const size_t sublen = sizeof(sub) - 1;
+  const char *slash;
+  size_t idlen;
+  memset(out, 0, sizeof(*out));
+  out->kind = NS_REST_NPATH_NONE;
+  if (memchr(s, '\0', n))
+    return NS_ENOTFOUND;
+  if (n == 5 && memcmp(s, "batch", 5) == 0) {
+    out->kind = NS_REST_NPATH_BATCH;
+    return 0;
+  }
+  if (!(slash = memchr(s, '/', n))) {
+    /* Any length: a GET of an id too long to be a UUID is a 404 like any
+     * other unknown id, after the token check. */
+    if (n <= NS_REST_PIECE_MAX) {
+      memcpy(out->id, s, n);
+      out->id[n] = '\0';
+    }
+    out->id_ok = ns_proto_valid_uuid(s, n);
+    out->kind = NS_REST_NPATH_ONE;
+    return 0;
+  }
+  idlen = (size_t)(slash - s);
+  if (n - idlen != sublen || memcmp(slash, sub, sublen) != 0 ||
+      idlen > NS_REST_PIECE_MAX)
+    return NS_ENOTFOUND;
+  memcpy(out->id, s, idlen);
+  out->id[idlen] = '\0';
+  out->id_ok = ns_proto_valid_uuid(s, idlen);
+  out->kind = NS_REST_NPATH_ACTIONS;
+  return 0;
+}
+
+int ns_rest_parse_device_path(const char *s, size_t n, char *out) {
+  out[0] = '\0';
+  if (!ns_proto_valid_device_id(s, n))
+    return NS_ENOTFOUND;
+  memcpy(out, s, n);
+  out[n] = '\0';
+  return 0;
+}
