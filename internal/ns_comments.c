@@ -163,7 +163,7 @@ int ns_comments_snapshot(ns_server *srv, const char *post_id, ns_comments_cb cb,
 typedef struct cm_op {
   ns_req *r;
   char post_id[NS_POST_ID_MAX + 1];
-  char comment_id[40];
+  char comment_id[NS_REST_PIECE_MAX + 1];
   int is_delete;
 } cm_op;
 
