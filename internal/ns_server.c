@@ -71,6 +71,7 @@ static void on_redis_message(void *arg, const char *ch, size_t chlen,
 
 static void on_redis_state(void *arg, int up, int sub_reconnected) {
   ns_server *srv = arg;
+  int was_up = srv->redis_up_since_ms != 0;
   if (sub_reconnected) {
     if (srv->redis_seen_up)
       ns_metrics_inc(&srv->metrics, NS_M_CLUSTER, "subscriber_reconnects");
@@ -86,7 +87,8 @@ static void on_redis_state(void *arg, int up, int sub_reconnected) {
     srv->redis_up_since_ms = 0;
   if (up)
     ns_presence_heartbeat(srv);
-  ns_log(NS_LOG_INFO, "redis %s", up ? "up" : "down");
+  if (up != was_up) /* transitions only: no "down" before the first "up" */
+    ns_log(NS_LOG_INFO, "redis %s", up ? "up" : "down");
 }
 
 typedef struct pg_slot pg_slot;
