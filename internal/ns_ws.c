@@ -264,7 +264,14 @@ static void handle_message(ns_conn *c, const char *p, size_t n) {
   ref = cmd.has_ref ? cmd.ref : NULL;
   ns_metrics_inc(&c->srv->metrics, NS_M_RECEIVED,
                  rc == 0 && cmd.type != NS_CMD_UNKNOWN ? cmd.type_name : "other");
-  if (rc != 0) {
+  /* On a public endpoint a message asking for anything but ping or
+   * subscribe is refused as such, whatever its data; a frame that is not a
+   * message (no known type was read) gets the SPEC §3 answer below. */
+  if (c->is_public && cmd.type != NS_CMD_PING && cmd.type != NS_CMD_SUBSCRIBE &&
+      (rc == 0 || (rc == NS_EPARSE && cmd.type != NS_CMD_UNKNOWN))) {
+    ns_conn_send_error(c, "read_only",
+                       "this endpoint accepts only ping and subscribe", ref);
+  } else if (rc != 0) {
     ns_conn_send_error(c, err.code, err.message, ref);
   } else if (cmd.type == NS_CMD_PING) {
     char ts[NS_TS_LEN];
@@ -272,9 +279,6 @@ static void handle_message(ns_conn *c, const char *p, size_t n) {
     ns_format_ts(ns_now_ms(), ts);
     json_object_object_add(d, "timestamp", json_object_new_string(ts));
     ns_conn_send_json(c, "pong", d, ref);
-  } else if (c->is_public && cmd.type != NS_CMD_SUBSCRIBE) {
-    ns_conn_send_error(c, "read_only",
-                       "this endpoint accepts only ping and subscribe", ref);
   } else if (cmd.type == NS_CMD_UNKNOWN) {
     char msg[128];
     snprintf(msg, sizeof(msg), "unknown message type '%s'", cmd.type_name);
