@@ -65,15 +65,16 @@ static const char LUA_PUSH[] =
     "return #KEYS - 3\n";
 
 /* The connect read (ARGV[5] = '1') drops entries older than queue_ttl and
- * computes `missed`; live reads of a connected device only read: what they
- * find was appended moments ago. */
+ * computes `missed` (and how many of them it dropped for age just now);
+ * live reads of a connected device only read: what they find was appended
+ * moments ago.  Reply: {missed, len, entries, aged}. */
 static const char LUA_FETCH[] =
-    "local missed, len = 0, 0\n"
+    "local missed, len, aged = 0, 0, 0\n"
     "if ARGV[5] == '1' then\n"
     "  local t = redis.call('TIME')\n"
     "  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "  redis.call('XTRIM', KEYS[1], 'MINID',\n"
-    "             string.format('%.0f', now - tonumber(ARGV[4])))\n"
+    "  aged = redis.call('XTRIM', KEYS[1], 'MINID',\n"
+    "                    string.format('%.0f', now - tonumber(ARGV[4])))\n"
     "  local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])\n"
     "  if ok then\n"
     "    local added = 0\n"
@@ -92,7 +93,8 @@ static const char LUA_FETCH[] =
     "end\n"
     "local from = '-'\n"
     "if ARGV[2] ~= '' then from = '(' .. ARGV[2] end\n"
-    "return {missed, len, redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', ARGV[3])}\n";
+    "return {missed, len, redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', ARGV[3]),\n"
+    "        aged}\n";
 
 static const char LUA_TRIM[] =
     "local a, b = string.match(ARGV[2], '^(%d+)-(%d+)$')\n"
@@ -258,13 +260,19 @@ static ns_msg *entry_msg(redisReply *e) {
   return m;
 }
 
-static void send_overflow(ns_conn *c, long long missed) {
+/* `missed` messages this device never got; `aged` of them were old enough
+ * for the age trim of this read, the rest went to the cap (or to age in an
+ * earlier life of the stream, which the server can no longer tell apart). */
+static void send_overflow(ns_conn *c, long long missed, long long aged) {
   json_object *d = json_object_new_object();
   json_object_object_add(d, "missed", json_object_new_int64(missed));
   ns_conn_send_json(c, "queue_overflow", d, NULL);
-  /* messages, not episodes: what this device lost to the cap or to age */
-  ns_metrics_add(&c->srv->metrics, NS_M_QUEUE_DROPPED, "missed",
-                 (uint64_t)missed);
+  aged = NS_MIN(NS_MAX(aged, 0), missed);
+  if (aged > 0)
+    ns_metrics_add(&c->srv->metrics, NS_M_QUEUE_DROPPED, "age", (uint64_t)aged);
+  if (missed > aged)
+    ns_metrics_add(&c->srv->metrics, NS_M_QUEUE_DROPPED, "cap",
+                   (uint64_t)(missed - aged));
 }
 
 /* Ends the connect read: the callback runs once and is forgotten. */
@@ -285,7 +293,7 @@ static void on_fetched(redisReply *r, void *arg) {
     ns_conn_unref(c);
     return;
   }
-  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
     if (r && r->type == REDIS_REPLY_ERROR)
       ns_log(NS_LOG_ERROR, "queue fetch: %s", r->str);
     if (first)
@@ -298,7 +306,7 @@ static void on_fetched(redisReply *r, void *arg) {
   if (first) {
     c->queued = r->element[1]->integer;
     if (r->element[0]->integer > 0)
-      send_overflow(c, r->element[0]->integer);
+      send_overflow(c, r->element[0]->integer, r->element[3]->integer);
   }
   c->q_more = r->element[2]->elements == NS_QUEUE_PAGE;
   for (i = 0; i < r->element[2]->elements; i++) {

@@ -272,7 +272,7 @@ test('non-ack mode: what was written to the socket is not replayed (graceful clo
 
 test('cap queue_max_messages=20: 30 posted offline → queue_overflow {missed:10}, then the newest 20 in order', async () => {
   const user = uid();
-  const droppedBefore = (await metricSum(capped, 'notisync_queue_dropped_total', /reason="missed"/)) || 0;
+  const droppedBefore = (await metricSum(capped, 'notisync_queue_dropped_total', /reason="cap"/)) || 0;
   await register(capped, user, 'D');
   const ids = await postSeq(capped, user, 30);
   const d = await capped.device(user, 'D');
@@ -282,8 +282,8 @@ test('cap queue_max_messages=20: 30 posted offline → queue_overflow {missed:10
   const follow = afterWelcome(d).filter((m) => m.type !== 'device_status');
   assert.equal(follow[0].type, 'queue_overflow', `queue_overflow first after welcome: ${d.describe()}`);
   assert.deepEqual(follow[0].data, { missed: 10 });
-  assert.equal(await metricSum(capped, 'notisync_queue_dropped_total', /reason="missed"/), droppedBefore + 10,
-    'the metric counts the 10 lost messages');
+  assert.equal(await metricSum(capped, 'notisync_queue_dropped_total', /reason="cap"/), droppedBefore + 10,
+    'the metric counts the 10 messages lost to the cap');
   assert.deepEqual(follow.slice(1).map((m) => m.type), Array(20).fill('new_notification'), d.describe());
   assert.deepEqual(follow.slice(1).map((m) => m.data.id), ids.slice(10), 'the newest 20, oldest first');
   assertIncreasing(follow.slice(1), 'capped replay');
@@ -341,18 +341,23 @@ test('ttl 3s: messages older than queue_ttl are never delivered; fresh ones are'
   await d2.close();
 });
 
-test('ttl 3s: of a mixed queue only the young messages are replayed', async () => {
+test('ttl 3s: of a mixed queue only the young messages are replayed, after queue_overflow {missed: 2}', async () => {
   const user = uid();
+  const agedBefore = (await metricSum(short, 'notisync_queue_dropped_total', /reason="age"/)) || 0;
   await register(short, user, 'D');
   const old = await postSeq(short, user, 2, { title: 'old' });
   await sleep(2500);
   const young = await postSeq(short, user, 2, { title: 'young' });
-  await sleep(1500);
+  await sleep(1500); /* the old ones are now past 3 s; the key (EXPIRE 3 s from the young) lives */
   const d = await short.device(user, 'D');
   await d.waitFor(isNew(young[1]), 5000, 'young messages');
   await sleep(1000);
   assert.deepEqual(notifIds(d), young, `only the young ones (old: ${old.join(',')}): ${d.describe()}`);
   assert.equal(d.welcome.data.queued, 2);
+  const follow = afterWelcome(d).filter((m) => m.type !== 'device_status');
+  assert.equal(follow[0].type, 'queue_overflow', d.describe());
+  assert.deepEqual(follow[0].data, { missed: 2 }, 'the two lost to age are counted');
+  assert.equal(await metricSum(short, 'notisync_queue_dropped_total', /reason="age"/), agedBefore + 2);
   await d.close();
 });
 
