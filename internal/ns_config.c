@@ -616,6 +616,16 @@ static bool instance_id_ok(const char *s) {
   return true;
 }
 
+int ns_config_need_jwt_key(const ns_config *c, char *err, size_t errlen) {
+  if (c->jwt_secret[0] == '\0' && c->jwt_public_key_file[0] == '\0') {
+    seterr(err, errlen,
+           "no JWT key configured: set 'jwt_secret' (HS256) or "
+           "'jwt_public_key_file' (RS256/ES256)");
+    return NS_EINVAL;
+  }
+  return 0;
+}
+
 /* Checks the rules no single row can: see the header.  Returns 0, or
  * NS_EINVAL with a message naming the key(s) involved. */
 int ns_config_validate(const ns_config *c, char *err, size_t errlen) {
@@ -626,12 +636,6 @@ int ns_config_validate(const ns_config *c, char *err, size_t errlen) {
     seterr(err, errlen,
            "bad value for key 'idle_timeout': must be greater than "
            "heartbeat_interval");
-    return NS_EINVAL;
-  }
-  if (c->jwt_secret[0] == '\0' && c->jwt_public_key_file[0] == '\0') {
-    seterr(err, errlen,
-           "no JWT key configured: set 'jwt_secret' (HS256) or "
-           "'jwt_public_key_file' (RS256/ES256)");
     return NS_EINVAL;
   }
   if ((c->tls_cert[0] == '\0') != (c->tls_key[0] == '\0')) {

@@ -70,9 +70,14 @@ int ns_config_load_file(ns_config *c, const char *path, char *err,
 int ns_config_load_env(ns_config *c, char *const *envp, char *err,
                        size_t errlen);
 
-/* Checks cross-key rules (idle_timeout > heartbeat_interval, a JWT key is
- * configured, log_level/log_format valid, tls_cert with tls_key). */
+/* Checks cross-key rules (idle_timeout > heartbeat_interval,
+ * log_level/log_format valid, tls_cert with tls_key). */
 int ns_config_validate(const ns_config *c, char *err, size_t errlen);
+
+/* 0 when a JWT key is configured (jwt_secret or jwt_public_key_file), else
+ * NS_EINVAL with a message naming both keys.  `serve` and `token` need
+ * one; `migrate` does not. */
+int ns_config_need_jwt_key(const ns_config *c, char *err, size_t errlen);
 
 /* Prints every key, its default and a one-line description. */
 void ns_config_print_help(FILE *f);

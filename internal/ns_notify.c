@@ -216,8 +216,11 @@ static int collect(ns_req *r, json_object *items, int batch, json_object *input)
     }
     for (j = 0; j < i; j++) {
       if (strcmp(in[j].id, in[i].id) == 0) {
-        ns__http_reply_error(r, 400, "bad_request",
-                             "notifications[].id: duplicate id in the batch");
+        char field[48], msg[160];
+        snprintf(field, sizeof(field), "notifications[%zu].id", i);
+        snprintf(msg, sizeof(msg), "%s: duplicate id in the batch (as item %zu)",
+                 field, j);
+        ns__http_reply_field_error(r, 400, "bad_request", field, msg);
         free(in);
         return -1;
       }

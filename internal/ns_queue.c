@@ -25,11 +25,20 @@
 /* KEYS: marker, channel, ql:{user} (the last id issued for the user),
  * then the target queues.  The new id is above the user's last id (and the
  * clock); without ql (first push, or after it expired) every target
- * stream's last-generated-id is read instead. */
+ * stream's last-generated-id is read instead.
+ *
+ * Redis does not undo a script's writes when a later command fails, so
+ * everything that can fail is checked before the first write (a target key
+ * of another type), and the exactly-once marker is written last: a push
+ * that fails leaves no marker, and its retry queues again. */
 static const char LUA_PUSH[] =
-    "if ARGV[6] == '1' then\n"
-    "  if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then\n"
-    "    return -1 end\n"
+    "if ARGV[6] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then\n"
+    "  return -1 end\n"
+    "for i = 4, #KEYS do\n"
+    "  local ty = redis.call('TYPE', KEYS[i])['ok']\n"
+    "  if ty ~= 'stream' and ty ~= 'none' then\n"
+    "    return redis.error_reply('queue key ' .. KEYS[i] .. ' holds a ' .. ty)\n"
+    "  end\n"
     "end\n"
     "local t = redis.call('TIME')\n"
     "local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
@@ -59,6 +68,7 @@ static const char LUA_PUSH[] =
     "  redis.call('EXPIRE', KEYS[i], ARGV[1])\n"
     "end\n"
     "redis.call('SET', KEYS[3], id, 'EX', ARGV[1])\n"
+    "if ARGV[6] == '1' then redis.call('SET', KEYS[1], '1', 'EX', ARGV[1]) end\n"
     "if #KEYS > 3 then\n"
     "  redis.call('PUBLISH', KEYS[2], '{\"k\":\"q\",\"t\":\"' .. ARGV[7] .. '\"}')\n"
     "end\n"

@@ -29,8 +29,9 @@ static void usage(FILE *f) {
   ns_config_print_help(f);
 }
 
-/* Loads defaults < file < environment and validates.  Exits on error. */
-static void load_config(ns_config *cfg, const char *path) {
+/* Loads defaults < file < environment and validates (a JWT key too when
+ * `need_jwt`).  Exits on error. */
+static void load_config(ns_config *cfg, const char *path, int need_jwt) {
   char err[512];
   int rc;
   ns_config_defaults(cfg);
@@ -40,7 +41,8 @@ static void load_config(ns_config *cfg, const char *path) {
     exit(2);
   }
   if (ns_config_load_env(cfg, environ, err, sizeof(err)) != 0 ||
-      ns_config_validate(cfg, err, sizeof(err)) != 0) {
+      ns_config_validate(cfg, err, sizeof(err)) != 0 ||
+      (need_jwt && ns_config_need_jwt_key(cfg, err, sizeof(err)) != 0)) {
     fprintf(stderr, "notisyncd: %s\n", err);
     exit(2);
   }
@@ -174,7 +176,7 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
-  load_config(&cfg, config);
+  load_config(&cfg, config, strcmp(cmd, "migrate") != 0);
   if (strcmp(cmd, "token") == 0) {
     rc = cmd_token(&cfg, user, role, ttl);
   } else if (strcmp(cmd, "migrate") == 0) {

@@ -632,8 +632,8 @@ typedef struct {
 static void test_validate(void **state) {
   static const validate_case cases[] = {
       {"jwt_secret", "k", NULL, NULL, NULL},
-      {"jwt_secret", "", NULL, NULL, "'jwt_secret'"},
-      {"jwt_secret", "", NULL, NULL, "'jwt_public_key_file'"},
+      /* no JWT key is not a validate error (test_need_jwt_key) */
+      {"jwt_secret", "", NULL, NULL, NULL},
       {"jwt_secret", "", "jwt_public_key_file", "/etc/k.pem", NULL},
       {"idle_timeout", "30s", NULL, NULL,
        "bad value for key 'idle_timeout': must be greater than "
@@ -686,6 +686,21 @@ static void test_validate(void **state) {
     }
     ns_config_free(&c);
   }
+}
+
+/* A JWT key is a rule of serve and token, not of every command. */
+static void test_need_jwt_key(void **state) {
+  ns_config c;
+  char err[256] = "";
+  (void)state;
+  ns_config_defaults(&c);
+  assert_int_equal(ns_config_validate(&c, err, sizeof err), 0);
+  assert_int_equal(ns_config_need_jwt_key(&c, err, sizeof err), NS_EINVAL);
+  assert_contains(err, "'jwt_secret'");
+  assert_contains(err, "'jwt_public_key_file'");
+  assert_int_equal(ns_config_set(&c, "jwt_public_key_file", "/k.pem", err, sizeof err), 0);
+  assert_int_equal(ns_config_need_jwt_key(&c, err, sizeof err), 0);
+  ns_config_free(&c);
 }
 
 /* The struct is public, so validate re-checks what a direct edit can break. */
@@ -817,6 +832,7 @@ int main(void) {
       cmocka_unit_test(test_env_over_file),
       cmocka_unit_test(test_validate),
       cmocka_unit_test(test_validate_direct_edits),
+      cmocka_unit_test(test_need_jwt_key),
       cmocka_unit_test(test_help_lists_every_key),
       cmocka_unit_test(test_free_is_idempotent),
   };
