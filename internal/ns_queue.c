@@ -23,7 +23,8 @@
 #define NS_QUEUE_PAGE 200
 
 /* KEYS: marker, channel, ql:{user} (the last id issued for the user),
- * then the target queues.  The new id is above the user's last id (and the
+ * cur:{user} (the devices' cursors: kept alive as long as the queues), then
+ * the target queues.  The new id is above the user's last id (and the
  * clock); without ql (first push, or after it expired) every target
  * stream's last-generated-id is read instead.
  *
@@ -34,7 +35,7 @@
 static const char LUA_PUSH[] =
     "if ARGV[6] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then\n"
     "  return -1 end\n"
-    "for i = 4, #KEYS do\n"
+    "for i = 5, #KEYS do\n"
     "  local ty = redis.call('TYPE', KEYS[i])['ok']\n"
     "  if ty ~= 'stream' and ty ~= 'none' then\n"
     "    return redis.error_reply('queue key ' .. KEYS[i] .. ' holds a ' .. ty)\n"
@@ -52,7 +53,7 @@ static const char LUA_PUSH[] =
     "end\n"
     "local last = redis.call('GET', KEYS[3])\n"
     "if last then above(last) else\n"
-    "  for i = 4, #KEYS do\n"
+    "  for i = 5, #KEYS do\n"
     "    local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[i])\n"
     "    if ok then\n"
     "      for j = 1, #info, 2 do\n"
@@ -62,17 +63,18 @@ static const char LUA_PUSH[] =
     "  end\n"
     "end\n"
     "local id = string.format('%.0f-%.0f', ms, seq)\n"
-    "for i = 4, #KEYS do\n"
+    "for i = 5, #KEYS do\n"
     "  redis.call('XADD', KEYS[i], 'MAXLEN', ARGV[2], id, 't', ARGV[3],\n"
     "             'd', ARGV[4], 'c', ARGV[5])\n"
     "  redis.call('EXPIRE', KEYS[i], ARGV[1])\n"
     "end\n"
     "redis.call('SET', KEYS[3], id, 'EX', ARGV[1])\n"
+    "redis.call('EXPIRE', KEYS[4], ARGV[1])\n"
     "if ARGV[6] == '1' then redis.call('SET', KEYS[1], '1', 'EX', ARGV[1]) end\n"
-    "if #KEYS > 3 then\n"
+    "if #KEYS > 4 then\n"
     "  redis.call('PUBLISH', KEYS[2], '{\"k\":\"q\",\"t\":\"' .. ARGV[7] .. '\"}')\n"
     "end\n"
-    "return #KEYS - 3\n";
+    "return #KEYS - 4\n";
 
 /* The connect read (ARGV[5] = '1') drops entries older than queue_ttl and
  * computes `missed` (and how many of them it dropped for age just now);
@@ -100,6 +102,7 @@ static const char LUA_FETCH[] =
     "  else\n"
     "    redis.call('HDEL', KEYS[2], ARGV[1] .. ':n')\n"
     "  end\n"
+    "  redis.call('PEXPIRE', KEYS[2], ARGV[4])\n"
     "end\n"
     "local from = '-'\n"
     "if ARGV[2] ~= '' then from = '(' .. ARGV[2] end\n"
@@ -113,6 +116,7 @@ static const char LUA_TRIM[] =
     "                     a .. '-' .. string.format('%.0f', tonumber(b) + 1))\n"
     "if n > 0 then redis.call('HINCRBY', KEYS[2], ARGV[1] .. ':n', n) end\n"
     "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])\n"
+    "redis.call('EXPIRE', KEYS[2], ARGV[3])\n"
     "return n\n";
 
 /* Parses "a-b"; 0 on success. */
@@ -164,7 +168,7 @@ int ns_queue_push(ns_server *srv, const char *user, const char *targets_csv,
                   int64_t commit_ms, ns_queue_push_cb cb, void *arg) {
   const ns_config *cfg = srv->cfg;
   char ttl_s[24], maxlen[24], commit[24], ttl_ms[24], nkeys[16];
-  char mkey[128], ch[256], ql[256];
+  char mkey[128], ch[256], ql[256], cur[256];
   const char **argv;
   char **owned;
   size_t ndev = 0, i, argc;
@@ -180,12 +184,13 @@ int ns_queue_push(ns_server *srv, const char *user, const char *targets_csv,
   snprintf(ttl_ms, sizeof(ttl_ms), "%lld", (long long)cfg->queue_ttl_ms);
   snprintf(maxlen, sizeof(maxlen), "%lld", (long long)cfg->queue_max_messages);
   snprintf(commit, sizeof(commit), "%lld", (long long)commit_ms);
-  snprintf(nkeys, sizeof(nkeys), "%zu", ndev + 3);
+  snprintf(nkeys, sizeof(nkeys), "%zu", ndev + 4);
   ns__key(srv, mkey, sizeof(mkey), "qd:%s", marker ? marker : "-");
   ns__ukey(srv, ch, sizeof(ch), "u", user, NULL);
   ns__ukey(srv, ql, sizeof(ql), "ql", user, NULL);
+  ns__ukey(srv, cur, sizeof(cur), "cur", user, NULL);
 
-  argc = 3 + (ndev + 3) + 8;
+  argc = 3 + (ndev + 4) + 8;
   argv = ns_xcalloc(argc, sizeof(*argv));
   owned = ns_xcalloc(ndev + 1, sizeof(*owned));
   argv[0] = "EVAL";
@@ -194,6 +199,7 @@ int ns_queue_push(ns_server *srv, const char *user, const char *targets_csv,
   argv[3] = mkey;
   argv[4] = ch;
   argv[5] = ql;
+  argv[6] = cur;
   for (i = 0, p = targets_csv; i < ndev; i++) {
     const char *end = strchr(p, ',');
     size_t n = end ? (size_t)(end - p) : strlen(p);
@@ -201,17 +207,17 @@ int ns_queue_push(ns_server *srv, const char *user, const char *targets_csv,
     snprintf(dev, sizeof(dev), "%.*s", (int)NS_MIN(n, sizeof(dev) - 1), p);
     ns__ukey(srv, key, sizeof(key), "q", user, dev);
     owned[i] = ns_xstrdup(key);
-    argv[6 + i] = owned[i];
+    argv[7 + i] = owned[i];
     p = end ? end + 1 : p + n;
   }
-  argv[6 + ndev + 0] = ttl_s;
-  argv[6 + ndev + 1] = maxlen;
-  argv[6 + ndev + 2] = type;
-  argv[6 + ndev + 3] = data_json;
-  argv[6 + ndev + 4] = commit;
-  argv[6 + ndev + 5] = marker ? "1" : "0";
-  argv[6 + ndev + 6] = targets_csv;
-  argv[6 + ndev + 7] = ttl_ms;
+  argv[7 + ndev + 0] = ttl_s;
+  argv[7 + ndev + 1] = maxlen;
+  argv[7 + ndev + 2] = type;
+  argv[7 + ndev + 3] = data_json;
+  argv[7 + ndev + 4] = commit;
+  argv[7 + ndev + 5] = marker ? "1" : "0";
+  argv[7 + ndev + 6] = targets_csv;
+  argv[7 + ndev + 7] = ttl_ms;
   op = ns_xmalloc(sizeof(*op));
   op->cb = cb;
   op->arg = arg;
@@ -405,8 +411,8 @@ static void on_trimmed(redisReply *r, void *arg) {
 
 /* Trims everything up to q_written, one EVAL in flight per connection. */
 static void trim(ns_conn *c) {
-  char q[300], cur[256];
-  const char *argv[7];
+  char q[300], cur[256], ttl_s[24];
+  const char *argv[8];
   if (c->q_trimming || id_cmp(c->q_written, c->q_trimmed) <= 0)
     return;
   qkeys(c, q, sizeof(q), cur, sizeof(cur));
@@ -418,9 +424,12 @@ static void trim(ns_conn *c) {
   argv[4] = cur;
   argv[5] = c->device;
   argv[6] = c->q_trimmed;
+  snprintf(ttl_s, sizeof(ttl_s), "%lld",
+           (long long)(c->srv->cfg->queue_ttl_ms / 1000));
+  argv[7] = ttl_s;
   ns_conn_ref(c);
   c->q_trimming = 1;
-  if (ns_redis_cmdargv(c->srv->redis, on_trimmed, c, 7, argv, NULL) != 0) {
+  if (ns_redis_cmdargv(c->srv->redis, on_trimmed, c, 8, argv, NULL) != 0) {
     /* Redis is down: the entries stay queued and are replayed later. */
     c->q_trimming = 0;
     c->q_trimmed[0] = '\0';

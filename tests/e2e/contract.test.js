@@ -14,7 +14,7 @@ const { execFile } = require('node:child_process');
 const net = require('node:net');
 const {
   test, useServer, services, uid, sleep, newId, nowS, claims, signJwt, postNotification,
-  postBatch, notifIds, durables, publicClient, broadcast, serviceToken,
+  postBatch, notifIds, durables, publicClient, broadcast, serviceToken, until,
 } = require('./lib/harness');
 
 const srv = useServer();
@@ -444,6 +444,25 @@ test('POST without Content-Length (chunked, or no length header) → 411 length_
 });
 
 /* ------------------------------------------------------ 8. queue key TTL */
+
+test('queue_ttl=3s: per-user keys (cur, ql) expire with the queues: an online device\'s reads and trims leave nothing behind', async () => {
+  const user = uid();
+  const d = await short.device(user, 'on');
+  const r = await postNotification(short, user);
+  assert.equal(r.status, 201, r.text);
+  await d.waitFor((m) => m.type === 'new_notification' && m.data.id === r.json.id, 5000, 'delivered live');
+  const cur = `cur:{${user}}`;
+  await until(async () => (await redisCli('HGET', cur, 'on')) !== '', { timeoutMs: 5000, what: 'the trim wrote the cursor' });
+  for (const key of [cur, `ql:{${user}}`]) {
+    const pttl = Number(await redisCli('PTTL', key));
+    assert.ok(pttl > 0 && pttl <= 3000, `${key}: PTTL ${pttl} must be in (0, 3000]`);
+  }
+  await d.close();
+  await sleep(4000);
+  for (const key of [cur, `ql:{${user}}`, `q:{${user}}:on`]) {
+    assert.equal(await redisCli('EXISTS', key), '0', `${key} outlived queue_ttl`);
+  }
+});
 
 test('queue_ttl=3s: an offline device\'s key q:{user}:device has PTTL <= 3000 after a post and is gone ~4 s later', async () => {
   const user = uid();
