@@ -109,14 +109,17 @@ static const char LUA_FETCH[] =
     "return {missed, len, redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', ARGV[3]),\n"
     "        aged}\n";
 
+/* Trims the device's stream up to ARGV[2] and moves its cursor there.  The
+ * cursor hash gets its TTL when a field is created (pushes and connect reads
+ * refresh it), not on every trim: one command less per delivery. */
 static const char LUA_TRIM[] =
     "local a, b = string.match(ARGV[2], '^(%d+)-(%d+)$')\n"
     "if not a then return 0 end\n"
     "local n = redis.call('XTRIM', KEYS[1], 'MINID',\n"
     "                     a .. '-' .. string.format('%.0f', tonumber(b) + 1))\n"
     "if n > 0 then redis.call('HINCRBY', KEYS[2], ARGV[1] .. ':n', n) end\n"
-    "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])\n"
-    "redis.call('EXPIRE', KEYS[2], ARGV[3])\n"
+    "if redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) == 1 then\n"
+    "  redis.call('EXPIRE', KEYS[2], ARGV[3]) end\n"
     "return n\n";
 
 /* Parses "a-b"; 0 on success. */
