@@ -203,6 +203,14 @@ int ns_rest_valid_post_id(const char *s, size_t n) {
           ns_proto_valid_device_id(s + NS_DEVICE_ID_MAX, n - NS_DEVICE_ID_MAX));
 }
 
+/* Copies an id piece of `n` <= NS_REST_PIECE_MAX bytes into `dst` (NUL
+ * terminated); returns 1 when it is a UUID. */
+static int copy_piece(char *dst, const char *s, size_t n) {
+  memcpy(dst, s, n);
+  dst[n] = '\0';
+  return ns_proto_valid_uuid(s, n);
+}
+
 int ns_rest_parse_comments_path(const char *s, size_t n, ns_rest_cpath *out) {
   static const char sub[] = "/comments";
   const size_t sublen = sizeof(sub) - 1;
@@ -229,9 +237,7 @@ int ns_rest_parse_comments_path(const char *s, size_t n, ns_rest_cpath *out) {
     out->kind = NS_REST_CPATH_NO_ITEM;
     return NS_ENOTFOUND;
   }
-  memcpy(out->comment_id, cid, clen);
-  out->comment_id[clen] = '\0';
-  out->comment_id_ok = ns_proto_valid_uuid(cid, clen);
+  out->comment_id_ok = copy_piece(out->comment_id, cid, clen);
   out->kind = NS_REST_CPATH_ITEM;
   return 0;
 }
@@ -252,11 +258,8 @@ int ns_rest_parse_notif_path(const char *s, size_t n, ns_rest_npath *out) {
   if (!(slash = memchr(s, '/', n))) {
     /* Any length: a GET of an id too long to be a UUID is a 404 like any
      * other unknown id, after the token check. */
-    if (n <= NS_REST_PIECE_MAX) {
-      memcpy(out->id, s, n);
-      out->id[n] = '\0';
-    }
-    out->id_ok = ns_proto_valid_uuid(s, n);
+    out->id_ok = n <= NS_REST_PIECE_MAX ? copy_piece(out->id, s, n)
+                                        : ns_proto_valid_uuid(s, n);
     out->kind = NS_REST_NPATH_ONE;
     return 0;
   }
@@ -264,9 +267,7 @@ int ns_rest_parse_notif_path(const char *s, size_t n, ns_rest_npath *out) {
   if (n - idlen != sublen || memcmp(slash, sub, sublen) != 0 ||
       idlen > NS_REST_PIECE_MAX)
     return NS_ENOTFOUND;
-  memcpy(out->id, s, idlen);
-  out->id[idlen] = '\0';
-  out->id_ok = ns_proto_valid_uuid(s, idlen);
+  out->id_ok = copy_piece(out->id, s, idlen);
   out->kind = NS_REST_NPATH_ACTIONS;
   return 0;
 }
