@@ -167,10 +167,6 @@ typedef struct cm_op {
   int is_delete;
 } cm_op;
 
-int ns_comments_valid_post_id(const char *s, size_t n) {
-  return ns_rest_valid_post_id(s, n);
-}
-
 /* Reads {"content"} from the body into *body; replies 400 and returns -1 on
  * error.  On success the caller puts body->root. */
 static int read_content(ns_req *r, ns_rest_comment *body) {

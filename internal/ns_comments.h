@@ -16,9 +16,6 @@ typedef void (*ns_comments_cb)(int rc, struct json_object *list, void *arg);
 int ns_comments_snapshot(ns_server *srv, const char *post_id, ns_comments_cb cb,
                          void *arg);
 
-/* 1 when `s` is a post id: 1-128 bytes of [A-Za-z0-9._:-]. */
-int ns_comments_valid_post_id(const char *s, size_t n);
-
 /* A message on `bcast`: builds the envelope once and queues it on every
  * ready WebSocket of this instance. */
 void ns_comments_on_bcast(ns_server *srv, const char *payload, size_t len);

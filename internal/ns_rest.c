@@ -43,23 +43,34 @@ static int parse_body(const char *p, size_t n, json_object **root,
   return 0;
 }
 
+/* The string member `key` of the object `root`, or NULL when absent, not a
+ * string, or holding an escaped NUL (\u0000: a C string would end there);
+ * *len its length. */
+static const char *string_member(json_object *root, const char *key,
+                                 size_t *len) {
+  json_object *v;
+  const char *s;
+  if (!json_object_is_type(root, json_type_object) ||
+      !json_object_object_get_ex(root, key, &v) ||
+      !json_object_is_type(v, json_type_string))
+    return NULL;
+  s = json_object_get_string(v);
+  *len = (size_t)json_object_get_string_len(v);
+  return strlen(s) == *len ? s : NULL;
+}
+
 /* ---- bodies ---- */
 
 int ns_rest_parse_comment(const char *p, size_t n, ns_rest_comment *out,
                           ns_rest_err *err) {
-  json_object *root, *v;
+  json_object *root;
   const char *s;
-  size_t len;
+  size_t len = 0;
   memset(out, 0, sizeof(*out));
   if (parse_body(p, n, &root, err) != 0)
     return NS_EPARSE;
-  if (!json_object_is_type(root, json_type_object) ||
-      !json_object_object_get_ex(root, "content", &v) ||
-      !json_object_is_type(v, json_type_string) ||
-      (len = (size_t)json_object_get_string_len(v)) < 1 ||
-      len > NS_REST_CONTENT_MAX ||
-      strlen(s = json_object_get_string(v)) != len ||
-      !ns_proto_utf8_valid(s, len)) {
+  if (!(s = string_member(root, "content", &len)) || len < 1 ||
+      len > NS_REST_CONTENT_MAX || !ns_proto_utf8_valid(s, len)) {
     json_object_put(root);
     return fail(err, NS_EINVAL, "bad_request", "content",
                 "content: must be a string of 1-10000 bytes of UTF-8");
@@ -86,16 +97,13 @@ int ns_rest_valid_type(const char *t) {
 
 int ns_rest_parse_broadcast(const char *p, size_t n, ns_rest_broadcast *out,
                             ns_rest_err *err) {
-  json_object *root, *type, *data = NULL;
+  json_object *root, *data = NULL;
+  const char *type;
+  size_t len;
   memset(out, 0, sizeof(*out));
   if (parse_body(p, n, &root, err) != 0)
     return NS_EPARSE;
-  if (!json_object_is_type(root, json_type_object) ||
-      !json_object_object_get_ex(root, "type", &type) ||
-      !json_object_is_type(type, json_type_string) ||
-      strlen(json_object_get_string(type)) !=
-          (size_t)json_object_get_string_len(type) || /* an escaped NUL */
-      !ns_rest_valid_type(json_object_get_string(type))) {
+  if (!(type = string_member(root, "type", &len)) || !ns_rest_valid_type(type)) {
     json_object_put(root);
     return fail(err, NS_EINVAL, "bad_request", "type",
                 "type: must match ^[a-z][a-z0-9_.]{0,63}$ and not be a "
@@ -108,23 +116,21 @@ int ns_rest_parse_broadcast(const char *p, size_t n, ns_rest_broadcast *out,
     return fail(err, NS_EINVAL, "bad_request", "data", "data: must be an object");
   }
   out->root = root;
-  out->type = json_object_get_string(type);
+  out->type = type;
   out->data = data;
   return 0;
 }
 
 int ns_rest_parse_action(const char *p, size_t n, ns_action *out,
                          ns_rest_err *err) {
-  json_object *root, *a;
+  json_object *root;
   ns_action action = NS_ACTION_NONE;
+  const char *s;
+  size_t len;
   *out = NS_ACTION_NONE;
   if (parse_body(p, n, &root, err) != 0)
     return NS_EPARSE;
-  if (json_object_is_type(root, json_type_object) &&
-      json_object_object_get_ex(root, "action", &a) &&
-      json_object_is_type(a, json_type_string) &&
-      strlen(json_object_get_string(a)) == (size_t)json_object_get_string_len(a)) {
-    const char *s = json_object_get_string(a);
+  if ((s = string_member(root, "action", &len)) != NULL) {
     action = strcmp(s, "read") == 0      ? NS_ACTION_READ
              : strcmp(s, "unread") == 0  ? NS_ACTION_UNREAD
              : strcmp(s, "dismiss") == 0 ? NS_ACTION_DISMISS

@@ -12,6 +12,7 @@
 #include "ns_comments.h"
 #include "ns_log.h"
 #include "ns_queue.h"
+#include "ns_rest.h"
 #include "ns_server_int.h"
 
 #define PATH_MAX_LEN 256
@@ -241,7 +242,7 @@ static void on_snapshot(int rc, json_object *list, void *arg) {
  * flow to every connection regardless). */
 static void handle_subscribe(ns_conn *c, const ns_cmd *cmd, const char *ref) {
   action_req *a;
-  if (!ns_comments_valid_post_id(cmd->post_id, strlen(cmd->post_id))) {
+  if (!ns_rest_valid_post_id(cmd->post_id, strlen(cmd->post_id))) {
     ns_conn_send_error(c, "bad_message",
                        "data.postId must be 1-128 bytes of [A-Za-z0-9._:-]", ref);
     return;
