@@ -23,6 +23,19 @@ static void usage(FILE *f) {
     "                     fast as answered (devices connected, then disconnected)\n"
     "  throughput-batch   the same with POST /api/v1/notifications/batch\n"
     "  fanout             C public connections (/ws/public), M broadcasts\n"
+    "  idle               C connections held open; RSS of each --watch process\n"
+    "                     before and 3 s after all are open (delta per conn)\n"
+    "  bcast-throughput   C public subscribers; M broadcasts posted as fast as\n"
+    "                     answered, at most --inflight in flight; deliveries/s,\n"
+    "                     loss and duplicates per connection (bitmaps)\n"
+    "  bcast-latency      C public subscribers; M broadcasts at --rate R/s;\n"
+    "                     publish -> receive latency of every delivery\n"
+    "  handshake          N connections, --connect-parallel K handshakes in\n"
+    "                     flight per process; upgrades/s (and welcomes/s)\n"
+    "  storm              U x D devices connect, disconnect; Q notifications\n"
+    "                     queued per user; all reconnect at once: time to the\n"
+    "                     last welcome and until every queue is drained\n"
+    "                     (notisync only)\n"
     "  selftest           check the client's codecs and exit\n"
     "options (defaults per scenario in brackets):\n"
     "  --host A            server IPv4 address [127.0.0.1]\n"
@@ -48,13 +61,36 @@ static void usage(FILE *f) {
     "  --watch NAME=PID    report the CPU of PID and its descendants (repeat)\n"
     "  --stat-cmd CMD      shell command printing 'name value' lines, run\n"
     "                      before and after the measured window\n"
-    "  --summary FILE      append machine-readable 'key value' lines to FILE\n");
+    "  --summary FILE      append machine-readable 'key value' lines to FILE\n"
+    "idle, bcast-*, handshake, storm:\n"
+    "  --target T          notisync | nchan [notisync]; notisync: public\n"
+    "                      connections on /api/v1/ws, POST /api/v1/broadcast\n"
+    "                      with a service token; nchan: WebSocket subscribers\n"
+    "                      on --sub-path, raw body POSTed to --pub-path\n"
+    "  --sub-path P        nchan subscriber path [/sub/bench]\n"
+    "  --pub-path P        nchan publisher path [/pub/bench]\n"
+    "  --kind K            idle, handshake: public | device [public]; device\n"
+    "                      = U users x D devices on /ws?token=..&device_id=..\n"
+    "                      (U = ceil(C / D) unless --users is given)\n"
+    "  --conns C           connections [2000]\n"
+    "  --messages M        bcast-throughput [200], bcast-latency [100]\n"
+    "  --size B            bcast-*: bytes of the published JSON object [200]\n"
+    "  --inflight K        bcast-*: publishes in flight [4]\n"
+    "  --rate R            bcast-latency: broadcasts/s [10]\n"
+    "  --grace S           bcast-*: wait for deliveries after the last\n"
+    "                      publish [30]; storm: after the last welcome [60]\n"
+    "  --users U --devices D --queued Q  storm [3334 x 3, 20 per user]\n"
+    "  --settle S          storm: pause after the disconnect [3]\n"
+    "  --concurrency N     storm: batch POSTs in flight [16]\n"
+    "  --procs P           [1 per 10000 connections; each process binds\n"
+    "                      127.0.0.(2+i) and holds at most 20000 fds]\n");
 }
 
 enum { O_HOST = 1000, O_PORT, O_SECRET, O_USERS, O_DEVICES, O_RATE,
        O_DURATION, O_PROCS, O_PPROCS, O_CONC, O_BATCH, O_CONNS, O_MESSAGES,
        O_GRACE, O_CTIMEOUT, O_CPAR, O_PHASES, O_PREFIX, O_OUT, O_WATCH,
-       O_STATCMD, O_SUMMARY, O_SETTLE, O_HELP };
+       O_STATCMD, O_SUMMARY, O_SETTLE, O_TARGET, O_KIND, O_SUBPATH,
+       O_PUBPATH, O_SIZE, O_INFLIGHT, O_QUEUED, O_HELP };
 
 static const struct option longopts[] = {
     {"host", 1, 0, O_HOST}, {"port", 1, 0, O_PORT},
@@ -68,7 +104,10 @@ static const struct option longopts[] = {
     {"phases", 1, 0, O_PHASES}, {"prefix", 1, 0, O_PREFIX},
     {"out", 1, 0, O_OUT}, {"watch", 1, 0, O_WATCH},
     {"stat-cmd", 1, 0, O_STATCMD}, {"summary", 1, 0, O_SUMMARY},
-    {"settle", 1, 0, O_SETTLE},
+    {"settle", 1, 0, O_SETTLE}, {"target", 1, 0, O_TARGET},
+    {"kind", 1, 0, O_KIND}, {"sub-path", 1, 0, O_SUBPATH},
+    {"pub-path", 1, 0, O_PUBPATH}, {"size", 1, 0, O_SIZE},
+    {"inflight", 1, 0, O_INFLIGHT}, {"queued", 1, 0, O_QUEUED},
     {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
 
 /* Parses a number in [lo, hi]; exits with a message naming the option. */
@@ -118,10 +157,84 @@ static void add_watch(nsb_opts *o, const char *arg) {
   o->nwatch++;
 }
 
+static int is(const nsb_opts *o, const char *name) {
+  return strcmp(o->scenario, name) == 0;
+}
+
+/* The scenarios of issue 9: one connection model for notisyncd and Nchan. */
+static int newer(const nsb_opts *o) {
+  return is(o, "idle") || is(o, "bcast-throughput") ||
+         is(o, "bcast-latency") || is(o, "handshake") || is(o, "storm");
+}
+
+/* Defaults and checks of the newer scenarios; exits on a bad combination. */
+static void defaults_newer(nsb_opts *o, int conns_given) {
+  long total;
+  int bc = is(o, "bcast-throughput") || is(o, "bcast-latency");
+  if (is(o, "storm")) {
+    o->kind = NSB_K_DEVICE;
+    if (!o->users_given)
+      o->users = 3334;
+    if (o->target == NSB_T_NCHAN) {
+      fprintf(stderr, "notisync-bench: storm needs --target notisync\n");
+      exit(2);
+    }
+    if ((uint64_t)o->users * (uint64_t)o->queued > 0xffffffffULL) {
+      fprintf(stderr, "notisync-bench: --users x --queued must fit 32 bits\n");
+      exit(2);
+    }
+    o->rx_mode = NSB_RX_STORM;
+    o->nbits = (uint32_t)o->queued;
+  } else if (bc) {
+    o->kind = NSB_K_PUBLIC;
+    o->rx_mode = NSB_RX_BCAST;
+    if (o->messages <= 0)
+      o->messages = is(o, "bcast-throughput") ? 200 : 100;
+    o->nbits = (uint32_t)o->messages;
+  }
+  if (o->kind == NSB_K_DEVICE && o->target == NSB_T_NCHAN) {
+    fprintf(stderr, "notisync-bench: --kind device needs --target notisync\n");
+    exit(2);
+  }
+  if (o->kind == NSB_K_DEVICE && !o->users_given && conns_given)
+    o->users = (o->conns + o->devices - 1) / o->devices;
+  if (o->rate <= 0)
+    o->rate = 10;
+  if (o->grace < 0)
+    o->grace = is(o, "storm") ? 60 : 30;
+  if (o->settle < 0)
+    o->settle = 3;
+  o->producer_procs = 1;
+  o->public_path = o->target == NSB_T_NCHAN ? o->sub_path : "/api/v1/ws";
+  o->ws_ping = 0;
+  total = o->kind == NSB_K_DEVICE ? (long)o->users * o->devices : o->conns;
+  if (o->procs <= 0)
+    o->procs = (int)(1 + (total - 1) / 10000);
+  if (o->procs > NSB_MAX_PROCS / 2)
+    o->procs = NSB_MAX_PROCS / 2;
+  if (o->nbits && (double)total / o->procs * ((o->nbits + 7) / 8) > 512e6) {
+    fprintf(stderr, "notisync-bench: delivery bitmaps would need over 512 MB "
+            "per process: fewer --messages or more --procs\n");
+    exit(2);
+  }
+}
+
 /* Fills the options that depend on the scenario and were not given. */
-static void defaults(nsb_opts *o) {
+static void defaults(nsb_opts *o, int conns_given) {
   int fan = strcmp(o->scenario, "fanout") == 0;
   int lat = strcmp(o->scenario, "latency") == 0;
+  if (newer(o)) {
+    defaults_newer(o, conns_given);
+    return;
+  }
+  o->public_path = "/ws/public";
+  o->ws_ping = 1;
+  if (o->messages <= 0)
+    o->messages = 20;
+  if (o->grace < 0)
+    o->grace = 5;
+  if (o->settle < 0)
+    o->settle = 5;
   if (o->rate <= 0)
     o->rate = fan ? 2 : 500;
   if (o->duration <= 0)
@@ -138,7 +251,7 @@ int main(int argc, char **argv) {
   static char prefix[32];
   nsb_opts o;
   uint8_t rnd[4];
-  int c;
+  int c, conns_given = 0;
 
   memset(&o, 0, sizeof(o));
   o.host = "127.0.0.1";
@@ -149,9 +262,14 @@ int main(int argc, char **argv) {
   o.producer_procs = 1;
   o.batch = 100;
   o.conns = 2000;
-  o.messages = 20;
-  o.grace = 5;
-  o.settle = 5;
+  o.messages = 0;     /* per scenario */
+  o.grace = -1;       /* per scenario */
+  o.settle = -1;      /* per scenario */
+  o.sub_path = "/sub/bench";
+  o.pub_path = "/pub/bench";
+  o.size = 200;
+  o.inflight = 4;
+  o.queued = 20;
   o.connect_timeout = 120;
   o.connect_parallel = 200;
   o.phases = "connected,disconnected";
@@ -163,7 +281,8 @@ int main(int argc, char **argv) {
   if (strcmp(o.scenario, "selftest") == 0)
     return nsb_selftest();
   if (strcmp(o.scenario, "latency") && strcmp(o.scenario, "throughput-single") &&
-      strcmp(o.scenario, "throughput-batch") && strcmp(o.scenario, "fanout")) {
+      strcmp(o.scenario, "throughput-batch") && strcmp(o.scenario, "fanout") &&
+      !newer(&o)) {
     fprintf(stderr, "notisync-bench: unknown scenario '%s'\n", o.scenario);
     usage(stderr);
     return 2;
@@ -175,7 +294,10 @@ int main(int argc, char **argv) {
     case O_HOST: o.host = optarg; break;
     case O_PORT: o.port = (int)num("port", optarg, 1, 65535); break;
     case O_SECRET: o.secret = optarg; break;
-    case O_USERS: o.users = (int)num("users", optarg, 1, 10000000); break;
+    case O_USERS:
+      o.users = (int)num("users", optarg, 1, 10000000);
+      o.users_given = 1;
+      break;
     case O_DEVICES: o.devices = (int)num("devices", optarg, 1, 32); break;
     case O_RATE: o.rate = num("rate", optarg, 0.01, 1e6); break;
     case O_DURATION: o.duration = num("duration", optarg, 0.1, 86400); break;
@@ -183,7 +305,10 @@ int main(int argc, char **argv) {
     case O_PPROCS: o.producer_procs = (int)num("producer-procs", optarg, 1, 16); break;
     case O_CONC: o.concurrency = (int)num("concurrency", optarg, 1, 10000); break;
     case O_BATCH: o.batch = (int)num("batch", optarg, 1, 500); break;
-    case O_CONNS: o.conns = (int)num("conns", optarg, 1, 1000000); break;
+    case O_CONNS:
+      o.conns = (int)num("conns", optarg, 1, 1000000);
+      conns_given = 1;
+      break;
     case O_MESSAGES: o.messages = (int)num("messages", optarg, 1, 1000000); break;
     case O_GRACE: o.grace = num("grace", optarg, 0, 3600); break;
     case O_CTIMEOUT: o.connect_timeout = num("connect-timeout", optarg, 1, 3600); break;
@@ -195,6 +320,25 @@ int main(int argc, char **argv) {
     case O_STATCMD: o.stat_cmd = optarg; break;
     case O_SUMMARY: o.summary = optarg; break;
     case O_SETTLE: o.settle = num("settle", optarg, 0, 600); break;
+    case O_TARGET:
+      if (strcmp(optarg, "notisync") && strcmp(optarg, "nchan")) {
+        fprintf(stderr, "notisync-bench: --target is notisync or nchan\n");
+        return 2;
+      }
+      o.target = strcmp(optarg, "nchan") == 0 ? NSB_T_NCHAN : NSB_T_NOTISYNC;
+      break;
+    case O_KIND:
+      if (strcmp(optarg, "public") && strcmp(optarg, "device")) {
+        fprintf(stderr, "notisync-bench: --kind is public or device\n");
+        return 2;
+      }
+      o.kind = strcmp(optarg, "device") == 0 ? NSB_K_DEVICE : NSB_K_PUBLIC;
+      break;
+    case O_SUBPATH: o.sub_path = optarg; break;
+    case O_PUBPATH: o.pub_path = optarg; break;
+    case O_SIZE: o.size = (int)num("size", optarg, 1, 60000); break;
+    case O_INFLIGHT: o.inflight = (int)num("inflight", optarg, 1, 1000); break;
+    case O_QUEUED: o.queued = (int)num("queued", optarg, 1, 100000); break;
     case O_HELP: usage(stdout); return 0;
     default: usage(stderr); return 2;
     }
@@ -209,7 +353,14 @@ int main(int argc, char **argv) {
              rnd[2], rnd[3]);
     o.prefix = prefix;
   }
-  defaults(&o);
+  if (o.sub_path[0] != '/' || strlen(o.sub_path) > 1000 ||
+      o.pub_path[0] != '/' || strlen(o.pub_path) > 1000) {
+    fprintf(stderr, "notisync-bench: --sub-path / --pub-path must start "
+            "with '/' (at most 1000 bytes)\n");
+    return 2;
+  }
+  nsb_random_bytes(&o.run_id, sizeof(o.run_id));
+  defaults(&o, conns_given);
   signal(SIGPIPE, SIG_IGN);
   nsb_raise_nofile();
   return nsb_scenario_run(&o);

@@ -59,7 +59,31 @@ typedef struct nsb_opts {
   nsb_watch watch[NSB_MAX_WATCH];
   int nwatch;
   char cmdline[2048];       /* the command as run, secret redacted */
+
+  /* idle, bcast-*, handshake, storm */
+  int target;               /* NSB_T_NOTISYNC or NSB_T_NCHAN */
+  int kind;                 /* NSB_K_PUBLIC or NSB_K_DEVICE */
+  int users_given;          /* --users was on the command line */
+  const char *sub_path;     /* nchan: subscriber WebSocket path */
+  const char *pub_path;     /* nchan: publisher path */
+  const char *public_path;  /* path of public connections, per target */
+  int size;                 /* bcast-*: bytes of the published payload */
+  int inflight;             /* bcast-*: publishes in flight */
+  int queued;               /* storm: notifications queued per user */
+  int ws_ping;              /* count a connection open only after a JSON
+                               ping was answered (the older scenarios) */
+  int rx_mode;              /* NSB_RX_*: how receivers account deliveries */
+  uint32_t nbits;           /* NSB_RX_BCAST: messages; NSB_RX_STORM: queued */
+  uint32_t run_id;          /* random per run; bcast bodies carry it */
 } nsb_opts;
+
+enum { NSB_T_NOTISYNC = 0, NSB_T_NCHAN = 1 };
+enum { NSB_K_PUBLIC = 0, NSB_K_DEVICE = 1 };
+/* Receive accounting: LEGACY records every delivery for EXPECT; BCAST sets
+ * bit `seq` of the connection's bitmap for every broadcast body of this run;
+ * STORM sets bit `seq % queued` for every notification to the device's user
+ * (seq = user * queued + k).  Both answer TALLY. */
+enum { NSB_RX_LEGACY = 0, NSB_RX_BCAST, NSB_RX_STORM };
 
 /* ---- small utilities (nsb_util.c) -------------------------------------- */
 
@@ -106,6 +130,24 @@ int nsb_addr(const char *host, int port, struct sockaddr_in *out);
 int nsb_write_all(int fd, const void *p, size_t n);
 /* Formats a duration in microseconds as "1.23 ms" / "456 µs" / "2.1 s". */
 const char *nsb_fmt_us(double us, char *out, size_t outlen);
+
+/* ---- broadcast bodies (nsb_bmark.c) ------------------------------------ */
+
+/* Builds the body of broadcast `seq` of run `run`, sent at `t_ns`: the JSON
+ * object {"nsb_run":R,"nsb_seq":S,"nsb_t":T,"pad":"xx.."} padded to `size`
+ * bytes when that is larger than the object without padding; with `wrap`
+ * (notisyncd) it becomes {"type":"bench","data":<object>}, so that the
+ * object arrives as the broadcast's `data`.  Returns the length written
+ * (NUL-terminated), or -1 when `cap` is too small. */
+int nsb_bmark_body(char *out, size_t cap, int wrap, uint32_t run, uint32_t seq,
+                   int64_t t_ns, int size);
+/* Finds "nsb_run", "nsb_seq" and "nsb_t" (unsigned integers, any order,
+ * whitespace allowed around the colon) in the `n` bytes at `p`.  Returns 0
+ * and fills the outputs, or -1 when one is missing or malformed. */
+int nsb_bmark_parse(const char *p, size_t n, uint32_t *run, uint32_t *seq,
+                    int64_t *t_ns);
+/* Reads "nsb:<seq>:<t_ns>" at the start of `s`; 0 when it is one. */
+int nsb_marker_parse(const char *s, uint32_t *seq, int64_t *t_ns);
 
 /* ---- JWT (nsb_jwt.c) ---------------------------------------------------- */
 
@@ -173,8 +215,8 @@ int nsb_http_once(const struct sockaddr_in *dst, const char *method,
 
 enum {
   NSB_CMD_CONNECT = 1, NSB_CMD_DISCONNECT, NSB_CMD_PRODUCE, NSB_CMD_EXPECT,
-  NSB_CMD_EXIT,
-  NSB_R_READY = 101, NSB_R_DONE, NSB_R_PRODUCED, NSB_R_REPORT
+  NSB_CMD_EXIT, NSB_CMD_TALLY,
+  NSB_R_READY = 101, NSB_R_DONE, NSB_R_PRODUCED, NSB_R_REPORT, NSB_R_TALLY
 };
 
 /* Sends one message: type plus the concatenation of up to three parts. */
@@ -192,8 +234,12 @@ typedef struct nsb_pair {
   uint32_t user;
 } nsb_pair;
 
-/* Producer kinds. */
-enum { NSB_P_SINGLE = 1, NSB_P_BATCH, NSB_P_BROADCAST };
+/* Producer kinds.  BCAST posts nsb_bmark_body() bodies to the target's
+ * publish endpoint, seq = the request counter (0..); STORM posts, for user
+ * 0, 1, .. in turn, batches holding that user's `batch` notifications, seq =
+ * user * batch + k. */
+enum { NSB_P_SINGLE = 1, NSB_P_BATCH, NSB_P_BROADCAST, NSB_P_BCAST,
+       NSB_P_STORM };
 
 typedef struct nsb_produce_args {
   int32_t kind;
@@ -217,7 +263,28 @@ typedef struct nsb_ready {
   uint32_t fail_tcp, fail_timeout, fail_http, fail_close;
   uint32_t http_429, http_other_status, close_code_last, pad;
   int64_t elapsed_ns;
+  uint32_t upgraded, welcomed;  /* 101s and `welcome`s in this phase */
+  int64_t t_first_connect;      /* first connect() of the phase, 0 if none */
+  int64_t t_last_upgrade, t_last_welcome;
 } nsb_ready;
+
+/* Parent -> child: TALLY waits until every connection has all `nbits`
+ * deliveries or `grace_ns` passed, then answers with an nsb_tally. */
+typedef struct nsb_tally_args {
+  int64_t grace_ns;
+} nsb_tally_args;
+
+/* Child -> parent: followed by `nlat` latencies (uint32 µs, one per unique
+ * delivery, up to a cap). */
+typedef struct nsb_tally {
+  uint64_t conns;          /* connections accounted (open, or every device) */
+  uint64_t unique, dups, foreign, misrouted;
+  uint64_t conns_with_loss, closed_by_server;
+  int64_t t_first_rx, t_last_rx;
+  int64_t t_complete;      /* when the last connection got its last bit; 0
+                              while some connection misses one */
+  uint32_t nlat, lat_capped;
+} nsb_tally;
 
 /* Child -> parent: a producing phase's result; followed by `npairs` pairs and
  * `nlat` request latencies (uint32 microseconds). */

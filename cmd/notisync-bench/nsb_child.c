@@ -18,6 +18,7 @@
 
 #define NS_PER_S 1000000000LL
 #define SCRATCH (256u << 10)
+#define MAX_RXLAT (32u << 20) /* latency samples kept per child */
 
 void nsb_child_watch(child *ch, io_head *io, uint32_t events, int add) {
   struct epoll_event ev;
@@ -60,8 +61,106 @@ static int child_init(child *ch, const nsb_job *job) {
         ch->ws[i].dev = (job->first + i) % (uint32_t)o->devices;
       }
     }
+    if (o->rx_mode != NSB_RX_LEGACY && o->nbits) {
+      ch->bstride = (o->nbits + 7) / 8;
+      ch->bits = nsb_xcalloc(ch->nws ? ch->nws : 1, ch->bstride);
+      ch->bcount = nsb_xcalloc(ch->nws ? ch->nws : 1, sizeof(uint32_t));
+    }
   }
   return 0;
+}
+
+/* Forgets every delivery counted so far (a new connect phase begins). */
+static void tally_reset(child *ch) {
+  if (ch->bits) {
+    memset(ch->bits, 0, (size_t)ch->nws * ch->bstride);
+    memset(ch->bcount, 0, (size_t)ch->nws * sizeof(uint32_t));
+  }
+  ch->ncomplete = 0;
+  memset(&ch->tally, 0, sizeof(ch->tally));
+  ch->rxlat.len = 0;
+}
+
+void nsb_child_tally_rx(child *ch, wsc *c, uint32_t seq, int64_t t,
+                        int64_t now) {
+  uint32_t idx = (uint32_t)(c - ch->ws), bit = seq;
+  nsb_tally *ty = &ch->tally;
+  uint8_t *b;
+  if (!ch->bits) {
+    ty->foreign++;
+    return;
+  }
+  if (ch->o->rx_mode == NSB_RX_STORM) {
+    if (seq / ch->o->nbits != c->user) {
+      ty->misrouted++;
+      return;
+    }
+    bit = seq % ch->o->nbits;
+  }
+  if (bit >= ch->o->nbits) {
+    ty->foreign++;
+    return;
+  }
+  b = ch->bits + (size_t)idx * ch->bstride + bit / 8;
+  if (*b & (1u << (bit % 8))) {
+    ty->dups++;
+    return;
+  }
+  *b |= (uint8_t)(1u << (bit % 8));
+  ty->unique++;
+  if (!ty->t_first_rx || now < ty->t_first_rx)
+    ty->t_first_rx = now;
+  if (now > ty->t_last_rx)
+    ty->t_last_rx = now;
+  if (++ch->bcount[idx] == ch->o->nbits) {
+    ch->ncomplete++;
+    ty->t_complete = now; /* the latest completion so far */
+  }
+  if (ch->rxlat.len / sizeof(uint32_t) < MAX_RXLAT) {
+    int64_t us = now > t ? (now - t) / 1000 : 0;
+    uint32_t v = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+    nsb_buf_add(&ch->rxlat, &v, sizeof(v));
+  } else {
+    ty->lat_capped = 1;
+  }
+}
+
+/* Connections a TALLY accounts for: the open ones (broadcasts reach only
+ * those), or every device (a storm's queue waits for its device). */
+static uint32_t tally_conns(const child *ch) {
+  uint32_t i, n = 0;
+  if (ch->o->rx_mode == NSB_RX_STORM)
+    return ch->nws;
+  for (i = 0; i < ch->nws; i++)
+    n += ch->ws[i].armed;
+  return n;
+}
+
+static void tally_tick(child *ch, int64_t now) {
+  nsb_tally *ty = &ch->tally;
+  uint32_t i, want;
+  if (now < ch->next_check)
+    return;
+  ch->next_check = now + NS_PER_S / 50;
+  want = tally_conns(ch);
+  if (ch->ncomplete < want && now < ch->phase_deadline)
+    return;
+  ty->conns = want;
+  ty->conns_with_loss = 0;
+  ty->closed_by_server = 0;
+  for (i = 0; i < ch->nws; i++) {
+    const wsc *c = &ch->ws[i];
+    int counted = ch->o->rx_mode == NSB_RX_STORM || c->armed;
+    if (counted && ch->bcount && ch->bcount[i] < ch->o->nbits)
+      ty->conns_with_loss++;
+    ty->closed_by_server += c->state == WS_CLOSED;
+  }
+  if (ch->ncomplete < want)
+    ty->t_complete = 0;
+  ty->nlat = (uint32_t)(ch->rxlat.len / sizeof(uint32_t));
+  (void)nsb_ipc_send(ch->job->res_fd, NSB_R_TALLY, ty, sizeof(*ty),
+                     ch->rxlat.p, ch->rxlat.len, NULL, 0);
+  ch->phase = PH_IDLE;
 }
 
 static void begin_connect(child *ch, int64_t now) {
@@ -81,6 +180,7 @@ static void begin_connect(child *ch, int64_t now) {
   ch->next_start = 0;
   ch->inflight = 0;
   ch->connect_t0 = now;
+  tally_reset(ch);
   ch->phase = PH_CONNECTING;
   ch->phase_deadline = now + (int64_t)(ch->o->connect_timeout * 1e9);
 }
@@ -266,6 +366,18 @@ static void on_ctrl(child *ch, nsb_buf *m, int64_t now) {
     }
     begin_drain(ch, m, now);
     break;
+  case NSB_CMD_TALLY: {
+    nsb_tally_args a;
+    if (m->len < sizeof(a)) {
+      ch->exiting = 1;
+      break;
+    }
+    memcpy(&a, m->p, sizeof(a));
+    ch->phase = PH_TALLY;
+    ch->phase_deadline = now + a.grace_ns;
+    ch->next_check = now;
+    break;
+  }
   default: /* EXIT, EOF, garbage */
     ch->exiting = 1;
     break;
@@ -289,6 +401,9 @@ static void child_free(child *ch) {
   free(ch->ws);
   free(ch->recs);
   free(ch->pairs);
+  free(ch->bits);
+  free(ch->bcount);
+  nsb_buf_free(&ch->rxlat);
   free(ch->scratch);
   nsb_buf_free(&ch->okpairs);
   nsb_buf_free(&ch->lat);
@@ -342,6 +457,8 @@ int nsb_child_main(const nsb_job *job) {
       (void)nsb_prod_tick(&ch, now);
     else if (ch.phase == PH_DRAINING)
       drain_tick(&ch, now);
+    else if (ch.phase == PH_TALLY)
+      tally_tick(&ch, now);
   }
   nsb_buf_free(&m);
   child_free(&ch);

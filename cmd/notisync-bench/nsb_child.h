@@ -68,7 +68,7 @@ typedef struct rec {
 } rec;
 
 enum ch_phase { PH_IDLE = 0, PH_CONNECTING, PH_P_CONNECTING, PH_PRODUCING,
-                PH_DRAINING };
+                PH_DRAINING, PH_TALLY };
 
 typedef struct child {
   const nsb_job *job;
@@ -100,6 +100,14 @@ typedef struct child {
   uint64_t expected;
   int64_t next_check;
 
+  /* NSB_RX_BCAST / NSB_RX_STORM accounting (allocated once per child) */
+  uint8_t *bits;            /* nws bitmaps of o->nbits bits */
+  size_t bstride;           /* bytes per bitmap */
+  uint32_t *bcount;         /* unique deliveries per connection */
+  uint32_t ncomplete;       /* connections with all o->nbits */
+  nsb_tally tally;
+  nsb_buf rxlat;            /* uint32 µs per unique delivery, capped */
+
   /* producer side */
   hconn *hc;
   int nhc;
@@ -125,6 +133,11 @@ void nsb_prod_begin(child *ch, const nsb_produce_args *a, int64_t now);
 void nsb_prod_event(child *ch, hconn *h, uint32_t events);
 /* Returns 1 when the producing phase finished and PRODUCED was sent. */
 int nsb_prod_tick(child *ch, int64_t now);
+
+/* nsb_child.c: accounts one delivery of message `seq` to connection `c`
+ * (NSB_RX_BCAST / NSB_RX_STORM), sent at `t`. */
+void nsb_child_tally_rx(child *ch, wsc *c, uint32_t seq, int64_t t,
+                        int64_t now);
 
 /* nsb_child.c: the (re-)arms an fd in epoll for `events` with `io`. */
 void nsb_child_watch(child *ch, io_head *io, uint32_t events, int add);

@@ -324,6 +324,42 @@ void nsb_cpu_describe(const nsb_opts *o, const nsb_cpu *a, const nsb_cpu *b,
       }
 }
 
+/* ---- memory --------------------------------------------------------------- */
+
+/* VmRSS of one process in KiB; 0 when it is gone. */
+static uint64_t rss_kb(int pid) {
+  char path[64], line[256];
+  unsigned long long kb = 0;
+  FILE *fp;
+  snprintf(path, sizeof(path), "/proc/%d/status", pid);
+  if (!(fp = fopen(path, "r")))
+    return 0;
+  while (fgets(line, sizeof(line), fp))
+    if (sscanf(line, "VmRSS: %llu kB", &kb) == 1)
+      break;
+  fclose(fp);
+  return kb;
+}
+
+uint64_t nsb_rss_tree_kb(int root) {
+  pstat *v;
+  int n = all_pstats(&v), *queue, qh = 0, qt = 0, i;
+  uint64_t sum = rss_kb(root);
+  queue = nsb_xmalloc((size_t)(n + 1) * sizeof(int));
+  queue[qt++] = root;
+  while (qh < qt) {
+    int parent = queue[qh++];
+    for (i = 0; i < n && qt <= n; i++)
+      if (v[i].ppid == parent && v[i].pid != root) {
+        sum += rss_kb(v[i].pid);
+        queue[qt++] = v[i].pid;
+      }
+  }
+  free(queue);
+  free(v);
+  return sum;
+}
+
 /* ---- aggregation --------------------------------------------------------- */
 
 void nsb_agg_ready_cb(void *arg, const nsb_buf *m) {
@@ -347,6 +383,15 @@ void nsb_agg_ready_cb(void *arg, const nsb_buf *m) {
     a->sum.close_code_last = r.close_code_last;
   if (r.elapsed_ns > a->max_elapsed)
     a->max_elapsed = r.elapsed_ns;
+  a->sum.upgraded += r.upgraded;
+  a->sum.welcomed += r.welcomed;
+  if (r.t_first_connect &&
+      (!a->sum.t_first_connect || r.t_first_connect < a->sum.t_first_connect))
+    a->sum.t_first_connect = r.t_first_connect;
+  if (r.t_last_upgrade > a->sum.t_last_upgrade)
+    a->sum.t_last_upgrade = r.t_last_upgrade;
+  if (r.t_last_welcome > a->sum.t_last_welcome)
+    a->sum.t_last_welcome = r.t_last_welcome;
 }
 
 void nsb_agg_prod_cb(void *arg, const nsb_buf *m) {
@@ -372,6 +417,9 @@ void nsb_agg_prod_cb(void *arg, const nsb_buf *m) {
     a->sum.status[i] += p.status[i];
   if (p.t_start && (!a->t_start || p.t_start < a->t_start))
     a->t_start = p.t_start;
+  if (p.t_first_send &&
+      (!a->sum.t_first_send || p.t_first_send < a->sum.t_first_send))
+    a->sum.t_first_send = p.t_first_send;
   if (p.t_last_done > a->t_last_done)
     a->t_last_done = p.t_last_done;
   if (p.last_error[0])
@@ -439,6 +487,38 @@ void nsb_agg_rep_cb(void *arg, const nsb_buf *m) {
     if (v > a->permax[i])
       a->permax[i] = v;
   }
+}
+
+void nsb_agg_tally_cb(void *arg, const nsb_buf *m) {
+  nsb_agg_tally *a = arg;
+  nsb_tally t;
+  if (m->len < sizeof(t))
+    return;
+  memcpy(&t, m->p, sizeof(t));
+  if (m->len < sizeof(t) + (size_t)t.nlat * sizeof(uint32_t))
+    return;
+#define ADD(f) a->sum.f += t.f
+  ADD(conns); ADD(unique); ADD(dups); ADD(foreign); ADD(misrouted);
+  ADD(conns_with_loss); ADD(closed_by_server);
+#undef ADD
+  if (t.t_first_rx && (!a->sum.t_first_rx || t.t_first_rx < a->sum.t_first_rx))
+    a->sum.t_first_rx = t.t_first_rx;
+  if (t.t_last_rx > a->sum.t_last_rx)
+    a->sum.t_last_rx = t.t_last_rx;
+  if (!t.t_complete)
+    a->incomplete = 1;
+  if (t.t_complete > a->sum.t_complete)
+    a->sum.t_complete = t.t_complete;
+  a->sum.lat_capped |= t.lat_capped;
+  a->children++;
+  nsb_buf_add(&a->lat, m->p + sizeof(t), (size_t)t.nlat * sizeof(uint32_t));
+}
+
+void nsb_agg_tally_done(nsb_agg_tally *a) {
+  if (a->lat.len)
+    qsort(a->lat.p, a->lat.len / sizeof(uint32_t), sizeof(uint32_t), cmp_u32);
+  if (a->incomplete || !a->children)
+    a->sum.t_complete = 0;
 }
 
 void nsb_agg_rep_done(nsb_agg_rep *a) {

@@ -59,6 +59,10 @@ void nsb_cpu_describe(const nsb_opts *o, const nsb_cpu *a, const nsb_cpu *b,
 double nsb_cpu_pct(const nsb_opts *o, const nsb_cpu *a, const nsb_cpu *b,
                    int i);
 
+/* VmRSS in KiB of `pid` plus all its live descendants (nginx workers,
+ * PostgreSQL backends). */
+uint64_t nsb_rss_tree_kb(int pid);
+
 /* Aggregates. */
 typedef struct nsb_agg_ready {
   nsb_ready sum;
@@ -80,7 +84,16 @@ typedef struct nsb_agg_rep {
   uint32_t nmax;
 } nsb_agg_rep;
 
+/* TALLY answers merged; t_complete stays 0 unless every child had all. */
+typedef struct nsb_agg_tally {
+  nsb_tally sum;
+  nsb_buf lat;      /* uint32 µs, sorted after nsb_agg_tally_done() */
+  int incomplete, children;
+} nsb_agg_tally;
+
 void nsb_agg_ready_cb(void *arg, const nsb_buf *m);
+void nsb_agg_tally_cb(void *arg, const nsb_buf *m);
+void nsb_agg_tally_done(nsb_agg_tally *a);
 void nsb_agg_prod_cb(void *arg, const nsb_buf *m);
 void nsb_agg_prod_done(nsb_agg_prod *a);
 void nsb_agg_rep_cb(void *arg, const nsb_buf *m);

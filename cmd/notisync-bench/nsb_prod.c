@@ -84,6 +84,40 @@ static void h_send(child *ch, hconn *h, int64_t now) {
   int n;
 
   ch->body.len = 0;
+  if (a->kind == NSB_P_BCAST) {
+    const nsb_opts *o = ch->o;
+    uint32_t seq = ch->p_counter++ & 0xffffffu;
+    size_t cap = (size_t)o->size + 256;
+    if (ch->body.cap < cap) {
+      ch->body.p = nsb_xrealloc(ch->body.p, cap);
+      ch->body.cap = cap;
+    }
+    n = nsb_bmark_body((char *)ch->body.p, cap, o->target == NSB_T_NOTISYNC,
+                       o->run_id, seq, t, o->size);
+    ch->body.len = n > 0 ? (size_t)n : 0;
+    path = o->target == NSB_T_NCHAN ? o->pub_path : "/api/v1/broadcast";
+    h->seqs[0] = seq;
+    h->users[0] = NSB_ALL;
+    nitems = 1;
+    goto send;
+  }
+  if (a->kind == NSB_P_STORM) {
+    /* Request r: user r / chunks, its notifications from (r % chunks) * 500. */
+    uint32_t q = (uint32_t)ch->o->queued, chunks = (q + 499) / 500;
+    uint32_t r = (uint32_t)ch->p_sent, user = r / chunks, k0 = r % chunks * 500;
+    nitems = q - k0 < 500 ? q - k0 : 500;
+    path = "/api/v1/notifications/batch";
+    nsb_buf_add(&ch->body, "{\"notifications\":[", 18);
+    for (i = 0; i < nitems; i++) {
+      h->seqs[i] = user * q + k0 + i;
+      h->users[i] = user;
+      if (i)
+        nsb_buf_add(&ch->body, ",", 1);
+      add_item(ch, h->seqs[i], user, t);
+    }
+    nsb_buf_add(&ch->body, "]}", 2);
+    goto send;
+  }
   if (a->kind == NSB_P_BATCH) {
     path = "/api/v1/notifications/batch";
     nsb_buf_add(&ch->body, "{\"notifications\":[", 18);
@@ -109,6 +143,7 @@ static void h_send(child *ch, hconn *h, int64_t now) {
   }
   if (a->kind == NSB_P_BATCH)
     nsb_buf_add(&ch->body, "]}", 2);
+send:
   n = snprintf(head, sizeof(head),
                "POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
                "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
@@ -148,7 +183,9 @@ static int bucket(int status) {
 /* A complete response to the request in flight on `h`. */
 static void on_response(child *ch, hconn *h, const nsb_http_resp *r,
                         const char *body, size_t blen, int64_t now) {
-  int ok = r->status == (ch->pa.kind == NSB_P_BROADCAST ? 202 : 201);
+  int ok = ch->pa.kind == NSB_P_BCAST
+               ? r->status >= 200 && r->status < 300 /* Nchan: 201 or 202 */
+               : r->status == (ch->pa.kind == NSB_P_BROADCAST ? 202 : 201);
   int64_t us = (now - h->t_sent) / 1000;
   uint32_t lat = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us, i;
   ch->pd.requests++;

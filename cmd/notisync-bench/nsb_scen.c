@@ -74,6 +74,12 @@ static void summ(run *r, const char *key, double v) {
   fclose(fp);
 }
 
+static void sleep_s(double s) {
+  struct timespec ts = {.tv_sec = (time_t)s,
+                        .tv_nsec = (long)((s - (double)(time_t)s) * 1e9)};
+  (void)nanosleep(&ts, NULL);
+}
+
 static void md_header(run *r, const char *title) {
   char when[64];
   time_t t = time(NULL);
@@ -460,11 +466,7 @@ static int scen_throughput(run *r, int kind) {
       return 1;
     /* Offline presence (after presence_grace) and last_seen updates of every
      * device happen now: let them pass before measuring. */
-    {
-      struct timespec ts = {.tv_sec = (time_t)o->settle,
-                            .tv_nsec = (long)((o->settle - (double)(time_t)o->settle) * 1e9)};
-      (void)nanosleep(&ts, NULL);
-    }
+    sleep_s(o->settle);
     md(r, "| devices disconnected | all, then %.0f s pause before measuring |\n",
        o->settle);
     if ((rc2 = thr_phase(r, kind, 0)) < 0)
@@ -596,6 +598,352 @@ done:
   return rc;
 }
 
+/* ---- idle, bcast-throughput, bcast-latency, handshake, storm ------------- */
+
+/* Appends "<scenario>.<key> <text>" to --summary. */
+static void summ_str(run *r, const char *key, const char *v) {
+  FILE *fp;
+  if (!r->o->summary || !(fp = fopen(r->o->summary, "a")))
+    return;
+  fprintf(fp, "%s.%s %s\n", r->o->scenario, key, v);
+  fclose(fp);
+}
+
+static const char *target_name(const nsb_opts *o) {
+  return o->target == NSB_T_NCHAN ? "nchan" : "notisync";
+}
+
+static double secs_between(int64_t a, int64_t b) {
+  return a && b > a ? (double)(b - a) / 1e9 : 0;
+}
+
+/* Spawns the receivers of the newer scenarios: U x D devices or C public
+ * connections, plus `producers` producer processes. */
+static int spawn_receivers(run *r, int producers) {
+  nsb_opts *o = r->o;
+  if (o->kind == NSB_K_DEVICE)
+    return spawn_all(r, NSB_ROLE_DEVICES, (uint32_t)(o->users * o->devices),
+                     producers);
+  return spawn_all(r, NSB_ROLE_PUBLIC, (uint32_t)o->conns, producers);
+}
+
+static const char *conn_what(const nsb_opts *o) {
+  return o->kind == NSB_K_DEVICE ? "devices" : "public connections";
+}
+
+/* TALLY on every receiver, merged into `t` (sorted latencies). */
+static int tally(run *r, nsb_agg_tally *t) {
+  nsb_tally_args a;
+  int64_t dl;
+  memset(t, 0, sizeof(*t));
+  memset(&a, 0, sizeof(a));
+  a.grace_ns = (int64_t)(r->o->grace * 1e9);
+  if (nsb_fleet_cmd(&r->fleet, r->recv_role, NSB_CMD_TALLY, &a, sizeof(a),
+                    NULL, 0) != 0)
+    return -1;
+  dl = nsb_now_ns() + a.grace_ns + 60 * NS_PER_S;
+  if (nsb_fleet_collect(&r->fleet, r->recv_role, NSB_R_TALLY, dl,
+                        nsb_agg_tally_cb, t) != 0)
+    return -1;
+  nsb_agg_tally_done(t);
+  return 0;
+}
+
+/* "<name>_cpu_s" of every watched process (CPU seconds in the window). */
+static void summ_cpu_s(run *r, const nsb_cpu *a, const nsb_cpu *b) {
+  const nsb_opts *o = r->o;
+  double secs = (double)(b->t_ns - a->t_ns) / 1e9;
+  char key[64];
+  int i;
+  for (i = 0; i <= o->nwatch; i++) {
+    snprintf(key, sizeof(key), "%s_cpu_s",
+             i < o->nwatch ? o->watch[i].name : "bench");
+    summ(r, key, nsb_cpu_pct(o, a, b, i) / 100.0 * secs);
+  }
+}
+
+static int scen_idle(run *r) {
+  nsb_opts *o = r->o;
+  uint64_t before[NSB_MAX_WATCH], after[NSB_MAX_WATCH];
+  char t1[512], key[80], row[1024];
+  size_t off = 0;
+  double per = 0;
+  int i, rc;
+
+  if (spawn_receivers(r, 0) != 0)
+    return 1;
+  for (i = 0; i < o->nwatch; i++)
+    before[i] = nsb_rss_tree_kb(o->watch[i].pid);
+  if (connect_all(r) != 0)
+    return 1;
+  fprintf(stderr, "notisync-bench: %s\n", ready_text(r, conn_what(o), t1, sizeof(t1)));
+  sleep_s(3);
+  row[0] = '\0';
+  for (i = 0; i < o->nwatch; i++) {
+    double d;
+    after[i] = nsb_rss_tree_kb(o->watch[i].pid);
+    d = ((double)after[i] - (double)before[i]) * 1024.0 /
+        (r->ready.sum.connected ? r->ready.sum.connected : 1);
+    if (i == 0)
+      per = d;
+    if (off < sizeof(row))
+      off += (size_t)snprintf(row + off, sizeof(row) - off,
+                              "%s%s %.1f → %.1f MiB (%.0f B per connection)",
+                              i ? "; " : "", o->watch[i].name,
+                              (double)before[i] / 1024, (double)after[i] / 1024, d);
+    snprintf(key, sizeof(key), "%s_rss_before_kb", o->watch[i].name);
+    summ(r, key, (double)before[i]);
+    snprintf(key, sizeof(key), "%s_rss_after_kb", o->watch[i].name);
+    summ(r, key, (double)after[i]);
+  }
+  printf("idle (%s, %s): %s; RSS %s\n", target_name(o),
+         o->kind == NSB_K_DEVICE ? "device" : "public", t1,
+         o->nwatch ? row : "(no --watch)");
+  md_header(r, "idle: memory per open connection");
+  md(r, "| target, kind | %s, %s |\n", target_name(o),
+     o->kind == NSB_K_DEVICE ? "device" : "public");
+  md(r, "| connections | %s |\n", t1);
+  md(r, "| **RSS before opening → 3 s after all are open** | **%s** |\n",
+     o->nwatch ? row : "no --watch");
+  summ(r, "conns", r->ready.sum.connected);
+  summ(r, "rss_per_conn_b", per);
+  summ(r, "connect_s", (double)r->ready.max_elapsed / 1e9);
+  summ(r, "failed", r->ready.sum.failed);
+  rc = r->ready.sum.connected < r->ready.sum.wanted ? 3 : 0;
+  return rc;
+}
+
+/* bcast-throughput (`paced` 0) and bcast-latency (`paced` 1). */
+static int scen_bcast(run *r, int paced) {
+  nsb_opts *o = r->o;
+  nsb_produce_args a;
+  nsb_agg_prod p;
+  nsb_agg_tally t;
+  nsb_cpu c0, c1, c1p;
+  char t1[512], t2[256], t3[512], cpu[1024];
+  double secs, rate;
+  uint64_t expected, lost, failed;
+  int rc = 1;
+
+  memset(&p, 0, sizeof(p));
+  memset(&t, 0, sizeof(t));
+  if (spawn_receivers(r, 1) != 0 || connect_all(r) != 0)
+    goto done;
+  fprintf(stderr, "notisync-bench: %s\n", ready_text(r, conn_what(o), t1, sizeof(t1)));
+  memset(&a, 0, sizeof(a));
+  a.kind = NSB_P_BCAST;
+  a.conns = o->inflight;
+  a.rate = paced ? o->rate : 0;
+  a.max_requests = o->messages;
+  a.duration_ns = paced ? (int64_t)(((double)o->messages / o->rate + 10) * 1e9)
+                        : (int64_t)((120 + (double)o->messages / 20) * 1e9);
+  if (produce(r, &a, &p, &c0, &c1p) != 0 || tally(r, &t) != 0)
+    goto done;
+  nsb_cpu_snap(o, &c1);
+  expected = t.sum.conns * (uint64_t)o->messages;
+  lost = expected > t.sum.unique ? expected - t.sum.unique : 0;
+  failed = (uint64_t)o->messages > p.sum.st_ok ? (uint64_t)o->messages - p.sum.st_ok : 0;
+  secs = secs_between(p.sum.t_first_send, t.sum.t_last_rx);
+  rate = secs > 0 ? (double)t.sum.unique / secs : 0;
+  nsb_cpu_describe(o, &c0, &c1, 0, cpu, sizeof(cpu), NULL, 0);
+  snprintf(t3, sizeof(t3), "%llu of %llu expected (%llu connections x %d); "
+           "lost %llu on %llu connections, duplicates %llu, foreign %llu, "
+           "closed by server %llu",
+           (unsigned long long)t.sum.unique, (unsigned long long)expected,
+           (unsigned long long)t.sum.conns, o->messages,
+           (unsigned long long)lost, (unsigned long long)t.sum.conns_with_loss,
+           (unsigned long long)t.sum.dups, (unsigned long long)t.sum.foreign,
+           (unsigned long long)t.sum.closed_by_server);
+  pcts(&t.lat, t2, sizeof(t2));
+  if (paced)
+    printf("bcast-latency (%s): %u/%u subscribers; %llu/%d publishes 2xx at "
+           "%.0f/s (late %llu; errors: %s); deliveries %s; publish -> receive "
+           "%s%s\n", target_name(o), r->ready.sum.connected, r->ready.sum.wanted,
+           (unsigned long long)p.sum.st_ok, o->messages, o->rate,
+           (unsigned long long)p.sum.late, errors(&p, t1, sizeof(t1)), t3, t2,
+           t.sum.lat_capped ? " (samples capped)" : "");
+  else
+    printf("bcast-throughput (%s): %u/%u subscribers; %llu/%d publishes 2xx, "
+           "%d in flight (errors: %s); %.0f deliveries/s over %.2f s; "
+           "deliveries %s; publish -> receive %s; CPU %s\n", target_name(o),
+           r->ready.sum.connected, r->ready.sum.wanted,
+           (unsigned long long)p.sum.st_ok, o->messages, o->inflight,
+           errors(&p, t1, sizeof(t1)), rate, secs, t3, t2, cpu);
+  md_header(r, paced ? "bcast-latency: broadcast publish → every subscriber"
+                     : "bcast-throughput: broadcast deliveries per second");
+  md(r, "| target | %s; %d-byte payload |\n", target_name(o), o->size);
+  md(r, "| subscribers | %s |\n", ready_text(r, "public connections", t1, sizeof(t1)));
+  md(r, "| publishes | %llu of %d answered 2xx, %s; errors: %s |\n",
+     (unsigned long long)p.sum.st_ok, o->messages,
+     paced ? "paced" : "as fast as answered", errors(&p, t1, sizeof(t1)));
+  if (!paced)
+    md(r, "| **deliveries/s** | **%.0f** (%llu unique deliveries from the first "
+          "publish to the last delivery, %.2f s) |\n", rate,
+       (unsigned long long)t.sum.unique, secs);
+  md(r, "| deliveries | %s |\n", t3);
+  md(r, "| %slatency, publish → receive%s | %s%s%s |\n", paced ? "**" : "",
+     paced ? "**" : "", paced ? "**" : "", t2, paced ? "**" : "");
+  md(r, "| CPU from the first publish to the tally (%% of one core) | %s |\n", cpu);
+  if (paced) {
+    summ(r, "p50_ms", nsb_pct(&t.lat, 50) / 1000);
+    summ(r, "p99_ms", nsb_pct(&t.lat, 99) / 1000);
+    summ(r, "max_ms", nsb_pct(&t.lat, 100) / 1000);
+    summ(r, "lost", (double)lost);
+    summ(r, "failed_publishes", (double)failed);
+  } else {
+    summ(r, "deliveries_per_s", rate);
+    summ(r, "lost", (double)lost);
+    summ(r, "dup", (double)t.sum.dups);
+    summ(r, "failed_publishes", (double)failed);
+    summ(r, "conns_with_loss", (double)t.sum.conns_with_loss);
+    summ(r, "p50_ms", nsb_pct(&t.lat, 50) / 1000);
+    summ(r, "p99_ms", nsb_pct(&t.lat, 99) / 1000);
+    summ_cpu_s(r, &c0, &c1);
+  }
+  summ(r, "conns", r->ready.sum.connected);
+  rc = !p.sum.st_ok ? 4 : lost || t.sum.dups ? 3 : 0;
+done:
+  nsb_agg_free(&p, NULL);
+  nsb_buf_free(&t.lat);
+  return rc;
+}
+
+static int scen_handshake(run *r) {
+  nsb_opts *o = r->o;
+  const nsb_ready *s = &r->ready.sum;
+  char t1[512];
+  double up_s, wel_s, rate, wrate = 0;
+  int dev = o->kind == NSB_K_DEVICE;
+
+  if (spawn_receivers(r, 0) != 0 || connect_all(r) != 0)
+    return 1;
+  up_s = secs_between(s->t_first_connect, s->t_last_upgrade);
+  wel_s = secs_between(s->t_first_connect, s->t_last_welcome);
+  rate = up_s > 0 ? s->upgraded / up_s : 0;
+  if (dev)
+    wrate = wel_s > 0 ? s->welcomed / wel_s : 0;
+  ready_text(r, conn_what(o), t1, sizeof(t1));
+  printf("handshake (%s, %s, %d in flight per process x %d): %s; %u upgrades "
+         "in %.2f s = %.0f/s", target_name(o), dev ? "device" : "public",
+         o->connect_parallel, o->procs, t1, s->upgraded, up_s, rate);
+  if (dev)
+    printf("; %u welcomes in %.2f s = %.0f/s", s->welcomed, wel_s, wrate);
+  printf("\n");
+  md_header(r, "handshake: connections opened per second");
+  md(r, "| target, kind | %s, %s; %d handshakes in flight per process, %d "
+        "processes |\n", target_name(o), dev ? "device" : "public",
+     o->connect_parallel, o->procs);
+  md(r, "| connections | %s |\n", t1);
+  md(r, "| **upgrades/s** (first connect() → last 101) | **%.0f** (%u in %.2f s) |\n",
+     rate, s->upgraded, up_s);
+  if (dev)
+    md(r, "| **welcomes/s** (first connect() → last `welcome`) | **%.0f** (%u "
+          "in %.2f s) |\n", wrate, s->welcomed, wel_s);
+  summ_str(r, "kind", dev ? "device" : "public");
+  summ(r, "rate", rate);
+  if (dev)
+    summ(r, "welcome_rate", wrate);
+  summ(r, "failed", s->failed);
+  summ(r, "retries", s->retries);
+  summ(r, "conns", s->connected);
+  return s->connected < s->wanted ? 3 : 0;
+}
+
+static int scen_storm(run *r) {
+  nsb_opts *o = r->o;
+  nsb_produce_args a;
+  nsb_agg_prod p;
+  nsb_agg_tally t;
+  nsb_cpu c0, c1, cp0, cp1;
+  char t1[512], t2[512], t3[256], cpu[1024];
+  uint32_t chunks = (uint32_t)(o->queued + 499) / 500;
+  uint64_t devs = (uint64_t)o->users * (uint64_t)o->devices, expected, lost;
+  double welcome_s, drained_s, last_rx_s;
+  int64_t dl, t0;
+  int rc = 1;
+
+  memset(&p, 0, sizeof(p));
+  memset(&t, 0, sizeof(t));
+  if (spawn_all(r, NSB_ROLE_DEVICES, (uint32_t)devs, 1) != 0 ||
+      connect_all(r) != 0)
+    goto done;
+  fprintf(stderr, "notisync-bench: registered: %s\n",
+          ready_text(r, "devices", t1, sizeof(t1)));
+  dl = nsb_now_ns() + 60 * NS_PER_S;
+  if (nsb_fleet_cmd(&r->fleet, NSB_ROLE_DEVICES, NSB_CMD_DISCONNECT, NULL, 0,
+                    NULL, 0) != 0 ||
+      nsb_fleet_collect(&r->fleet, NSB_ROLE_DEVICES, NSB_R_DONE, dl, NULL,
+                        NULL) != 0)
+    goto done;
+  sleep_s(o->settle);
+  memset(&a, 0, sizeof(a));
+  a.kind = NSB_P_STORM;
+  a.conns = o->concurrency;
+  a.batch = o->queued < 500 ? o->queued : 500;
+  a.max_requests = (int64_t)o->users * chunks;
+  a.duration_ns = 600 * NS_PER_S;
+  if (produce(r, &a, &p, &cp0, &cp1) != 0)
+    goto done;
+  fprintf(stderr, "notisync-bench: queued %llu of %llu notifications in %.1f s "
+          "(errors: %s)\n", (unsigned long long)p.sum.items_ok,
+          (unsigned long long)o->users * (unsigned long long)o->queued,
+          secs_between(p.t_start, p.t_last_done), errors(&p, t3, sizeof(t3)));
+  nsb_cpu_snap(o, &c0);
+  if (connect_all(r) != 0 || tally(r, &t) != 0)
+    goto done;
+  nsb_cpu_snap(o, &c1);
+  t0 = r->ready.sum.t_first_connect;
+  welcome_s = secs_between(t0, r->ready.sum.t_last_welcome);
+  drained_s = t.sum.t_complete ? secs_between(t0, t.sum.t_complete) : -1;
+  last_rx_s = secs_between(t0, t.sum.t_last_rx);
+  expected = t.sum.conns * (uint64_t)o->queued;
+  lost = expected > t.sum.unique ? expected - t.sum.unique : 0;
+  nsb_cpu_describe(o, &c0, &c1, 0, cpu, sizeof(cpu), NULL, 0);
+  ready_text(r, "devices", t1, sizeof(t1));
+  snprintf(t2, sizeof(t2), "%llu of %llu; lost %llu (%llu devices short), "
+           "doubled %llu, misrouted %llu, other bodies %llu",
+           (unsigned long long)t.sum.unique, (unsigned long long)expected,
+           (unsigned long long)lost, (unsigned long long)t.sum.conns_with_loss,
+           (unsigned long long)t.sum.dups, (unsigned long long)t.sum.misrouted,
+           (unsigned long long)t.sum.foreign);
+  printf("storm: %llu devices (%d users x %d), %d queued each; reconnect %s; "
+         "last welcome %.2f s, drained %s%.2f s (last delivery %.2f s); "
+         "deliveries %s; CPU %s\n", (unsigned long long)devs, o->users,
+         o->devices, o->queued, t1, welcome_s,
+         drained_s < 0 ? "NOT in grace, " : "", drained_s, last_rx_s, t2, cpu);
+  md_header(r, "storm: every device reconnects at once to a full queue");
+  md(r, "| devices | %llu (%d users × %d), each with %d queued notifications "
+        "(%llu of %llu accepted; errors: %s) |\n", (unsigned long long)devs,
+     o->users, o->devices, o->queued, (unsigned long long)p.sum.items_ok,
+     (unsigned long long)o->users * (unsigned long long)o->queued, t3);
+  md(r, "| reconnect (%d in flight per process) | %s |\n", o->connect_parallel, t1);
+  md(r, "| **first reconnect → last `welcome`** | **%.2f s** |\n", welcome_s);
+  if (drained_s >= 0)
+    md(r, "| **first reconnect → every queue drained** | **%.2f s** |\n", drained_s);
+  else
+    md(r, "| **first reconnect → every queue drained** | **not within %.0f s** "
+          "(last delivery at %.2f s) |\n", o->grace, last_rx_s);
+  md(r, "| deliveries | %s |\n", t2);
+  md(r, "| CPU from the first reconnect to the tally (%% of one core) | %s |\n", cpu);
+  summ(r, "devices", (double)devs);
+  summ(r, "queued_each", o->queued);
+  summ(r, "last_welcome_s", welcome_s);
+  summ(r, "drained_s", drained_s);
+  summ(r, "last_rx_s", last_rx_s);
+  summ(r, "lost", (double)lost);
+  summ(r, "doubled", (double)t.sum.dups);
+  summ(r, "failed_posts", (double)((uint64_t)o->users * (uint64_t)o->queued -
+                                   (p.sum.items_ok < (uint64_t)o->users *
+                                    (uint64_t)o->queued ? p.sum.items_ok
+                                    : (uint64_t)o->users * (uint64_t)o->queued)));
+  summ_cpu_s(r, &c0, &c1);
+  rc = !p.sum.items_ok ? 4 : lost || t.sum.dups || t.sum.misrouted ? 3 : 0;
+done:
+  nsb_agg_free(&p, NULL);
+  nsb_buf_free(&t.lat);
+  return rc;
+}
+
 int nsb_scenario_run(nsb_opts *o) {
   run *r = nsb_xcalloc(1, sizeof(run));
   struct sockaddr_in dst;
@@ -610,10 +958,20 @@ int nsb_scenario_run(nsb_opts *o) {
     free(r);
     return 1;
   }
-  if (status != 200)
+  if (status != 200 && o->target == NSB_T_NOTISYNC)
     fprintf(stderr, "notisync-bench: /health answered %d: %.200s\n", status,
             body);
-  if (strcmp(o->scenario, "latency") == 0)
+  if (strcmp(o->scenario, "idle") == 0)
+    rc = scen_idle(r);
+  else if (strcmp(o->scenario, "bcast-throughput") == 0)
+    rc = scen_bcast(r, 0);
+  else if (strcmp(o->scenario, "bcast-latency") == 0)
+    rc = scen_bcast(r, 1);
+  else if (strcmp(o->scenario, "handshake") == 0)
+    rc = scen_handshake(r);
+  else if (strcmp(o->scenario, "storm") == 0)
+    rc = scen_storm(r);
+  else if (strcmp(o->scenario, "latency") == 0)
     rc = scen_latency(r);
   else if (strcmp(o->scenario, "throughput-single") == 0)
     rc = scen_throughput(r, NSB_P_SINGLE);

@@ -142,12 +142,58 @@ static void t_http(counts *c) {
   c->fails += fails;
 }
 
+static void t_bmark(counts *c) {
+  int checks = 0, fails = 0;
+  char out[512];
+  uint32_t run = 0, seq = 0;
+  int64_t t = 0;
+  int n;
+  const char *spaced = "{\"type\":\"bench\",\"data\":{\"pad\":\"x\", "
+                       "\"nsb_t\" : 42, \"nsb_seq\": 7,\"nsb_run\":\t9},"
+                       "\"timestamp\":\"2026-01-01T00:00:00.000Z\"}";
+  /* Unwrapped (Nchan), padded to 200 bytes. */
+  n = nsb_bmark_body(out, sizeof(out), 0, 3000000000u, 12, 1234567890123LL, 200);
+  CHECK(n == 200 && (int)strlen(out) == 200);
+  CHECK(strncmp(out, "{\"nsb_run\":3000000000,\"nsb_seq\":12,"
+                     "\"nsb_t\":1234567890123,\"pad\":\"xx", 62) == 0);
+  CHECK(out[198] == '"' && out[199] == '}');
+  CHECK(nsb_bmark_parse(out, (size_t)n, &run, &seq, &t) == 0);
+  CHECK(run == 3000000000u && seq == 12 && t == 1234567890123LL);
+  /* Wrapped (notisyncd): the object is the broadcast's data. */
+  n = nsb_bmark_body(out, sizeof(out), 1, 5, 0, 1, 10);
+  CHECK(n > 0 && strcmp(out, "{\"type\":\"bench\",\"data\":{\"nsb_run\":5,"
+                             "\"nsb_seq\":0,\"nsb_t\":1,\"pad\":\"\"}}") == 0);
+  CHECK(nsb_bmark_parse(out, (size_t)n, &run, &seq, &t) == 0 && run == 5 &&
+        seq == 0 && t == 1);
+  CHECK(nsb_bmark_body(out, 40, 0, 1, 2, 3, 200) == -1);
+  CHECK(nsb_bmark_body(out, 20, 1, 1, 2, 3, 0) == -1);
+  /* Any order and spacing, as a server may re-serialize the object. */
+  CHECK(nsb_bmark_parse(spaced, strlen(spaced), &run, &seq, &t) == 0);
+  CHECK(run == 9 && seq == 7 && t == 42);
+  CHECK(nsb_bmark_parse("{\"nsb_run\":1,\"nsb_seq\":2}", 26, &run, &seq, &t) == -1);
+  CHECK(nsb_bmark_parse("{\"nsb_run\":1,\"nsb_seq\":-2,\"nsb_t\":3}", 35, &run,
+                        &seq, &t) == -1);
+  CHECK(nsb_bmark_parse("{\"nsb_run\":4294967296,\"nsb_seq\":2,\"nsb_t\":3}",
+                        43, &run, &seq, &t) == -1);
+  /* Length-bounded: a key past `n` is not seen. */
+  CHECK(nsb_bmark_parse("{\"nsb_run\":1,\"nsb_seq\":2,\"nsb_t\":3}", 30, &run,
+                        &seq, &t) == -1);
+  CHECK(nsb_bmark_parse("not json at all", 15, &run, &seq, &t) == -1);
+  CHECK(nsb_marker_parse("nsb:17:99", &seq, &t) == 0 && seq == 17 && t == 99);
+  CHECK(nsb_marker_parse("nsb:17", &seq, &t) == -1);
+  CHECK(nsb_marker_parse("xyz:1:2", &seq, &t) == -1);
+  CHECK(nsb_marker_parse(NULL, &seq, &t) == -1);
+  c->checks += checks;
+  c->fails += fails;
+}
+
 int nsb_selftest(void) {
   counts c = {0, 0};
   t_base64(&c);
   t_jwt(&c);
   t_ws(&c);
   t_http(&c);
+  t_bmark(&c);
   printf("selftest: %d checks, %d failed\n", c.checks, c.fails);
   return c.fails ? 1 : 0;
 }

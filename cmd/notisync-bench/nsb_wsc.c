@@ -120,6 +120,8 @@ void nsb_wsc_start(child *ch, wsc *c, int64_t now) {
   int fd;
   c->attempts++;
   c->t_begin = now;
+  if (!ch->ready.t_first_connect)
+    ch->ready.t_first_connect = now;
   nsb_random_bytes(raw, sizeof(raw));
   nsb_b64(raw, sizeof(raw), c->key, 0);
   ch->inflight++;
@@ -150,7 +152,7 @@ static void send_upgrade(child *ch, wsc *c, int64_t now) {
     snprintf(path, sizeof(path), "/ws?token=%s&device_id=d%u&platform=bench",
              tok, c->dev);
   } else {
-    snprintf(path, sizeof(path), "/ws/public");
+    snprintf(path, sizeof(path), "%s", ch->o->public_path);
   }
   n = snprintf(req, sizeof(req),
                "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
@@ -179,29 +181,11 @@ static void mark_open(child *ch, wsc *c) {
     ch->inflight--;
 }
 
-/* Reads "nsb:<seq>:<t_ns>" at the start of `s`; 0 when it is one. */
-static int parse_marker(const char *s, uint32_t *seq, int64_t *t) {
-  char *e;
-  unsigned long long v;
-  if (!s || strncmp(s, "nsb:", 4) != 0)
-    return -1;
-  v = strtoull(s + 4, &e, 10);
-  if (e == s + 4 || *e != ':' || v > UINT32_MAX)
-    return -1;
-  *seq = (uint32_t)v;
-  s = e + 1;
-  v = strtoull(s, &e, 10);
-  if (e == s)
-    return -1;
-  *t = (int64_t)v;
-  return 0;
-}
-
 static void record(child *ch, wsc *c, const char *marker, int64_t now) {
   uint32_t seq;
   int64_t t;
   rec *r;
-  if (parse_marker(marker, &seq, &t) != 0) {
+  if (nsb_marker_parse(marker, &seq, &t) != 0) {
     ch->rep.other++;
     return;
   }
@@ -229,6 +213,18 @@ static void on_message(child *ch, wsc *c, const uint8_t *p, size_t n,
   json_object *root, *jt, *jd, *jv;
   const char *type;
   ch->rep.frames++;
+  if (ch->o->rx_mode == NSB_RX_BCAST) {
+    /* The hot path: no JSON tree for a broadcast body. */
+    uint32_t run, seq;
+    int64_t t;
+    if (nsb_bmark_parse((const char *)p, n, &run, &seq, &t) == 0) {
+      if (run == ch->o->run_id)
+        nsb_child_tally_rx(ch, c, seq, t, now);
+      else
+        ch->tally.foreign++; /* an earlier run's message, replayed */
+      return;
+    }
+  }
   json_tokener_reset(ch->tok);
   root = json_tokener_parse_ex(ch->tok, (const char *)p, (int)n);
   if (!root || !json_object_object_get_ex(root, "type", &jt) ||
@@ -238,7 +234,16 @@ static void on_message(child *ch, wsc *c, const uint8_t *p, size_t n,
   }
   type = json_object_get_string(jt);
   json_object_object_get_ex(root, "data", &jd);
-  if (strcmp(type, "new_notification") == 0) {
+  if (strcmp(type, "new_notification") == 0 &&
+      ch->o->rx_mode == NSB_RX_STORM) {
+    uint32_t seq;
+    int64_t t;
+    if (jd && json_object_object_get_ex(jd, "body", &jv) &&
+        nsb_marker_parse(json_object_get_string(jv), &seq, &t) == 0)
+      nsb_child_tally_rx(ch, c, seq, t, now);
+    else
+      ch->tally.foreign++;
+  } else if (strcmp(type, "new_notification") == 0) {
     record(ch, c,
            jd && json_object_object_get_ex(jd, "body", &jv)
                ? json_object_get_string(jv) : NULL, now);
@@ -248,8 +253,15 @@ static void on_message(child *ch, wsc *c, const uint8_t *p, size_t n,
                ? json_object_get_string(jv) : NULL, now);
   } else if (strcmp(type, "welcome") == 0) {
     ch->rep.welcome++;
-    if (c->state == WS_WELCOME)
-      send_ping(ch, c, now);
+    if (c->state == WS_WELCOME) {
+      ch->ready.welcomed++;
+      if (now > ch->ready.t_last_welcome)
+        ch->ready.t_last_welcome = now;
+      if (ch->o->ws_ping)
+        send_ping(ch, c, now);
+      else
+        mark_open(ch, c);
+    }
   } else if (strcmp(type, "pong") == 0) {
     ch->rep.pong++;
     if (c->state == WS_PINGED)
@@ -348,10 +360,15 @@ static long on_head(child *ch, wsc *c, const uint8_t *p, size_t n, int64_t now) 
     fail(ch, c, F_HTTP, 0, now);
     return -1;
   }
+  ch->ready.upgraded++;
+  if (now > ch->ready.t_last_upgrade)
+    ch->ready.t_last_upgrade = now;
   if (ch->job->role == NSB_ROLE_DEVICES)
     c->state = WS_WELCOME;
-  else
+  else if (ch->o->ws_ping)
     send_ping(ch, c, now);
+  else
+    mark_open(ch, c);
   return h;
 }
 
