@@ -5,6 +5,11 @@
  * its retry timer.  hiredis frees a context itself after the connect or
  * disconnect callback, so the slot's pointer is cleared there and never used
  * afterwards.
+ *
+ * Liveness is judged by the age of Redis's replies on a clock that does not
+ * run while the loop itself is busy (ns_redis_clock, see ns_redis.h): the
+ * command connection owes a reply while any command is in flight, the
+ * subscriber while a published canary has not come back.
  */
 #include "ns_redis.h"
 
@@ -15,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include "ns_common.h"
 #include "ns_log.h"
@@ -22,7 +28,12 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
-#define PING_TIMEOUT_MS 3000
+#define PING_TIMEOUT_MS 3000 /* of loop time without any reply */
+/* What one tick (once a second) charges Redis at most: the period plus
+ * timer jitter.  A tick later than that was held up by the loop, and the
+ * excess is the loop's lag, not Redis's silence. */
+#define TICK_CHARGE_MS 1050
+#define DRAIN_MAX_READS 64   /* x 16 KB: what a timeout check reads at most */
 #define MAX_SCRIPTS 16
 #define CANARY_EVERY_MS 2000
 #define CANARY_TIMEOUT_MS 3000 /* after Redis answered the PUBLISH */
@@ -41,6 +52,7 @@ typedef struct slot {
   int is_sub;
   redisAsyncContext *ac;
   int up;
+  ns_redis_clock clock; /* how long this connection has owed a reply */
   uv_timer_t retry;
   int64_t backoff_ms;
 } slot;
@@ -53,6 +65,10 @@ struct ns_redis {
   ns_redis_handlers h;
   slot cmd, sub;
   int64_t ping_sent_ms; /* 0 = no PING outstanding */
+  int cmd_stalled;      /* no reply in time: the command connection is
+                         * being dropped */
+  int debug_stall_ms;   /* NOTISYNC_DEBUG_STALL_MS (builds without NDEBUG) */
+  int debug_stalls_left;
   script scripts[MAX_SCRIPTS];
   int nscripts;
   /* Subscriber liveness: a canary published on our own channel must come
@@ -61,7 +77,6 @@ struct ns_redis {
   int canary_subscribed;      /* Redis confirmed SUBSCRIBE of `canary` */
   unsigned long long canary_seq;
   int64_t canary_sent_ms;     /* 0 = none outstanding */
-  int64_t canary_acked_ms;    /* Redis answered the PUBLISH; 0 = not yet */
   int64_t canary_last_ms;     /* when the last canary was published */
   int sub_stalled;            /* canary lost: reconnecting the subscriber */
   unsigned long long canary_losses;
@@ -75,10 +90,43 @@ struct ns_redis {
 
 static void slot_connect(slot *s);
 static void on_sub_message(redisAsyncContext *ac, void *reply_, void *priv);
+static void debug_stall_init(ns_redis *r);
 
 static void canary_reset(ns_redis *r) {
   r->canary_sent_ms = 0;
-  r->canary_acked_ms = 0;
+  ns_redis_clock_settle(&r->sub.clock);
+}
+
+/* ---- the liveness clock ---- */
+
+void ns_redis_clock_owe(ns_redis_clock *c, int64_t now_ms) {
+  if (c->owed_since_ms)
+    return;
+  c->owed_since_ms = now_ms;
+  c->counted_ms = 0;
+}
+
+void ns_redis_clock_heard(ns_redis_clock *c, int64_t now_ms) {
+  if (!c->owed_since_ms)
+    return;
+  c->owed_since_ms = now_ms;
+  c->counted_ms = 0;
+}
+
+void ns_redis_clock_settle(ns_redis_clock *c) {
+  c->owed_since_ms = 0;
+  c->counted_ms = 0;
+}
+
+int64_t ns_redis_clock_tick(ns_redis_clock *c, int64_t now_ms,
+                            int64_t max_charge_ms) {
+  if (c->owed_since_ms) {
+    int64_t from = NS_MAX(c->owed_since_ms, c->last_tick_ms);
+    int64_t d = now_ms - from;
+    c->counted_ms += d < 0 ? 0 : NS_MIN(d, max_charge_ms);
+  }
+  c->last_tick_ms = now_ms;
+  return c->owed_since_ms ? c->counted_ms : 0;
 }
 
 static void notify(ns_redis *r, int sub_reconnected) {
@@ -144,11 +192,13 @@ static void on_connect(const redisAsyncContext *ac, int status) {
   }
   s->up = 1;
   s->backoff_ms = BACKOFF_MIN_MS;
+  ns_redis_clock_settle(&s->clock);
   ns_log(NS_LOG_INFO, "redis %s connected to %s:%d", s->is_sub ? "sub" : "cmd",
          s->r->host, s->r->port);
   if (!s->is_sub) {
     int i;
     s->r->ping_sent_ms = 0;
+    s->r->cmd_stalled = 0;
     for (i = 0; i < s->r->nscripts; i++) /* a new connection, maybe a new */
       s->r->scripts[i].loaded = 0;       /* Redis: send the source again */
   } else {
@@ -239,6 +289,7 @@ int ns_redis_open(ns_redis **out, uv_loop_t *loop, const char *url,
   r->h = *h;
   if (h->canary_channel)
     snprintf(r->canary, sizeof(r->canary), "%s", h->canary_channel);
+  debug_stall_init(r);
   if (parse_url(r, url) != 0) {
     free(r);
     return NS_EINVAL;
@@ -300,11 +351,13 @@ static pending *pending_new(ns_redis *r, ns_redis_cb cb, void *arg) {
   p->cb = cb;
   p->arg = arg;
   r->inflight++;
+  ns_redis_clock_owe(&r->cmd.clock, ns_mono_ms());
   return p;
 }
 
 static void pending_free(ns_redis *r, pending *p) {
-  r->inflight--;
+  if (--r->inflight == 0)
+    ns_redis_clock_settle(&r->cmd.clock);
   free(p);
 }
 
@@ -312,6 +365,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
   pending *p = privdata;
   redisReply *rr = reply;
   slot *s = ac->data;
+  if (rr)
+    ns_redis_clock_heard(&s->clock, ns_mono_ms()); /* Redis is answering */
   if (rr && rr->type == REDIS_REPLY_ERROR && rr->str &&
       strncmp(rr->str, "NOSCRIPT", 8) == 0) {
     /* SCRIPT FLUSH while connected: this call fails (the caller sees an
@@ -402,6 +457,8 @@ static void on_sub_message(redisAsyncContext *ac, void *reply_, void *priv) {
   ns_redis *r = s->r;
   const char *kind, *ch;
   (void)priv;
+  if (reply && !r->closing) /* any message: the subscriber is delivering */
+    ns_redis_clock_heard(&s->clock, ns_mono_ms());
   if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
       reply->element[0]->type != REDIS_REPLY_STRING ||
       reply->element[1]->type != REDIS_REPLY_STRING || r->closing)
@@ -465,18 +522,37 @@ unsigned long long ns_redis_overloads(const ns_redis *r) {
 }
 
 int ns_redis_up(const ns_redis *r) {
-  return r && r->cmd.up && r->sub.up && !r->sub_stalled &&
-         (r->canary_subscribed || !r->canary[0]) &&
-         !(r->ping_sent_ms && ns_mono_ms() - r->ping_sent_ms > PING_TIMEOUT_MS);
+  return r && r->cmd.up && r->sub.up && !r->sub_stalled && !r->cmd_stalled &&
+         (r->canary_subscribed || !r->canary[0]);
 }
 
 static void on_pong(redisReply *reply, void *arg) {
   ns_redis *r = arg;
-  int was_up = ns_redis_up(r);
   if (reply)
     r->ping_sent_ms = 0;
-  if (!was_up && ns_redis_up(r))
-    notify(r, 0);
+}
+
+/* Reads, without blocking, what Redis already sent on `s` (up to
+ * DRAIN_MAX_READS buffers), running the reply callbacks as the loop would
+ * have, so that a reply the busy loop has not read yet restarts the slot's
+ * clock before a timeout is declared.  May disconnect the slot (EOF). */
+static void drain(slot *s) {
+  int i, avail;
+  for (i = 0; i < DRAIN_MAX_READS && s->ac && s->up; i++) {
+    avail = 0;
+    if (ioctl(s->ac->c.fd, FIONREAD, &avail) != 0 || avail <= 0)
+      break;
+    redisAsyncHandleRead(s->ac);
+  }
+}
+
+/* 1 when `s` has owed a reply for more than `limit_ms` of loop time, what is
+ * already in its socket included. */
+static int overdue(slot *s, int64_t now, int64_t limit_ms) {
+  if (ns_redis_clock_tick(&s->clock, now, TICK_CHARGE_MS) <= limit_ms)
+    return 0;
+  drain(s);
+  return s->ac && s->up && s->clock.counted_ms > limit_ms;
 }
 
 /* The subscriber connection is dead or stalled while the command
@@ -500,44 +576,79 @@ static void on_canary_published(redisReply *reply, void *arg) {
     sub_stalled(r, "no subscriber for the canary channel");
     return;
   }
-  r->canary_acked_ms = ns_mono_ms();
+  /* Redis has it: from now on the subscriber owes it to us. */
+  ns_redis_clock_owe(&r->sub.clock, ns_mono_ms());
 }
 
-static void canary_tick(ns_redis *r) {
-  int64_t now = ns_mono_ms();
-  if (!r->canary[0] || !r->sub.up || !r->canary_subscribed || r->sub_stalled)
+static void canary_tick(ns_redis *r, int64_t now) {
+  if (!r->canary[0] || !r->sub.up || !r->canary_subscribed || r->sub_stalled) {
+    ns_redis_clock_tick(&r->sub.clock, now, TICK_CHARGE_MS);
     return;
+  }
   if (r->canary_sent_ms) {
-    if (r->canary_acked_ms && now - r->canary_acked_ms > CANARY_TIMEOUT_MS)
+    if (overdue(&r->sub, now, CANARY_TIMEOUT_MS))
       sub_stalled(r, "canary not received");
     return;
   }
+  ns_redis_clock_tick(&r->sub.clock, now, TICK_CHARGE_MS);
   if (now - r->canary_last_ms < CANARY_EVERY_MS)
     return;
   r->canary_seq++;
   if (ns_redis_cmd(r, on_canary_published, r, "PUBLISH %s %llu", r->canary,
-                   r->canary_seq) == 0) {
+                   r->canary_seq) == 0)
     r->canary_sent_ms = r->canary_last_ms = now;
-    r->canary_acked_ms = 0;
+}
+
+/* NOTISYNC_DEBUG_STALL_MS=N (tests only; compiled out with NDEBUG): the
+ * first two PINGs are followed by blocking the loop for N ms, as a long
+ * fan-out does, while Redis answers (tests/e2e/liveness.test.js). */
+static void debug_stall_init(ns_redis *r) {
+#ifndef NDEBUG
+  const char *v = getenv("NOTISYNC_DEBUG_STALL_MS");
+  long ms = v ? strtol(v, NULL, 10) : 0;
+  if (ms > 0 && ms <= 60000) {
+    r->debug_stall_ms = (int)ms;
+    r->debug_stalls_left = 2;
   }
+#else
+  (void)r;
+#endif
+}
+
+static void debug_stall(ns_redis *r) {
+  if (r->debug_stalls_left <= 0)
+    return;
+  r->debug_stalls_left--;
+  ns_log(NS_LOG_WARN, "debug: blocking the loop for %d ms after a PING",
+         r->debug_stall_ms);
+  uv_sleep((unsigned int)r->debug_stall_ms);
 }
 
 void ns_redis_tick(ns_redis *r) {
+  int64_t now;
   if (!r || r->closing || !r->cmd.up)
     return;
-  canary_tick(r);
-  if (r->ping_sent_ms) {
-    if (ns_mono_ms() - r->ping_sent_ms > PING_TIMEOUT_MS) {
-      ns_log(NS_LOG_WARN, "redis PING unanswered for %d ms: reconnecting",
-             PING_TIMEOUT_MS);
-      notify(r, 0);
-      /* Frees the context now (a graceful disconnect would wait for the
-       * stalled server); every pending callback gets reply == NULL and
-       * on_disconnect schedules the reconnect. */
-      redisAsyncFree(r->cmd.ac);
-    }
+  now = ns_mono_ms();
+  canary_tick(r, now);
+  if (r->closing || !r->cmd.up || !r->cmd.ac)
+    return; /* reading the subscriber may have run a close */
+  if (overdue(&r->cmd, now, PING_TIMEOUT_MS)) {
+    ns_log(NS_LOG_WARN,
+           "redis: no reply for %d ms of loop time (%lld ms wall since the "
+           "wait began): reconnecting",
+           PING_TIMEOUT_MS, (long long)(now - r->cmd.clock.owed_since_ms));
+    r->cmd_stalled = 1;
+    notify(r, 0);
+    /* Frees the context now (a graceful disconnect would wait for the
+     * stalled server); every pending callback gets reply == NULL and
+     * on_disconnect schedules the reconnect. */
+    redisAsyncFree(r->cmd.ac);
     return;
   }
-  if (ns_redis_cmd(r, on_pong, r, "PING") == 0)
-    r->ping_sent_ms = ns_mono_ms();
+  if (!r->cmd.up || r->ping_sent_ms)
+    return;
+  if (ns_redis_cmd(r, on_pong, r, "PING") == 0) {
+    r->ping_sent_ms = now;
+    debug_stall(r);
+  }
 }

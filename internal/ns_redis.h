@@ -4,14 +4,27 @@
  * to 5 s) for as long as the instance runs.
  *
  * hiredis has no command timeouts, so a PING is sent from ns_redis_tick()
- * (called once a second): an unanswered PING older than 3 s drops the command
- * connection (pending callbacks get reply == NULL) and reconnects.
+ * (called once a second) whenever none is outstanding, and the command
+ * connection is judged by the age of its replies: it is dropped (pending
+ * callbacks get reply == NULL) and reconnected when it has owed a reply for
+ * more than 3 s of *loop time* without any reply arriving.  Loop time is
+ * what the loop could have spent reading: each tick charges Redis at most
+ * one tick period (1 s, plus 50 ms of timer jitter), however late the tick
+ * fires, so a loop that was
+ * busy (a large fan-out) for 10 s is not mistaken for a silent Redis; and
+ * before a timeout is declared, whatever already sits in the socket is read
+ * without blocking, so a reply that arrived is counted.  Any reply, not
+ * only the PONG, proves liveness.  On a loop that keeps time a silent Redis
+ * is still dropped 3-4 s after the oldest unanswered command, as before;
+ * on a loop that lags, after 3 s of charged time (three ticks or more).
  *
  * The subscriber connection cannot be PINGed through hiredis 0.14 (the reply
  * never reaches a callback), so its liveness is a canary: every 2 s a number
  * is PUBLISHed on `canary_channel` through the command connection and must
- * come back through the subscriber within 3 s of Redis answering the
- * PUBLISH (a PUBLISH reaching 0 subscribers fails at once).  A lost canary
+ * come back through the subscriber within 3 s of loop time (counted as
+ * above; any message on the subscriber restarts the count) after Redis
+ * answered the PUBLISH (a PUBLISH reaching 0 subscribers fails at once).
+ * A lost canary
  * makes ns_redis_up() false and drops the subscriber, which reconnects;
  * once Redis confirms the new subscriber's SUBSCRIBE of the canary channel,
  * on_state(sub_reconnected = 1) tells the owner to re-subscribe and replay.
@@ -20,6 +33,7 @@
 #define NS_REDIS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 struct redisReply;
@@ -85,8 +99,8 @@ void ns_redis_unsubscribe(ns_redis *r, const char *channel);
  * whose reconnect reports sub_reconnected again). */
 void ns_redis_after_subscribes(ns_redis *r, void (*cb)(void *), void *arg);
 
-/* 1 when both connections are up, the last PING was answered and the last
- * canary came back. */
+/* 1 when both connections are up and neither failed its liveness check
+ * (see the file comment). */
 int ns_redis_up(const ns_redis *r);
 
 /* How many times the subscriber was dropped for a lost canary. */
@@ -96,7 +110,33 @@ unsigned long long ns_redis_canary_losses(const ns_redis *r);
 size_t ns_redis_inflight(const ns_redis *r);
 unsigned long long ns_redis_overloads(const ns_redis *r);
 
-/* Liveness check; call once a second. */
+/* Liveness check; call once a second from a timer (never from inside a
+ * Redis callback: it may read the sockets).  Time between two calls beyond
+ * one second is taken for loop lag, not charged to Redis. */
 void ns_redis_tick(ns_redis *r);
+
+/* ---- the liveness clock (pure, exposed for tests) ----
+ *
+ * How long a connection has owed Redis a reply, counting only time in which
+ * the loop could have read it.  The owner calls owe() when it starts
+ * waiting (a command sent while none was outstanding, a canary published),
+ * heard() for every reply (the count restarts: Redis is answering), settle()
+ * when nothing is owed any more, and tick() once per `period_ms` from a
+ * timer.  tick() charges the time since the later of the previous tick and
+ * the start of the wait, but at most `max_charge_ms` (the period plus timer
+ * jitter): a tick that fires late because the loop was busy does not charge
+ * the busy time to Redis.  It returns the charged time (0 when nothing is
+ * owed). */
+typedef struct ns_redis_clock {
+  int64_t owed_since_ms; /* 0 = nothing owed */
+  int64_t counted_ms;    /* owed time charged to Redis so far */
+  int64_t last_tick_ms;  /* 0 = no tick yet */
+} ns_redis_clock;
+
+void ns_redis_clock_owe(ns_redis_clock *c, int64_t now_ms);
+void ns_redis_clock_heard(ns_redis_clock *c, int64_t now_ms);
+void ns_redis_clock_settle(ns_redis_clock *c);
+int64_t ns_redis_clock_tick(ns_redis_clock *c, int64_t now_ms,
+                            int64_t max_charge_ms);
 
 #endif
