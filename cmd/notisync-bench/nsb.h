@@ -268,10 +268,14 @@ typedef struct nsb_ready {
   int64_t t_last_upgrade, t_last_welcome;
 } nsb_ready;
 
-/* Parent -> child: TALLY waits until every connection has all `nbits`
- * deliveries or `grace_ns` passed, then answers with an nsb_tally. */
+/* Parent -> child: TALLY waits until every connection has every accepted
+ * message or `grace_ns` passed, then answers with an nsb_tally.  Followed by
+ * the bitmap of the accepted seqs (`acc_bytes`, NSB_RX_BCAST: those whose
+ * publish was answered 2xx); without one every one of the o->nbits is
+ * expected. */
 typedef struct nsb_tally_args {
   int64_t grace_ns;
+  uint32_t acc_bytes, pad;
 } nsb_tally_args;
 
 /* Child -> parent: followed by `nlat` latencies (uint32 µs, one per unique
@@ -279,7 +283,9 @@ typedef struct nsb_tally_args {
 typedef struct nsb_tally {
   uint64_t conns;          /* connections accounted (open, or every device) */
   uint64_t unique, dups, foreign, misrouted;
-  uint64_t conns_with_loss, closed_by_server;
+  uint64_t conns_with_loss;  /* missing an accepted message */
+  uint64_t lost_accepted;    /* accepted messages missing, summed */
+  uint64_t closed_by_server;
   int64_t t_first_rx, t_last_rx;
   int64_t t_complete;      /* when the last connection got its last bit; 0
                               while some connection misses one */

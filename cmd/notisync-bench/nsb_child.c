@@ -136,25 +136,47 @@ static uint32_t tally_conns(const child *ch) {
   return n;
 }
 
+/* Accepted messages connection `i` has not received. */
+static uint64_t missing(const child *ch, uint32_t i) {
+  const uint8_t *b = ch->bits + (size_t)i * ch->bstride;
+  uint64_t n = 0;
+  size_t k = 0;
+  if (!ch->acc)
+    return ch->o->nbits - ch->bcount[i];
+  for (; k + 8 <= ch->bstride; k += 8) {
+    uint64_t x, y;
+    memcpy(&x, ch->acc + k, 8);
+    memcpy(&y, b + k, 8);
+    n += (uint64_t)__builtin_popcountll(x & ~y);
+  }
+  for (; k < ch->bstride; k++)
+    n += (uint64_t)__builtin_popcount((unsigned)(ch->acc[k] & ~b[k]) & 0xffu);
+  return n;
+}
+
 static void tally_tick(child *ch, int64_t now) {
   nsb_tally *ty = &ch->tally;
   uint32_t i, want;
+  uint64_t lost = 0, lossy = 0;
   if (now < ch->next_check)
     return;
-  ch->next_check = now + NS_PER_S / 50;
+  ch->next_check = now + NS_PER_S / 20;
   want = tally_conns(ch);
-  if (ch->ncomplete < want && now < ch->phase_deadline)
+  if (ch->ncomplete < want && ch->bits)
+    for (i = 0; i < ch->nws; i++)
+      if (ch->o->rx_mode == NSB_RX_STORM || ch->ws[i].armed) {
+        uint64_t m = missing(ch, i);
+        lost += m;
+        lossy += m > 0;
+      }
+  if (lost && now < ch->phase_deadline)
     return;
   ty->conns = want;
-  ty->conns_with_loss = 0;
+  ty->conns_with_loss = lossy;
+  ty->lost_accepted = lost;
   ty->closed_by_server = 0;
-  for (i = 0; i < ch->nws; i++) {
-    const wsc *c = &ch->ws[i];
-    int counted = ch->o->rx_mode == NSB_RX_STORM || c->armed;
-    if (counted && ch->bcount && ch->bcount[i] < ch->o->nbits)
-      ty->conns_with_loss++;
-    ty->closed_by_server += c->state == WS_CLOSED;
-  }
+  for (i = 0; i < ch->nws; i++)
+    ty->closed_by_server += ch->ws[i].state == WS_CLOSED;
   if (ch->ncomplete < want)
     ty->t_complete = 0;
   ty->nlat = (uint32_t)(ch->rxlat.len / sizeof(uint32_t));
@@ -373,6 +395,13 @@ static void on_ctrl(child *ch, nsb_buf *m, int64_t now) {
       break;
     }
     memcpy(&a, m->p, sizeof(a));
+    free(ch->acc);
+    ch->acc = NULL;
+    if (ch->bits && a.acc_bytes == ch->bstride &&
+        m->len >= sizeof(a) + a.acc_bytes) {
+      ch->acc = nsb_xmalloc(ch->bstride);
+      memcpy(ch->acc, m->p + sizeof(a), ch->bstride);
+    }
     ch->phase = PH_TALLY;
     ch->phase_deadline = now + a.grace_ns;
     ch->next_check = now;
@@ -403,6 +432,7 @@ static void child_free(child *ch) {
   free(ch->pairs);
   free(ch->bits);
   free(ch->bcount);
+  free(ch->acc);
   nsb_buf_free(&ch->rxlat);
   free(ch->scratch);
   nsb_buf_free(&ch->okpairs);

@@ -105,6 +105,7 @@ typedef struct child {
   size_t bstride;           /* bytes per bitmap */
   uint32_t *bcount;         /* unique deliveries per connection */
   uint32_t ncomplete;       /* connections with all o->nbits */
+  uint8_t *acc;             /* TALLY: accepted seqs (bstride bytes) or NULL */
   nsb_tally tally;
   nsb_buf rxlat;            /* uint32 µs per unique delivery, capped */
 

@@ -499,7 +499,7 @@ void nsb_agg_tally_cb(void *arg, const nsb_buf *m) {
     return;
 #define ADD(f) a->sum.f += t.f
   ADD(conns); ADD(unique); ADD(dups); ADD(foreign); ADD(misrouted);
-  ADD(conns_with_loss); ADD(closed_by_server);
+  ADD(conns_with_loss); ADD(lost_accepted); ADD(closed_by_server);
 #undef ADD
   if (t.t_first_rx && (!a->sum.t_first_rx || t.t_first_rx < a->sum.t_first_rx))
     a->sum.t_first_rx = t.t_first_rx;

@@ -631,15 +631,31 @@ static const char *conn_what(const nsb_opts *o) {
   return o->kind == NSB_K_DEVICE ? "devices" : "public connections";
 }
 
-/* TALLY on every receiver, merged into `t` (sorted latencies). */
-static int tally(run *r, nsb_agg_tally *t) {
+/* TALLY on every receiver, merged into `t` (sorted latencies).  With `p`
+ * (broadcasts) only the seqs it accepted are waited for. */
+static int tally(run *r, const nsb_agg_prod *p, nsb_agg_tally *t) {
   nsb_tally_args a;
+  uint8_t *acc = NULL;
   int64_t dl;
+  int rc;
   memset(t, 0, sizeof(*t));
   memset(&a, 0, sizeof(a));
   a.grace_ns = (int64_t)(r->o->grace * 1e9);
-  if (nsb_fleet_cmd(&r->fleet, r->recv_role, NSB_CMD_TALLY, &a, sizeof(a),
-                    NULL, 0) != 0)
+  if (p && r->o->nbits) {
+    size_t i, n = p->pairs.len / sizeof(nsb_pair);
+    a.acc_bytes = (r->o->nbits + 7) / 8;
+    acc = nsb_xcalloc(a.acc_bytes, 1);
+    for (i = 0; i < n; i++) {
+      nsb_pair pr;
+      memcpy(&pr, p->pairs.p + i * sizeof(pr), sizeof(pr));
+      if ((pr.seq & 0xffffffu) < r->o->nbits)
+        acc[(pr.seq & 0xffffffu) / 8] |= (uint8_t)(1u << (pr.seq % 8));
+    }
+  }
+  rc = nsb_fleet_cmd(&r->fleet, r->recv_role, NSB_CMD_TALLY, &a, sizeof(a),
+                     acc, a.acc_bytes);
+  free(acc);
+  if (rc != 0)
     return -1;
   dl = nsb_now_ns() + a.grace_ns + 60 * NS_PER_S;
   if (nsb_fleet_collect(&r->fleet, r->recv_role, NSB_R_TALLY, dl,
@@ -737,7 +753,7 @@ static int scen_bcast(run *r, int paced) {
   a.max_requests = o->messages;
   a.duration_ns = paced ? (int64_t)(((double)o->messages / o->rate + 10) * 1e9)
                         : (int64_t)((120 + (double)o->messages / 20) * 1e9);
-  if (produce(r, &a, &p, &c0, &c1p) != 0 || tally(r, &t) != 0)
+  if (produce(r, &a, &p, &c0, &c1p) != 0 || tally(r, &p, &t) != 0)
     goto done;
   nsb_cpu_snap(o, &c1);
   expected = t.sum.conns * (uint64_t)o->messages;
@@ -747,11 +763,12 @@ static int scen_bcast(run *r, int paced) {
   rate = secs > 0 ? (double)t.sum.unique / secs : 0;
   nsb_cpu_describe(o, &c0, &c1, 0, cpu, sizeof(cpu), NULL, 0);
   snprintf(t3, sizeof(t3), "%llu of %llu expected (%llu connections x %d); "
-           "lost %llu on %llu connections, duplicates %llu, foreign %llu, "
-           "closed by server %llu",
+           "lost %llu, of accepted broadcasts %llu on %llu connections; "
+           "duplicates %llu, foreign %llu, closed by server %llu",
            (unsigned long long)t.sum.unique, (unsigned long long)expected,
            (unsigned long long)t.sum.conns, o->messages,
-           (unsigned long long)lost, (unsigned long long)t.sum.conns_with_loss,
+           (unsigned long long)lost, (unsigned long long)t.sum.lost_accepted,
+           (unsigned long long)t.sum.conns_with_loss,
            (unsigned long long)t.sum.dups, (unsigned long long)t.sum.foreign,
            (unsigned long long)t.sum.closed_by_server);
   pcts(&t.lat, t2, sizeof(t2));
@@ -789,10 +806,12 @@ static int scen_bcast(run *r, int paced) {
     summ(r, "p99_ms", nsb_pct(&t.lat, 99) / 1000);
     summ(r, "max_ms", nsb_pct(&t.lat, 100) / 1000);
     summ(r, "lost", (double)lost);
+    summ(r, "lost_accepted", (double)t.sum.lost_accepted);
     summ(r, "failed_publishes", (double)failed);
   } else {
     summ(r, "deliveries_per_s", rate);
     summ(r, "lost", (double)lost);
+    summ(r, "lost_accepted", (double)t.sum.lost_accepted);
     summ(r, "dup", (double)t.sum.dups);
     summ(r, "failed_publishes", (double)failed);
     summ(r, "conns_with_loss", (double)t.sum.conns_with_loss);
@@ -811,12 +830,18 @@ done:
 static int scen_handshake(run *r) {
   nsb_opts *o = r->o;
   const nsb_ready *s = &r->ready.sum;
-  char t1[512];
+  nsb_cpu c0, c1;
+  char t1[512], cpu[1024];
   double up_s, wel_s, rate, wrate = 0;
   int dev = o->kind == NSB_K_DEVICE;
 
-  if (spawn_receivers(r, 0) != 0 || connect_all(r) != 0)
+  if (spawn_receivers(r, 0) != 0)
     return 1;
+  nsb_cpu_snap(o, &c0);
+  if (connect_all(r) != 0)
+    return 1;
+  nsb_cpu_snap(o, &c1);
+  nsb_cpu_describe(o, &c0, &c1, 0, cpu, sizeof(cpu), NULL, 0);
   up_s = secs_between(s->t_first_connect, s->t_last_upgrade);
   wel_s = secs_between(s->t_first_connect, s->t_last_welcome);
   rate = up_s > 0 ? s->upgraded / up_s : 0;
@@ -828,7 +853,7 @@ static int scen_handshake(run *r) {
          o->connect_parallel, o->procs, t1, s->upgraded, up_s, rate);
   if (dev)
     printf("; %u welcomes in %.2f s = %.0f/s", s->welcomed, wel_s, wrate);
-  printf("\n");
+  printf("; CPU %s\n", cpu);
   md_header(r, "handshake: connections opened per second");
   md(r, "| target, kind | %s, %s; %d handshakes in flight per process, %d "
         "processes |\n", target_name(o), dev ? "device" : "public",
@@ -839,6 +864,8 @@ static int scen_handshake(run *r) {
   if (dev)
     md(r, "| **welcomes/s** (first connect() → last `welcome`) | **%.0f** (%u "
           "in %.2f s) |\n", wrate, s->welcomed, wel_s);
+  md(r, "| CPU of the connect phase (%% of one core) | %s |\n", cpu);
+  summ_cpu_s(r, &c0, &c1);
   summ_str(r, "kind", dev ? "device" : "public");
   summ(r, "rate", rate);
   if (dev)
@@ -889,7 +916,7 @@ static int scen_storm(run *r) {
           (unsigned long long)o->users * (unsigned long long)o->queued,
           secs_between(p.t_start, p.t_last_done), errors(&p, t3, sizeof(t3)));
   nsb_cpu_snap(o, &c0);
-  if (connect_all(r) != 0 || tally(r, &t) != 0)
+  if (connect_all(r) != 0 || tally(r, NULL, &t) != 0)
     goto done;
   nsb_cpu_snap(o, &c1);
   t0 = r->ready.sum.t_first_connect;
