@@ -83,7 +83,9 @@ static void usage(FILE *f) {
     "  --settle S          storm: pause after the disconnect [3]\n"
     "  --concurrency N     storm: batch POSTs in flight [16]\n"
     "  --procs P           [1 per 10000 connections; each process binds\n"
-    "                      127.0.0.(2+i) and holds at most 20000 fds]\n");
+    "                      127.0.0.(2+i) and holds at most 20000 fds]\n"
+    "exit status: 0 all delivered / connected; 1 error; 2 usage; 3 deliveries\n"
+    "lost or doubled, or connections failed; 4 nothing accepted\n");
 }
 
 enum { O_HOST = 1000, O_PORT, O_SECRET, O_USERS, O_DEVICES, O_RATE,
