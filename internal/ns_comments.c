@@ -378,6 +378,10 @@ void ns__broadcast_route(ns_req *r, const char *arg) {
   }
   json_object_put(b.root);
   r->pending = 1;
-  if (ns_presence_total(r->srv, on_bcast_total, r) != 0)
+  if (ns_liveness_total(r->srv, on_bcast_total, r) != 0)
     on_bcast_total(NS_EUNAVAIL, 0, r);
+}
+
+void ns_comments_bus_register(ns_bus *b) {
+  ns_bus_on_broadcast(b, ns_comments_on_bcast);
 }

@@ -29,7 +29,7 @@ ns_conn *ns_conn_new(ns_server *srv, struct lws *wsi) {
     srv->conns->prev = c;
   srv->conns = c;
   srv->nconns++;
-  ns_presence_count(srv); /* keeps stats:conn exact, not 5 s stale */
+  ns_liveness_count(srv); /* keeps stats:conn exact, not 5 s stale */
   ns_bucket_init(&c->bucket, (double)srv->cfg->client_msg_burst, ns_mono_ms());
   return c;
 }
@@ -76,7 +76,7 @@ void ns_conn_on_closed(ns_conn *c) {
     c->next->prev = c->prev;
   srv->nconns--;
   if (!srv->stopping)
-    ns_presence_count(srv);
+    ns_liveness_count(srv);
   c->wsi = NULL;
   c->state = NS_CONN_CLOSING;
   ring_clear(c);

@@ -178,7 +178,7 @@ static void h_stats(ns_req *r, const char *arg) {
   if (!ns__http_need_token(r))
     return;
   r->pending = 1;
-  if (ns_presence_total(r->srv, on_stats_total, r) != 0)
+  if (ns_liveness_total(r->srv, on_stats_total, r) != 0)
     on_stats_total(NS_EUNAVAIL, 0, r);
 }
 
@@ -195,7 +195,7 @@ static void on_connections_total(int rc, long long total, void *arg) {
 
 static void h_connections(ns_req *r, const char *arg) {
   r->pending = 1;
-  if (ns_presence_total(r->srv, on_connections_total, r) != 0)
+  if (ns_liveness_total(r->srv, on_connections_total, r) != 0)
     on_connections_total(NS_EUNAVAIL, 0, r);
 }
 

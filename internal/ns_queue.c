@@ -458,3 +458,45 @@ void ns_queue_ack(ns_conn *c, const char *id) {
     snprintf(c->q_written, sizeof(c->q_written), "%s", id);
   trim(c);
 }
+
+/* ---- events on the user bus ---- */
+
+/* A durable message was queued for these devices ({"k":"q","t":csv}):
+ * each one connected here reads its stream. */
+static void on_queued_event(ns_server *srv, const char *user, json_object *ev) {
+  json_object *t;
+  const char *csv;
+  if (!json_object_object_get_ex(ev, "t", &t))
+    return;
+  csv = json_object_get_string(t);
+  while (csv && *csv) {
+    const char *end = strchr(csv, ',');
+    size_t n = end ? (size_t)(end - csv) : strlen(csv);
+    char dev[NS_DEVICE_ID_MAX + 1];
+    ns_conn *c;
+    if (n < sizeof(dev)) {
+      memcpy(dev, csv, n);
+      dev[n] = '\0';
+      if ((c = ns_hub_get(srv->hub, user, dev)) != NULL)
+        ns_queue_kick(c);
+    }
+    csv = end ? end + 1 : NULL;
+  }
+}
+
+static void kick_one(void *conn, void *arg) {
+  (void)arg;
+  ns_queue_kick(conn);
+}
+
+/* Events published while the subscription was down are lost (pub/sub is
+ * at-most-once): once the new subscriptions are in effect (so nothing
+ * queued after the read can be missed), every device re-reads its stream. */
+static void on_resubscribed(ns_server *srv) {
+  ns_hub_each(srv->hub, NULL, kick_one, NULL);
+}
+
+void ns_queue_bus_register(ns_bus *b) {
+  ns_bus_on_event(b, "q", on_queued_event);
+  ns_bus_on_resubscribed(b, on_resubscribed);
+}

@@ -49,4 +49,9 @@ void ns_queue_ack(ns_conn *c, const char *id);
 /* The ring has room again: fetches the next page if one is owed. */
 void ns_queue_on_drained(ns_conn *c);
 
+/* Registers the queue's handlers with the user bus: a "q" event makes the
+ * named devices connected here read their streams; after a resubscription
+ * every local device reads again (what was published meanwhile is lost). */
+void ns_queue_bus_register(ns_bus *b);
+
 #endif

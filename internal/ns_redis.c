@@ -451,6 +451,20 @@ int ns_redis_cmdargv(ns_redis *r, ns_redis_cb cb, void *arg, int argc,
   return 0;
 }
 
+int ns_redis_eval(ns_redis *r, ns_redis_cb cb, void *arg, const char *text,
+                  int nkeys, const char **args, int nargs) {
+  const char *argv[16];
+  char nk[8];
+  int i;
+  argv[0] = "EVAL";
+  argv[1] = text;
+  snprintf(nk, sizeof(nk), "%d", nkeys);
+  argv[2] = nk;
+  for (i = 0; i < nargs && i < 13; i++)
+    argv[3 + i] = args[i];
+  return ns_redis_cmdargv(r, cb, arg, 3 + i, argv, NULL);
+}
+
 static void on_sub_message(redisAsyncContext *ac, void *reply_, void *priv) {
   redisReply *reply = reply_;
   slot *s = ac->data;

@@ -88,6 +88,12 @@ int ns_redis_cmdargv(ns_redis *r, ns_redis_cb cb, void *arg, int argc,
  * behind our back fails the next call of each script with a NOSCRIPT error
  * reply; the calls after it send the source again. */
 
+/* EVAL of `script` (static, as above) with `nkeys` keys: `args` holds the
+ * keys, then the other arguments, `nargs` in all (at most 13).  Returns
+ * like ns_redis_cmd. */
+int ns_redis_eval(ns_redis *r, ns_redis_cb cb, void *arg, const char *script,
+                  int nkeys, const char **args, int nargs);
+
 /* Subscribes / unsubscribes the subscriber connection (no-op when down; the
  * on_state callback triggers the re-subscription). */
 void ns_redis_subscribe(ns_redis *r, const char *channel);

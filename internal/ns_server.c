@@ -20,8 +20,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ns_comments.h"
 #include "ns_log.h"
 #include "ns_migrate.h"
+#include "ns_queue.h"
 #include "ns_server_int.h"
 
 #define CRON_MS 1000
@@ -66,7 +68,7 @@ static const struct lws_protocols protocols[] = {
 
 static void on_redis_message(void *arg, const char *ch, size_t chlen,
                              const char *payload, size_t len) {
-  ns_presence_on_message(arg, ch, chlen, payload, len);
+  ns_bus_dispatch(((ns_server *)arg)->bus, ch, chlen, payload, len);
 }
 
 static void on_redis_state(void *arg, int up, int sub_reconnected) {
@@ -75,18 +77,18 @@ static void on_redis_state(void *arg, int up, int sub_reconnected) {
   if (sub_reconnected) {
     if (srv->redis_seen_up)
       ns_metrics_inc(&srv->metrics, NS_M_CLUSTER, "subscriber_reconnects");
-    ns_presence_resubscribe(srv);
+    ns_bus_resubscribe(srv->bus);
   }
   if (up && !srv->redis_seen_up) {
     srv->redis_seen_up = 1;
-    ns_presence_reap_own_past(srv);
+    ns_liveness_reap_own_past(srv);
   }
   if (up && !srv->redis_up_since_ms)
     srv->redis_up_since_ms = ns_mono_ms();
   else if (!up)
     srv->redis_up_since_ms = 0;
   if (up)
-    ns_presence_heartbeat(srv);
+    ns_liveness_heartbeat(srv);
   if (up != was_up) /* transitions only: no "down" before the first "up" */
     ns_log(NS_LOG_INFO, "redis %s", up ? "up" : "down");
 }
@@ -160,10 +162,10 @@ static void on_cron(uv_timer_t *t) {
   for (i = 0; i < NS_PG_POOL; i++)
     ns_pg_tick(srv->pg[i]);
   if (++srv->cron_ticks % 5 == 0)
-    ns_presence_heartbeat(srv);
+    ns_liveness_heartbeat(srv);
   else if (srv->cron_ticks % 5 == 2 && ns__server_redis_up(srv) &&
            ns_mono_ms() - srv->redis_up_since_ms > REAP_AFTER_UP_MS)
-    ns_presence_reap(srv);
+    ns_liveness_reap(srv);
   expire_tokens(srv);
 }
 
@@ -199,7 +201,7 @@ static void on_stop_poll(uv_timer_t *t) {
   if (!srv->retired) {
     srv->retired = 1;
     ns_presence_flush_pending(srv);
-    ns_presence_retire(srv);
+    ns_liveness_retire(srv);
   }
   if (srv->pending_ops > 0 && waited < STOP_DEADLINE_MS)
     return;
@@ -444,6 +446,11 @@ int ns_server_new(ns_server **out, const ns_config *cfg, int listen_fd,
   make_instance_id(srv);
   ns_metrics_init(&srv->metrics);
   srv->hub = ns_hub_new();
+  /* the bus first, then the modules that consume its messages */
+  srv->bus = ns_bus_new(srv);
+  ns_presence_bus_register(srv->bus);
+  ns_queue_bus_register(srv->bus);
+  ns_comments_bus_register(srv->bus);
   srv->iplimit = ns_iplimit_new(NS_IPLIMIT_ENTRIES, (double)cfg->handshake_rate_per_ip,
                                 (double)cfg->handshake_burst_per_ip);
   uv_loop_init(&srv->loop);
@@ -499,6 +506,7 @@ fail_lws:
   ns_auth_free(&srv->auth);
 fail_auth:
   uv_loop_close(&srv->loop);
+  ns_bus_free(&srv->bus);
   ns_hub_free(&srv->hub);
   ns_iplimit_free(&srv->iplimit);
   free(srv);
@@ -522,6 +530,7 @@ void ns_server_free(ns_server **sp) {
   if (uv_loop_close(&srv->loop) != 0)
     ns_log(NS_LOG_WARN, "loop closed with handles still open");
   ns_auth_free(&srv->auth);
+  ns_bus_free(&srv->bus);
   ns_hub_free(&srv->hub);
   ns_iplimit_free(&srv->iplimit);
   free(srv);

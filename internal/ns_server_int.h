@@ -1,6 +1,7 @@
 /*
  * ns_server_int.h -- what the server's files (ns_server.c, ns_conn.c,
- * ns_ws.c, ns_http.c, ns_presence.c) share.  Not for other modules.
+ * ns_ws.c, ns_http.c, ns_presence.c, ns_bus.c, ns_liveness.c) share.  Not
+ * for other modules.
  */
 #ifndef NS_SERVER_INT_H
 #define NS_SERVER_INT_H
@@ -9,9 +10,11 @@
 #include <uv.h>
 
 #include "ns_auth.h"
+#include "ns_bus.h"
 #include "ns_common.h"
 #include "ns_config.h"
 #include "ns_hub.h"
+#include "ns_liveness.h"
 #include "ns_metrics.h"
 #include "ns_msg.h"
 #include "ns_pg.h"
@@ -43,6 +46,7 @@ struct ns_server {
   int pg_ready;          /* how many are: > 0 means PostgreSQL is up */
   struct pg_slot { struct ns_server *srv; int idx; } pg_slots[NS_PG_POOL];
   ns_hub *hub;
+  ns_bus *bus;           /* pub/sub dispatch to the registered handlers */
   ns_iplimit *iplimit;   /* handshakes per client IP */
   ns_metrics metrics;
   uv_timer_t cron;
@@ -159,35 +163,32 @@ typedef struct ns_session {
   struct ns_req *req;
 } ns_session;
 
-/* ---- presence and the user bus (ns_presence.c) ---- */
+/* ---- presence (ns_presence.c); the bus and the instance's liveness are
+ * ns_bus.h and ns_liveness.h ---- */
 /* Registers a READY-to-be device connection: presence, subscription, device
  * row, then welcome.  Closes it with 1008/1011 on refusal or failure. */
 void ns_presence_connect(ns_conn *c);
 /* The device's socket closed: presence offline (after presence_grace),
  * last_seen, unsubscribe when it was the user's last local device. */
 void ns_presence_disconnect(ns_conn *c);
-/* Pub/sub message on a subscribed channel. */
-void ns_presence_on_message(ns_server *srv, const char *ch, size_t chlen,
-                            const char *payload, size_t len);
-/* Re-subscribes every local user's channel (after a subscriber reconnect). */
-void ns_presence_resubscribe(ns_server *srv);
 /* Marks offline every device inside its grace period now (shutdown). */
 void ns_presence_flush_pending(ns_server *srv);
-/* Heartbeat of the instance (every 5 s): inst:{id} with its TTL, its
- * entry in `instances`, and its connection count. */
-void ns_presence_heartbeat(ns_server *srv);
-/* The connection count in stats:conn alone (every open/close, so totals
- * are exact). */
-void ns_presence_count(ns_server *srv);
-/* Writes the presence of every ready local device again (online, this
- * connection, in our idev set), publishing `online` where it had been lost;
- * when the heartbeat finds that our liveness key had lapsed. */
-void ns_presence_reassert(ns_server *srv);
-/* Marks offline the devices of crashed instances (cron, every 5 s). */
-void ns_presence_reap(ns_server *srv);
-/* Marks offline the devices a previous process with this instance id left
- * online; sent before any connection of this process is admitted. */
-void ns_presence_reap_own_past(ns_server *srv);
+/* Registers the presence events of the user bus: "st" (device_status to
+ * the user's other devices here) and "kick" (a newer connection of the
+ * device elsewhere replaces the one here, 4000). */
+void ns_presence_bus_register(ns_bus *b);
+/* The presence record and its pieces, shared with ns_liveness.c (reassert):
+ * the stored JSON {status, instance, conn, since, last_seen}, the "st"
+ * event, this instance's idev set key and a connection's member of it
+ * ("conn device user": the user last, it may contain spaces).  The strings
+ * are the caller's to free. */
+char *ns__presence_json(const char *status, const ns_server *srv,
+                        const char *conn_id, int64_t since, int64_t ls);
+char *ns__presence_status_event(const char *device, const char *status,
+                                int64_t ls);
+void ns__presence_idev_key(const ns_server *srv, char *buf, size_t n);
+char *ns__presence_idev_member(const char *conn_id, const char *device,
+                               const char *user);
 /* A user's registered devices (PostgreSQL) merged with their presence and
  * queue length (Redis). */
 typedef struct ns_devrow {
@@ -208,16 +209,11 @@ typedef void (*ns_devlist_cb)(int rc, const ns_devlist *l, void *arg);
 /* Returns 0 (cb called later exactly once) or NS_EUNAVAIL (never called). */
 int ns_presence_devices(ns_server *srv, const char *user, ns_devlist_cb cb,
                         void *arg);
-/* Total WebSocket connections on all live instances: cb(rc, total). */
-typedef void (*ns_total_cb)(int rc, long long total, void *arg);
-int ns_presence_total(ns_server *srv, ns_total_cb cb, void *arg);
 /* Forgets a device: its row, presence, queue and cursor.  cb(rc) with 0,
  * NS_ENOTFOUND (no such device of this user) or NS_EUNAVAIL. */
 typedef void (*ns_done_cb)(int rc, void *arg);
 int ns_presence_forget(ns_server *srv, const char *user, const char *device,
                        ns_done_cb cb, void *arg);
-/* Drops the instance's liveness key and stats entry (shutdown). */
-void ns_presence_retire(ns_server *srv);
 
 /* ---- notifications (ns_notify.c) ---- */
 /* Applies `action` to notification `id` of `user` (PostgreSQL), caches the
@@ -230,13 +226,13 @@ int ns_notify_action(ns_server *srv, const char *user, const char *id,
                      ns_action action, const char *source_device,
                      ns_action_cb cb, void *arg);
 
-/* Key / channel names with the configured prefix. */
+/* Key / channel names with the configured prefix (ns_bus.c). */
 void ns__key(const ns_server *srv, char *buf, size_t n, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* A per-user key or channel: "<prefix><kind>:{<user>}", then ":<device>"
  * when `device` is given.  The braces are literal: a Redis Cluster hash tag,
  * and what keeps user and device apart (a device id has no '}').  The reaper
- * script (ns_presence.c) builds the same shape in Lua. */
+ * script (ns_liveness.c) builds the same shape in Lua. */
 void ns__ukey(const ns_server *srv, char *buf, size_t n, const char *kind,
               const char *user, const char *device);
 
