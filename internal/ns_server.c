@@ -29,6 +29,10 @@
 #define CRON_MS 1000
 #define STOP_POLL_MS 50
 #define STOP_DEADLINE_MS 8000
+/* See the protocols table. */
+#define NS_WS_RX_BUFFER 256
+#define NS_WS_TX_PACKET 65536
+
 /* Reap other instances only after being connected to Redis this long: after
  * an outage every instance's liveness key may have expired, and each needs
  * time (reconnect backoff <= 5 s) to refresh its own before it is judged. */
@@ -60,7 +64,12 @@ static int proto_callback(struct lws *wsi, enum lws_callback_reasons reason,
 }
 
 static const struct lws_protocols protocols[] = {
-    {"notisync", proto_callback, sizeof(ns_session), 4096, 0, NULL, 0},
+    /* rx_buffer_size: lws gives each WebSocket a receive buffer of this
+     * size for its whole life; a larger message arrives in pieces that
+     * ns_ws assembles (bounded by max_message_bytes).  tx_packet_size: the
+     * most lws hands the kernel per send, so a frame is not cut at 256. */
+    {"notisync", proto_callback, sizeof(ns_session), NS_WS_RX_BUFFER, 0, NULL,
+     NS_WS_TX_PACKET},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -139,13 +148,19 @@ static void on_pg_state(void *arg, int up) {
 
 /* ---- cron: liveness checks, instance heartbeat, token expiry ---- */
 
-static void expire_tokens(ns_server *srv) {
-  int64_t now = ns_now_ms() / 1000;
+/* One pass over the connections: heartbeat (ping, idle drop) and token
+ * expiry.  A sweep a second costs ~1 ms per 100,000 connections, where one
+ * lws timer per connection cost an O(n) sorted insert at every connect. */
+static void sweep_conns(ns_server *srv) {
+  int64_t now = ns_now_ms() / 1000, mono = ns_mono_ms();
   ns_conn *c;
-  for (c = srv->conns; c; c = c->next)
+  for (c = srv->conns; c; c = c->next) {
     if (!c->is_public && c->state == NS_CONN_READY &&
         c->who.exp + NS_AUTH_LEEWAY_S < now)
       ns_conn_close(c, 1008, "token expired");
+    else
+      ns_conn_heartbeat(c, mono);
+  }
 }
 
 static void on_cron(uv_timer_t *t) {
@@ -166,7 +181,7 @@ static void on_cron(uv_timer_t *t) {
   else if (srv->cron_ticks % 5 == 2 && ns__server_redis_up(srv) &&
            ns_mono_ms() - srv->redis_up_since_ms > REAP_AFTER_UP_MS)
     ns_liveness_reap(srv);
-  expire_tokens(srv);
+  sweep_conns(srv);
 }
 
 /* ---- shutdown ---- */
@@ -397,10 +412,11 @@ static int open_lws(ns_server *srv, char *err, size_t errlen) {
   info.protocols = protocols;
   info.max_http_header_data = NS_TOKEN_MAX + 2048;
   info.timeout_secs = 20;
-  srv->retry_policy.secs_since_valid_ping =
-      (uint16_t)NS_MAX(1, srv->cfg->heartbeat_interval_ms / 1000);
-  srv->retry_policy.secs_since_valid_hangup =
-      (uint16_t)NS_MAX(2, srv->cfg->idle_timeout_ms / 1000);
+  /* No lws validity timers: the heartbeat is the cron's sweep
+   * (ns_conn_heartbeat).  lws keeps its timers in one sorted list, and an
+   * insert walks it: with a timer per connection every connect cost O(n). */
+  srv->retry_policy.secs_since_valid_ping = 0;
+  srv->retry_policy.secs_since_valid_hangup = 0;
   info.retry_and_idle_policy = &srv->retry_policy;
   if (srv->cfg->tls_cert && *srv->cfg->tls_cert) {
     info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;

@@ -30,6 +30,13 @@ typedef struct ns_conn ns_conn;
  * POSTs) commit concurrently. */
 #define NS_PG_POOL 4
 
+/* Frames one WRITEABLE callback writes at most (then it asks for another,
+ * so one busy connection cannot hold the loop). */
+#define NS_CONN_WRITES_PER_CALLBACK 32
+/* How long a close waits for lws to flush a partly sent frame before the
+ * close frame (a reader that does not read gets none: dropped). */
+#define NS_CONN_CLOSE_FLUSH_MS 5000
+
 /* Client addresses the handshake limiter tracks at most (oldest reused). */
 #define NS_IPLIMIT_ENTRIES 65536
 
@@ -80,19 +87,25 @@ struct ns_server {
 typedef enum { NS_CONN_PENDING = 0, NS_CONN_READY, NS_CONN_CLOSING } ns_conn_state;
 
 struct ns_conn {
+  /* ---- every connection ---- */
   ns_server *srv;
   struct lws *wsi;        /* NULL once the socket is closed */
   ns_conn *prev, *next;
   int refs;               /* 1 for the socket + 1 per async operation */
-  char id[96];            /* connection_id: "<instance>-<seq>" */
-  int is_public;
+  unsigned is_public : 1;
+  unsigned ack_mode : 1;
+  unsigned in_hub : 1;
+  unsigned want_ping : 1; /* heartbeat: a ping goes out at the next WRITEABLE */
+  unsigned drop : 1;      /* idle: dropped at the next TIMER, no close frame */
+  unsigned close_started : 1; /* lws has the close in hand */
+  unsigned q_attached : 1; /* first fetch started */
+  unsigned q_fetching : 1, q_refetch : 1, q_more : 1, q_trimming : 1;
   ns_conn_state state;
-  ns_principal who;
-  char device[NS_DEVICE_ID_MAX + 1];
-  char device_name[NS_DEVICE_NAME_MAX + 1];
-  char platform[NS_PLATFORM_MAX + 1];
-  int ack_mode;
-  int in_hub;
+  uint64_t seq;           /* connection_id is "<instance>-<seq>" */
+  /* Heartbeat (SPEC §7), driven by the server's once-a-second sweep
+   * (ns_conn_heartbeat) instead of one lws timer per connection. */
+  int64_t last_rx_ms;     /* monotonic: last frame (or pong) from the peer */
+  int64_t last_ping_ms;
   /* outbound ring of message references */
   ns_msg **ring;
   size_t ring_head, ring_len, ring_cap;
@@ -108,11 +121,17 @@ struct ns_conn {
   int64_t limited_since_ms; /* start of the current run of refusals */
   int64_t last_refused_ms;
   int close_code;
-  char close_reason[64];
+  const char *close_reason; /* a static string */
+  int64_t close_at_ms;      /* monotonic: when ns_conn_close was called */
+  /* ---- device connections only: a public connection is allocated
+   * without what follows (ns_conn_new), so nothing below may be read on
+   * one (AddressSanitizer would say so in the test build). ---- */
+  char id[96];            /* connection_id: "<instance>-<seq>" */
+  ns_principal who;
+  char device[NS_DEVICE_ID_MAX + 1];
+  char device_name[NS_DEVICE_NAME_MAX + 1];
+  char platform[NS_PLATFORM_MAX + 1];
   /* durable delivery (ns_queue.c) */
-  int q_attached;          /* first fetch started */
-  int q_fetching, q_refetch, q_more;
-  int q_trimming;
   long long queued;        /* queue length at connect (welcome.queued) */
   char q_last[NS_STREAM_ID_MAX + 1];    /* last id put in the ring */
   char q_written[NS_STREAM_ID_MAX + 1]; /* last id delivered (written/acked) */
@@ -120,7 +139,11 @@ struct ns_conn {
   void (*q_ready)(int rc, ns_conn *c);
 };
 
-ns_conn *ns_conn_new(ns_server *srv, struct lws *wsi);
+/* Bytes of a public connection: the fields every connection has. */
+#define NS_CONN_PUBLIC_SIZE offsetof(struct ns_conn, id)
+
+/* A new connection; `is_public` ones are allocated without the device part. */
+ns_conn *ns_conn_new(ns_server *srv, struct lws *wsi, int is_public);
 void ns_conn_ref(ns_conn *c);
 /* Drops a reference; frees at zero (the socket must be gone). */
 void ns_conn_unref(ns_conn *c);
@@ -134,13 +157,23 @@ void ns_conn_send_json(ns_conn *c, const char *type, struct json_object *data,
                        const char *ref);
 void ns_conn_send_error(ns_conn *c, const char *code, const char *msg,
                         const char *ref);
-/* Writes the next queued message; called from SERVER_WRITEABLE. */
+/* Writes what is queued (a pending ping first, then messages until the
+ * kernel takes no more); called from SERVER_WRITEABLE. */
 int ns_conn_on_writable(ns_conn *c);
-/* Asks lws to close the connection with `code`/`reason` from a safe point
- * (an lws timer callback: see STACK.md on close frames under libuv). */
+/* The heartbeat of one connection at `now` (monotonic ms), from the
+ * server's sweep: a ping every heartbeat_interval, a drop after
+ * idle_timeout without a frame (or pong) from the peer. */
+void ns_conn_heartbeat(ns_conn *c, int64_t now);
+/* Asks lws to close the connection with `code`/`reason` (a string that
+ * outlives the connection: a literal) from a safe point (an lws timer
+ * callback: see STACK.md on close frames under libuv). */
 void ns_conn_close(ns_conn *c, int code, const char *reason);
 /* Releases the message assembly buffer once a message is complete. */
 void ns_conn_free_rx(ns_conn *c);
+/* From LWS_CALLBACK_TIMER of a closing connection: -1 (lws
+ * closes: with the close frame, or dropped when idle), or 0 while lws still
+ * flushes an earlier frame (up to NS_CONN_CLOSE_FLUSH_MS). */
+int ns_conn_close_now(ns_conn *c);
 /* Called when lws reports the socket closed: releases the socket's ref. */
 void ns_conn_on_closed(ns_conn *c);
 
@@ -149,16 +182,24 @@ int ns__ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
                     void *user, void *in, size_t len);
 int ns__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
                       void *user, void *in, size_t len);
-/* Per-session data shared by the HTTP and WS halves of the one protocol. */
-typedef struct ns_session {
-  int kind;               /* 0 unknown, 1 device ws, 2 public ws, 3 http */
-  int auth_rc;            /* 0 ok, else close 1008 with auth_reason */
-  const char *auth_reason;
+/* What a device handshake presented (token claims, device metadata): read
+ * at FILTER_PROTOCOL_CONNECTION, copied into the connection at ESTABLISHED
+ * and freed, so an established connection does not carry it twice. */
+typedef struct ns_devauth {
   ns_principal who;
   char device[NS_DEVICE_ID_MAX + 1];
   char device_name[NS_DEVICE_NAME_MAX + 1];
   char platform[NS_PLATFORM_MAX + 1];
   int ack_mode;
+} ns_devauth;
+
+/* Per-session data shared by the HTTP and WS halves of the one protocol
+ * (lws allocates it for every connection: keep it small). */
+typedef struct ns_session {
+  int kind;               /* 0 unknown, 1 device ws, 2 public ws, 3 http */
+  int auth_rc;            /* 0 ok, else close 1008 with auth_reason */
+  const char *auth_reason;
+  ns_devauth *da;         /* device ws, until ESTABLISHED */
   ns_conn *conn;
   struct ns_req *req;
 } ns_session;

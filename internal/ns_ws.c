@@ -82,6 +82,7 @@ static void authenticate(ns_server *srv, struct lws *wsi, ns_session *s) {
   char tok[NS_TOKEN_MAX + 1];
   char hdr[NS_TOKEN_MAX + 16];
   int n, tlen = -1;
+  ns_devauth *da = s->da = ns_xcalloc(1, sizeof(*s->da));
   s->auth_rc = NS_EAUTH;
   n = lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION);
   if (n > 7 && strncasecmp(hdr, "Bearer ", 7) == 0) {
@@ -98,7 +99,7 @@ static void authenticate(ns_server *srv, struct lws *wsi, ns_session *s) {
     s->auth_reason = "invalid token";
     return;
   }
-  n = ns_auth_verify(srv->auth, tok, (size_t)tlen, ns_now_ms() / 1000, &s->who);
+  n = ns_auth_verify(srv->auth, tok, (size_t)tlen, ns_now_ms() / 1000, &da->who);
   if (n == NS_EEXPIRED) {
     s->auth_reason = "token expired";
     return;
@@ -107,49 +108,56 @@ static void authenticate(ns_server *srv, struct lws *wsi, ns_session *s) {
     s->auth_reason = "invalid token";
     return;
   }
-  n = urlarg(wsi, "device_id=", s->device, sizeof(s->device));
+  n = urlarg(wsi, "device_id=", da->device, sizeof(da->device));
   if (n <= 0 || n > NS_DEVICE_ID_MAX ||
-      !ns_proto_valid_device_id(s->device, (size_t)n)) {
+      !ns_proto_valid_device_id(da->device, (size_t)n)) {
     s->auth_reason = "invalid device_id";
     return;
   }
-  n = urlarg(wsi, "device_name=", s->device_name, sizeof(s->device_name));
+  n = urlarg(wsi, "device_name=", da->device_name, sizeof(da->device_name));
   if (n > NS_DEVICE_NAME_MAX ||
-      (n > 0 && !ns_proto_valid_device_name(s->device_name, (size_t)n)))
-    s->device_name[0] = '\0'; /* optional metadata: dropped, not fatal */
-  n = urlarg(wsi, "platform=", s->platform, sizeof(s->platform));
+      (n > 0 && !ns_proto_valid_device_name(da->device_name, (size_t)n)))
+    da->device_name[0] = '\0'; /* optional metadata: dropped, not fatal */
+  n = urlarg(wsi, "platform=", da->platform, sizeof(da->platform));
   if (n > NS_PLATFORM_MAX ||
-      (n > 0 && !ns_proto_valid_platform(s->platform, (size_t)n)))
-    s->platform[0] = '\0';
+      (n > 0 && !ns_proto_valid_platform(da->platform, (size_t)n)))
+    da->platform[0] = '\0';
   {
     char ack[8];
-    s->ack_mode = urlarg(wsi, "ack=", ack, sizeof(ack)) > 0 &&
+    da->ack_mode = urlarg(wsi, "ack=", ack, sizeof(ack)) > 0 &&
                   strcmp(ack, "1") == 0;
   }
   s->auth_rc = 0;
   s->auth_reason = NULL;
 }
 
+static void free_devauth(ns_session *s) {
+  free(s->da);
+  s->da = NULL;
+}
+
 static void on_established(ns_server *srv, struct lws *wsi, ns_session *s) {
-  ns_conn *c = ns_conn_new(srv, wsi);
+  ns_conn *c = ns_conn_new(srv, wsi, s->kind == 2);
   s->conn = c;
   if (s->auth_rc != 0) { /* never READY: nothing is delivered */
     ns_metrics_inc(&srv->metrics, NS_M_HANDSHAKES, s->auth_reason);
-    ns_log(NS_LOG_INFO, "conn %s: refused: %s", c->id, s->auth_reason);
+    ns_log(NS_LOG_INFO, "conn %s-%llu: refused: %s", srv->instance_id,
+           (unsigned long long)c->seq, s->auth_reason);
+    free_devauth(s);
     ns_conn_close(c, 1008, s->auth_reason);
     return;
   }
   if (s->kind == 2) {
-    c->is_public = 1;
     c->state = NS_CONN_READY;
     ns_metrics_inc(&srv->metrics, NS_M_HANDSHAKES, "public");
     return;
   }
-  c->who = s->who;
-  memcpy(c->device, s->device, sizeof(c->device));
-  memcpy(c->device_name, s->device_name, sizeof(c->device_name));
-  memcpy(c->platform, s->platform, sizeof(c->platform));
-  c->ack_mode = s->ack_mode;
+  c->who = s->da->who;
+  memcpy(c->device, s->da->device, sizeof(c->device));
+  memcpy(c->device_name, s->da->device_name, sizeof(c->device_name));
+  memcpy(c->platform, s->da->platform, sizeof(c->platform));
+  c->ack_mode = s->da->ack_mode != 0;
+  free_devauth(s);
   ns_metrics_inc(&srv->metrics, NS_M_HANDSHAKES, "ok");
   ns_presence_connect(c);
 }
@@ -302,7 +310,7 @@ static int on_receive(ns_conn *c, struct lws *wsi, const char *in,
   int final = lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi);
   if (c->state == NS_CONN_CLOSING)
     return 0;
-  lws_validity_confirmed(wsi);
+  c->last_rx_ms = ns_mono_ms();
   if (c->rx_len + len > max) {
     ns_conn_close(c, 1009, "message too big");
     return 0;
@@ -374,17 +382,21 @@ int ns__ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
     return 0;
   case LWS_CALLBACK_RECEIVE:
     return s->conn ? on_receive(s->conn, wsi, in, len) : -1;
+  case LWS_CALLBACK_RECEIVE_PONG:
+    if (s->conn)
+      s->conn->last_rx_ms = ns_mono_ms();
+    return 0;
   case LWS_CALLBACK_SERVER_WRITEABLE:
     return s->conn ? ns_conn_on_writable(s->conn) : 0;
   case LWS_CALLBACK_TIMER:
-    if (s->conn && s->conn->close_code) {
-      lws_close_reason(wsi, (enum lws_close_status)s->conn->close_code,
-                       (unsigned char *)s->conn->close_reason,
-                       strlen(s->conn->close_reason));
-      return -1;
-    }
+    if (s->conn && s->conn->close_code)
+      return ns_conn_close_now(s->conn);
+    return 0;
+  case LWS_CALLBACK_WSI_DESTROY:
+    free_devauth(s); /* a handshake that never reached ESTABLISHED */
     return 0;
   case LWS_CALLBACK_CLOSED:
+    free_devauth(s);
     if (s->conn) {
       if (s->conn->in_hub)
         ns_presence_disconnect(s->conn);

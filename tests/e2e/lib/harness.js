@@ -462,7 +462,7 @@ class Server {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  /* Spawns `notisyncd serve` and waits for /health (200 or 503). */
+  /* Spawns `notisyncd serve` and waits for /health: 200, or 503 for 3 s. */
   async start() {
     const svc = this.opts.services === false ? {} : services();
     this.port = this.opts.port || (await freePort());
@@ -501,13 +501,22 @@ class Server {
     });
     if (!servers.includes(this)) servers.push(this);
     const deadline = Date.now() + READY_TIMEOUT_MS;
+    /* 200 = Redis and PostgreSQL up: ready.  503 is accepted only once it
+     * has lasted a while (a test that starts with a backend down), not
+     * during the first milliseconds when the PostgreSQL pool is still
+     * connecting (a device connecting then is refused 1011, correctly). */
+    let first503 = 0;
     for (;;) {
       if (this.exit) {
         throw new Error(`notisyncd exited during start-up (${JSON.stringify(this.exit)}); log ${this.logFile}:\n${tailFile(this.logFile)}`);
       }
       try {
         const r = await httpRequest(this.base, 'GET', '/health', { timeoutMs: 2000 });
-        if (r.status === 200 || r.status === 503) break;
+        if (r.status === 200) break;
+        if (r.status === 503) {
+          first503 = first503 || Date.now();
+          if (Date.now() - first503 >= 3000) break;
+        }
       } catch {
         /* not listening yet */
       }
