@@ -36,6 +36,16 @@ static void usage(FILE *f) {
     "                     queued per user; all reconnect at once: time to the\n"
     "                     last welcome and until every queue is drained\n"
     "                     (notisync only)\n"
+    "  c100k              U x D devices (default 33334 x 3 = 100002) connected\n"
+    "                     over --procs processes, each on its own loopback\n"
+    "                     source address, --connect-parallel K handshakes in\n"
+    "                     flight per process; time from the first connect() to\n"
+    "                     the last `welcome`; RSS of every --watch tree before\n"
+    "                     and 3 s after (per connection: the first --watch);\n"
+    "                     then ONE notification to every user (batches of\n"
+    "                     --batch, no target_devices: every device) and ONE\n"
+    "                     broadcast, each counted once per connection within\n"
+    "                     --grace (notisync only)\n"
     "  selftest           check the client's codecs and exit\n"
     "options (defaults per scenario in brackets):\n"
     "  --host A            server IPv4 address [127.0.0.1]\n"
@@ -51,7 +61,7 @@ static void usage(FILE *f) {
     "  --batch B           notifications per batch request [100]\n"
     "  --conns C --messages M  fanout [2000 x 20]\n"
     "  --grace S           wait for deliveries after the end [5]\n"
-    "  --connect-timeout S whole connect phase [120]\n"
+    "  --connect-timeout S whole connect phase [120; c100k 300]\n"
     "  --connect-parallel K  handshakes in flight per process [200]\n"
     "  --phases LIST       throughput: connected,disconnected [both]\n"
     "  --settle S          throughput: pause after disconnecting the devices,\n"
@@ -62,7 +72,7 @@ static void usage(FILE *f) {
     "  --stat-cmd CMD      shell command printing 'name value' lines, run\n"
     "                      before and after the measured window\n"
     "  --summary FILE      append machine-readable 'key value' lines to FILE\n"
-    "idle, bcast-*, handshake, storm:\n"
+    "idle, bcast-*, handshake, storm, c100k:\n"
     "  --target T          notisync | nchan [notisync]; notisync: public\n"
     "                      connections on /api/v1/ws, POST /api/v1/broadcast\n"
     "                      with a service token; nchan: WebSocket subscribers\n"
@@ -82,8 +92,21 @@ static void usage(FILE *f) {
     "  --users U --devices D --queued Q  storm [3334 x 3, 20 per user]\n"
     "  --settle S          storm: pause after the disconnect [3]\n"
     "  --concurrency N     storm: batch POSTs in flight [16]\n"
-    "  --procs P           [1 per 10000 connections; each process binds\n"
-    "                      127.0.0.(2+i) and holds at most 20000 fds]\n"
+    "  --procs P           [1 per 10000 connections; c100k: 1 per 16000; each\n"
+    "                      process binds 127.0.0.(2+i) and holds at most 20000\n"
+    "                      fds]\n"
+    "c100k:\n"
+    "  --users U --devices D  [33334 x 3]; or --conns C (U = ceil(C / D))\n"
+    "  --batch B           users per notification batch POST [500]\n"
+    "  --concurrency N     batch POSTs in flight [4]\n"
+    "  --connect-timeout S whole connect phase [300]\n"
+    "  --grace S           wait for each of the two deliveries [60]\n"
+    "  summary keys c100k.*: wanted conns failed retries connect_s\n"
+    "  rss_per_conn_b NAME_rss_before_kb NAME_rss_after_kb notif_accepted\n"
+    "  notif_delivered notif_lost notif_dup notif_reach_all_s (-1 when some\n"
+    "  connection missed it) notif_last_rx_s bcast_accepted bcast_delivered\n"
+    "  bcast_lost bcast_dup bcast_reach_all_s bcast_last_rx_s misrouted\n"
+    "  closed_by_server NAME_cpu_s (connect phase)\n"
     "exit status: 0 all delivered / connected; 1 error; 2 usage; 3 deliveries\n"
     "lost or doubled, or connections failed; 4 nothing accepted\n");
 }
@@ -166,7 +189,8 @@ static int is(const nsb_opts *o, const char *name) {
 /* The scenarios of issue 9: one connection model for notisyncd and Nchan. */
 static int newer(const nsb_opts *o) {
   return is(o, "idle") || is(o, "bcast-throughput") ||
-         is(o, "bcast-latency") || is(o, "handshake") || is(o, "storm");
+         is(o, "bcast-latency") || is(o, "handshake") || is(o, "storm") ||
+         is(o, "c100k");
 }
 
 /* Defaults and checks of the newer scenarios; exits on a bad combination. */
@@ -187,6 +211,18 @@ static void defaults_newer(nsb_opts *o, int conns_given) {
     }
     o->rx_mode = NSB_RX_STORM;
     o->nbits = (uint32_t)o->queued;
+  } else if (is(o, "c100k")) {
+    o->kind = NSB_K_DEVICE;
+    if (!o->users_given && !conns_given)
+      o->users = 33334;
+    if (o->target == NSB_T_NCHAN) {
+      fprintf(stderr, "notisync-bench: c100k needs --target notisync\n");
+      exit(2);
+    }
+    o->rx_mode = NSB_RX_C100K;
+    o->nbits = 2;
+    if (o->concurrency <= 0)
+      o->concurrency = 4;
   } else if (bc) {
     o->kind = NSB_K_PUBLIC;
     o->rx_mode = NSB_RX_BCAST;
@@ -203,7 +239,7 @@ static void defaults_newer(nsb_opts *o, int conns_given) {
   if (o->rate <= 0)
     o->rate = 10;
   if (o->grace < 0)
-    o->grace = is(o, "storm") ? 60 : 30;
+    o->grace = is(o, "storm") || is(o, "c100k") ? 60 : 30;
   if (o->settle < 0)
     o->settle = 3;
   o->producer_procs = 1;
@@ -211,7 +247,7 @@ static void defaults_newer(nsb_opts *o, int conns_given) {
   o->ws_ping = 0;
   total = o->kind == NSB_K_DEVICE ? (long)o->users * o->devices : o->conns;
   if (o->procs <= 0)
-    o->procs = (int)(1 + (total - 1) / 10000);
+    o->procs = (int)(1 + (total - 1) / (is(o, "c100k") ? 16000 : 10000));
   if (o->procs > NSB_MAX_PROCS / 2)
     o->procs = NSB_MAX_PROCS / 2;
   if (o->nbits && (double)total / o->procs * ((o->nbits + 7) / 8) > 512e6) {
@@ -225,6 +261,10 @@ static void defaults_newer(nsb_opts *o, int conns_given) {
 static void defaults(nsb_opts *o, int conns_given) {
   int fan = strcmp(o->scenario, "fanout") == 0;
   int lat = strcmp(o->scenario, "latency") == 0;
+  if (o->batch <= 0)
+    o->batch = is(o, "c100k") ? 500 : 100;
+  if (o->connect_timeout <= 0)
+    o->connect_timeout = is(o, "c100k") ? 300 : 120;
   if (newer(o)) {
     defaults_newer(o, conns_given);
     return;
@@ -262,7 +302,7 @@ int main(int argc, char **argv) {
   o.users = 1000;
   o.devices = 3;
   o.producer_procs = 1;
-  o.batch = 100;
+  o.batch = 0;        /* per scenario */
   o.conns = 2000;
   o.messages = 0;     /* per scenario */
   o.grace = -1;       /* per scenario */
@@ -272,7 +312,7 @@ int main(int argc, char **argv) {
   o.size = 200;
   o.inflight = 4;
   o.queued = 20;
-  o.connect_timeout = 120;
+  o.connect_timeout = 0; /* per scenario */
   o.connect_parallel = 200;
   o.phases = "connected,disconnected";
   if (argc < 2 || argv[1][0] == '-') {

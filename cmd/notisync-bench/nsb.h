@@ -83,7 +83,17 @@ enum { NSB_K_PUBLIC = 0, NSB_K_DEVICE = 1 };
  * bit `seq` of the connection's bitmap for every broadcast body of this run;
  * STORM sets bit `seq % queued` for every notification to the device's user
  * (seq = user * queued + k).  Both answer TALLY. */
-enum { NSB_RX_LEGACY = 0, NSB_RX_BCAST, NSB_RX_STORM };
+enum { NSB_RX_LEGACY = 0, NSB_RX_BCAST, NSB_RX_STORM, NSB_RX_C100K };
+/* NSB_RX_C100K (nbits 2): bit 0 = the one notification to the device's user
+ * (body marker seq = user index), bit 1 = the broadcast (bench body seq 0). */
+
+/* Maps one delivery to its bit of the connection's bitmap under `mode`:
+ * `bcast` says whether it came as a broadcast body (nsb_bmark) or as a
+ * `new_notification` (marker "nsb:<seq>:<t>"), `user` is the receiving
+ * device's user index.  Returns 0 and sets `*bit`, 1 when it belongs to
+ * another user (misrouted), 2 when it is not one this run expects. */
+int nsb_rx_bit(int mode, uint32_t nbits, uint32_t user, int bcast,
+               uint32_t seq, uint32_t *bit);
 
 /* ---- small utilities (nsb_util.c) -------------------------------------- */
 
@@ -239,7 +249,10 @@ typedef struct nsb_pair {
  * 0, 1, .. in turn, batches holding that user's `batch` notifications, seq =
  * user * batch + k. */
 enum { NSB_P_SINGLE = 1, NSB_P_BATCH, NSB_P_BROADCAST, NSB_P_BCAST,
-       NSB_P_STORM };
+       NSB_P_STORM, NSB_P_PERUSER };
+/* NSB_P_PERUSER: request r is one batch with one notification for each of
+ * the users r * batch .. r * batch + batch - 1 (below o->users), seq = the
+ * user index (one producer process). */
 
 typedef struct nsb_produce_args {
   int32_t kind;
@@ -290,6 +303,11 @@ typedef struct nsb_tally {
   int64_t t_complete;      /* when the last connection got its last bit; 0
                               while some connection misses one */
   uint32_t nlat, lat_capped;
+  /* NSB_RX_C100K, per bit ([0] notification, [1] broadcast), counted since
+   * the connect phase: connections that have it, extra copies, the latest
+   * first arrival. */
+  uint64_t bit_conns[2], bit_dups[2];
+  int64_t bit_t_last[2];
 } nsb_tally;
 
 /* Child -> parent: a producing phase's result; followed by `npairs` pairs and

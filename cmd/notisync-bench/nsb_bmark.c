@@ -106,3 +106,39 @@ int nsb_marker_parse(const char *s, uint32_t *seq, int64_t *t) {
   *t = (int64_t)v;
   return 0;
 }
+
+int nsb_rx_bit(int mode, uint32_t nbits, uint32_t user, int bcast,
+               uint32_t seq, uint32_t *bit) {
+  uint32_t b;
+  switch (mode) {
+  case NSB_RX_BCAST:
+    if (!bcast)
+      return 2;
+    b = seq;
+    break;
+  case NSB_RX_STORM:
+    if (bcast || !nbits)
+      return 2;
+    if (seq / nbits != user)
+      return 1;
+    b = seq % nbits;
+    break;
+  case NSB_RX_C100K:
+    if (bcast) {
+      if (seq >= UINT32_MAX - 1)
+        return 2;
+      b = 1 + seq;
+    } else {
+      if (seq != user)
+        return 1;
+      b = 0;
+    }
+    break;
+  default:
+    return 2;
+  }
+  if (b >= nbits)
+    return 2;
+  *bit = b;
+  return 0;
+}

@@ -81,33 +81,40 @@ static void tally_reset(child *ch) {
   ch->rxlat.len = 0;
 }
 
-void nsb_child_tally_rx(child *ch, wsc *c, uint32_t seq, int64_t t,
+void nsb_child_tally_rx(child *ch, wsc *c, int bcast, uint32_t seq, int64_t t,
                         int64_t now) {
-  uint32_t idx = (uint32_t)(c - ch->ws), bit = seq;
+  uint32_t idx = (uint32_t)(c - ch->ws), bit = 0;
   nsb_tally *ty = &ch->tally;
   uint8_t *b;
+  int k;
   if (!ch->bits) {
     ty->foreign++;
     return;
   }
-  if (ch->o->rx_mode == NSB_RX_STORM) {
-    if (seq / ch->o->nbits != c->user) {
-      ty->misrouted++;
-      return;
-    }
-    bit = seq % ch->o->nbits;
+  k = nsb_rx_bit(ch->o->rx_mode, ch->o->nbits, c->user, bcast, seq, &bit);
+  if (k == 1) {
+    ty->misrouted++;
+    return;
   }
-  if (bit >= ch->o->nbits) {
+  if (k != 0) {
     ty->foreign++;
     return;
   }
   b = ch->bits + (size_t)idx * ch->bstride + bit / 8;
+  k = ch->o->rx_mode == NSB_RX_C100K && bit < 2 ? (int)bit : -1;
   if (*b & (1u << (bit % 8))) {
     ty->dups++;
+    if (k >= 0)
+      ty->bit_dups[k]++;
     return;
   }
   *b |= (uint8_t)(1u << (bit % 8));
   ty->unique++;
+  if (k >= 0) {
+    ty->bit_conns[k]++;
+    if (now > ty->bit_t_last[k])
+      ty->bit_t_last[k] = now;
+  }
   if (!ty->t_first_rx || now < ty->t_first_rx)
     ty->t_first_rx = now;
   if (now > ty->t_last_rx)

@@ -136,8 +136,9 @@ void nsb_prod_event(child *ch, hconn *h, uint32_t events);
 int nsb_prod_tick(child *ch, int64_t now);
 
 /* nsb_child.c: accounts one delivery of message `seq` to connection `c`
- * (NSB_RX_BCAST / NSB_RX_STORM), sent at `t`. */
-void nsb_child_tally_rx(child *ch, wsc *c, uint32_t seq, int64_t t,
+ * (NSB_RX_BCAST / NSB_RX_STORM / NSB_RX_C100K; `bcast`: a broadcast body,
+ * else a `new_notification` marker), sent at `t`. */
+void nsb_child_tally_rx(child *ch, wsc *c, int bcast, uint32_t seq, int64_t t,
                         int64_t now);
 
 /* nsb_child.c: the (re-)arms an fd in epoll for `events` with `io`. */

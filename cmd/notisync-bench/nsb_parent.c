@@ -510,6 +510,12 @@ void nsb_agg_tally_cb(void *arg, const nsb_buf *m) {
   if (t.t_complete > a->sum.t_complete)
     a->sum.t_complete = t.t_complete;
   a->sum.lat_capped |= t.lat_capped;
+  for (int k = 0; k < 2; k++) {
+    a->sum.bit_conns[k] += t.bit_conns[k];
+    a->sum.bit_dups[k] += t.bit_dups[k];
+    if (t.bit_t_last[k] > a->sum.bit_t_last[k])
+      a->sum.bit_t_last[k] = t.bit_t_last[k];
+  }
   a->children++;
   nsb_buf_add(&a->lat, m->p + sizeof(t), (size_t)t.nlat * sizeof(uint32_t));
 }

@@ -118,6 +118,23 @@ static void h_send(child *ch, hconn *h, int64_t now) {
     nsb_buf_add(&ch->body, "]}", 2);
     goto send;
   }
+  if (a->kind == NSB_P_PERUSER) {
+    /* Request r: users r * batch .. (one notification each, seq = user). */
+    uint32_t nb = a->batch > 0 ? (uint32_t)a->batch : 1;
+    uint32_t u0 = (uint32_t)ch->p_sent * nb, nu = (uint32_t)ch->o->users;
+    nitems = u0 < nu ? (nu - u0 < nb ? nu - u0 : nb) : 0;
+    path = "/api/v1/notifications/batch";
+    nsb_buf_add(&ch->body, "{\"notifications\":[", 18);
+    for (i = 0; i < nitems; i++) {
+      h->seqs[i] = u0 + i;
+      h->users[i] = u0 + i;
+      if (i)
+        nsb_buf_add(&ch->body, ",", 1);
+      add_item(ch, u0 + i, u0 + i, t);
+    }
+    nsb_buf_add(&ch->body, "]}", 2);
+    goto send;
+  }
   if (a->kind == NSB_P_BATCH) {
     path = "/api/v1/notifications/batch";
     nsb_buf_add(&ch->body, "{\"notifications\":[", 18);
@@ -394,8 +411,12 @@ int nsb_prod_tick(child *ch, int64_t now) {
     if (ch->pa.rate > 0) {
       send_due(ch, now);
     } else {
+      /* At most max_requests: with more connections than requests left,
+       * the spare ones stay idle. */
       for (i = 0; i < ch->nhc; i++)
-        if (ch->hc[i].state == H_READY)
+        if (ch->hc[i].state == H_READY &&
+            (!ch->pa.max_requests ||
+             ch->p_sent < (uint64_t)ch->pa.max_requests))
           h_send(ch, &ch->hc[i], now);
     }
     return 0;

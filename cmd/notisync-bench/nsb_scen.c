@@ -8,6 +8,11 @@
  *                      device connected, then with all disconnected.
  *   fanout             public connections; the producer posts broadcasts;
  *                      "not available" when POST /api/v1/broadcast is 404.
+ *   idle, bcast-*, handshake, storm (issue 9, also against Nchan) and
+ *   c100k              U x D devices held over several processes; RSS per
+ *                      connection, time to the last welcome, then one
+ *                      notification per user and one broadcast, each
+ *                      counted once per connection.
  * Each prints one result line on stdout and, with --out, appends a markdown
  * section with the command, the figures and the CPU use of the watched
  * processes during the measured window.
@@ -631,20 +636,19 @@ static const char *conn_what(const nsb_opts *o) {
   return o->kind == NSB_K_DEVICE ? "devices" : "public connections";
 }
 
+static int tally_acc(run *r, const uint8_t *acc, uint32_t acc_bytes,
+                     nsb_agg_tally *t);
+
 /* TALLY on every receiver, merged into `t` (sorted latencies).  With `p`
  * (broadcasts) only the seqs it accepted are waited for. */
 static int tally(run *r, const nsb_agg_prod *p, nsb_agg_tally *t) {
-  nsb_tally_args a;
   uint8_t *acc = NULL;
-  int64_t dl;
+  uint32_t acc_bytes = 0;
   int rc;
-  memset(t, 0, sizeof(*t));
-  memset(&a, 0, sizeof(a));
-  a.grace_ns = (int64_t)(r->o->grace * 1e9);
   if (p && r->o->nbits) {
     size_t i, n = p->pairs.len / sizeof(nsb_pair);
-    a.acc_bytes = (r->o->nbits + 7) / 8;
-    acc = nsb_xcalloc(a.acc_bytes, 1);
+    acc_bytes = (r->o->nbits + 7) / 8;
+    acc = nsb_xcalloc(acc_bytes, 1);
     for (i = 0; i < n; i++) {
       nsb_pair pr;
       memcpy(&pr, p->pairs.p + i * sizeof(pr), sizeof(pr));
@@ -652,10 +656,23 @@ static int tally(run *r, const nsb_agg_prod *p, nsb_agg_tally *t) {
         acc[(pr.seq & 0xffffffu) / 8] |= (uint8_t)(1u << (pr.seq % 8));
     }
   }
-  rc = nsb_fleet_cmd(&r->fleet, r->recv_role, NSB_CMD_TALLY, &a, sizeof(a),
-                     acc, a.acc_bytes);
+  rc = tally_acc(r, acc, acc_bytes, t);
   free(acc);
-  if (rc != 0)
+  return rc;
+}
+
+/* TALLY with an explicit bitmap of the awaited bits (`acc`, `acc_bytes`;
+ * NULL: all of o->nbits), merged into `t`. */
+static int tally_acc(run *r, const uint8_t *acc, uint32_t acc_bytes,
+                     nsb_agg_tally *t) {
+  nsb_tally_args a;
+  int64_t dl;
+  memset(t, 0, sizeof(*t));
+  memset(&a, 0, sizeof(a));
+  a.grace_ns = (int64_t)(r->o->grace * 1e9);
+  a.acc_bytes = acc ? acc_bytes : 0;
+  if (nsb_fleet_cmd(&r->fleet, r->recv_role, NSB_CMD_TALLY, &a, sizeof(a),
+                    acc, a.acc_bytes) != 0)
     return -1;
   dl = nsb_now_ns() + a.grace_ns + 60 * NS_PER_S;
   if (nsb_fleet_collect(&r->fleet, r->recv_role, NSB_R_TALLY, dl,
@@ -971,6 +988,184 @@ done:
   return rc;
 }
 
+/* ---- c100k -------------------------------------------------------------- */
+
+/* RSS (KiB, process tree) of every --watch process into `kb`. */
+static void rss_all(const nsb_opts *o, uint64_t *kb) {
+  int i;
+  for (i = 0; i < o->nwatch; i++)
+    kb[i] = nsb_rss_tree_kb(o->watch[i].pid);
+}
+
+/* "delivered D of C connections (lost L, doubled X); last first copy T s
+ * after the first POST" for bit `k` of the c100k tallies. */
+static const char *c100k_text(const nsb_agg_tally *t, const nsb_agg_tally *fin,
+                              int k, double reach_s, char *out, size_t outlen) {
+  uint64_t conns = t->sum.conns, got = t->sum.bit_conns[k];
+  snprintf(out, outlen, "%llu of %llu connections, lost %llu, doubled %llu; "
+           "POST → last connection's copy %.2f s",
+           (unsigned long long)got, (unsigned long long)conns,
+           (unsigned long long)(conns > got ? conns - got : 0),
+           (unsigned long long)fin->sum.bit_dups[k], reach_s);
+  return out;
+}
+
+/* U x D devices connect (K in flight per process, one source address per
+ * process); RSS of the watched trees before / 3 s after; then ONE batch
+ * notification per user (no target_devices: every device) and ONE
+ * broadcast, each counted once per connection. */
+static int scen_c100k(run *r) {
+  nsb_opts *o = r->o;
+  const nsb_ready *s = &r->ready.sum;
+  nsb_produce_args a;
+  nsb_agg_prod pn, pb;
+  nsb_agg_tally tn, tb;
+  nsb_cpu c0, c1, cp0, cp1;
+  uint64_t before[NSB_MAX_WATCH], after[NSB_MAX_WATCH];
+  uint64_t devs = (uint64_t)o->users * (uint64_t)o->devices, conns, nl, bl;
+  uint64_t nposts = ((uint64_t)o->users + (uint64_t)o->batch - 1) / (uint64_t)o->batch;
+  char t1[512], t2[512], t3[512], t4[512], row[1024], key[96], cpu[1024];
+  double connect_s, per = 0, nreach, breach;
+  uint8_t acc;
+  size_t off = 0;
+  int i, rc = 1;
+
+  memset(&pn, 0, sizeof(pn));
+  memset(&pb, 0, sizeof(pb));
+  memset(&tn, 0, sizeof(tn));
+  memset(&tb, 0, sizeof(tb));
+  if (spawn_all(r, NSB_ROLE_DEVICES, (uint32_t)devs, 1) != 0)
+    goto done;
+  rss_all(o, before);
+  nsb_cpu_snap(o, &c0);
+  if (connect_all(r) != 0)
+    goto done;
+  nsb_cpu_snap(o, &c1);
+  connect_s = secs_between(s->t_first_connect, s->t_last_welcome);
+  ready_text(r, "devices", t1, sizeof(t1));
+  nsb_cpu_describe(o, &c0, &c1, 0, cpu, sizeof(cpu), NULL, 0);
+  fprintf(stderr, "notisync-bench: %s; first connect() -> last welcome "
+          "%.2f s\n", t1, connect_s);
+  sleep_s(3);
+  rss_all(o, after);
+  row[0] = '\0';
+  for (i = 0; i < o->nwatch; i++) {
+    double d = ((double)after[i] - (double)before[i]) * 1024.0 /
+               (s->connected ? s->connected : 1);
+    if (i == 0)
+      per = d;
+    if (off < sizeof(row))
+      off += (size_t)snprintf(row + off, sizeof(row) - off,
+                              "%s%s %.1f → %.1f MiB (%.0f B per connection)",
+                              i ? "; " : "", o->watch[i].name,
+                              (double)before[i] / 1024, (double)after[i] / 1024, d);
+  }
+  fprintf(stderr, "notisync-bench: RSS %s\n", o->nwatch ? row : "(no --watch)");
+
+  /* One notification to every user: batches of --batch users. */
+  memset(&a, 0, sizeof(a));
+  a.kind = NSB_P_PERUSER;
+  a.conns = o->concurrency;
+  a.batch = o->batch;
+  a.max_requests = (int64_t)nposts;
+  a.duration_ns = 600 * NS_PER_S;
+  if (produce(r, &a, &pn, &cp0, &cp1) != 0)
+    goto done;
+  fprintf(stderr, "notisync-bench: notification: %llu of %d users accepted in "
+          "%llu POSTs (errors: %s)\n", (unsigned long long)pn.sum.items_ok,
+          o->users, (unsigned long long)pn.sum.requests, errors(&pn, t3, sizeof(t3)));
+  acc = 1; /* bit 0 */
+  if (tally_acc(r, &acc, 1, &tn) != 0)
+    goto done;
+  /* One broadcast. */
+  memset(&a, 0, sizeof(a));
+  a.kind = NSB_P_BCAST;
+  a.conns = 1;
+  a.max_requests = 1;
+  a.duration_ns = 60 * NS_PER_S;
+  if (produce(r, &a, &pb, &cp0, &cp1) != 0)
+    goto done;
+  fprintf(stderr, "notisync-bench: broadcast: %llu of 1 accepted (errors: %s)\n",
+          (unsigned long long)pb.sum.st_ok, errors(&pb, t4, sizeof(t4)));
+  acc = 2; /* bit 1 */
+  if (tally_acc(r, &acc, 1, &tb) != 0)
+    goto done;
+
+  conns = tb.sum.conns;
+  nl = tn.sum.conns > tn.sum.bit_conns[0] ? tn.sum.conns - tn.sum.bit_conns[0] : 0;
+  bl = conns > tb.sum.bit_conns[1] ? conns - tb.sum.bit_conns[1] : 0;
+  nreach = secs_between(pn.sum.t_first_send, tn.sum.bit_t_last[0]);
+  breach = secs_between(pb.sum.t_first_send, tb.sum.bit_t_last[1]);
+  c100k_text(&tn, &tb, 0, nreach, t3, sizeof(t3));
+  c100k_text(&tb, &tb, 1, breach, t4, sizeof(t4));
+  printf("c100k: %llu devices (%d users x %d) over %d processes, %d in flight "
+         "each: %s; first connect() -> last welcome %.2f s; RSS %s; "
+         "notification (%llu/%d users accepted): %s; broadcast (%llu/1 "
+         "accepted): %s; misrouted %llu, other bodies %llu, closed by server "
+         "%llu; connect CPU %s\n", (unsigned long long)devs, o->users,
+         o->devices, o->procs, o->connect_parallel, t1, connect_s,
+         o->nwatch ? row : "(no --watch)", (unsigned long long)pn.sum.items_ok,
+         o->users, t3, (unsigned long long)pb.sum.st_ok, t4,
+         (unsigned long long)tb.sum.misrouted, (unsigned long long)tb.sum.foreign,
+         (unsigned long long)tb.sum.closed_by_server, cpu);
+  md_header(r, "c100k: device connections held, one notification and one "
+               "broadcast to all");
+  md(r, "| devices | %llu (%d users × %d), %d client processes (one loopback "
+        "source address each), %d handshakes in flight per process |\n",
+     (unsigned long long)devs, o->users, o->devices, o->procs,
+     o->connect_parallel);
+  md(r, "| connections | %s |\n", t1);
+  md(r, "| **first connect() → last `welcome`** | **%.2f s** (%.0f/s) |\n",
+     connect_s, connect_s > 0 ? s->welcomed / connect_s : 0.0);
+  md(r, "| **RSS before connecting → 3 s after all are open** | **%s** |\n",
+     o->nwatch ? row : "no --watch");
+  md(r, "| CPU of the connect phase (%% of one core) | %s |\n", cpu);
+  md(r, "| notification: one per user, batches of %d | %llu of %d accepted "
+        "in %llu POSTs; errors: %s |\n", o->batch,
+     (unsigned long long)pn.sum.items_ok, o->users,
+     (unsigned long long)pn.sum.requests, errors(&pn, t2, sizeof(t2)));
+  md(r, "| **notification deliveries** | **%s** |\n", t3);
+  md(r, "| broadcast | %llu of 1 accepted; errors: %s |\n",
+     (unsigned long long)pb.sum.st_ok, errors(&pb, t2, sizeof(t2)));
+  md(r, "| **broadcast deliveries** | **%s** |\n", t4);
+  summ(r, "wanted", (double)devs);
+  summ(r, "conns", s->connected);
+  summ(r, "failed", s->failed);
+  summ(r, "retries", s->retries);
+  summ(r, "connect_s", connect_s);
+  summ(r, "rss_per_conn_b", per);
+  for (i = 0; i < o->nwatch; i++) {
+    snprintf(key, sizeof(key), "%s_rss_before_kb", o->watch[i].name);
+    summ(r, key, (double)before[i]);
+    snprintf(key, sizeof(key), "%s_rss_after_kb", o->watch[i].name);
+    summ(r, key, (double)after[i]);
+  }
+  summ_cpu_s(r, &c0, &c1);
+  summ(r, "notif_accepted", (double)pn.sum.items_ok);
+  summ(r, "notif_delivered", (double)tn.sum.bit_conns[0]);
+  summ(r, "notif_lost", (double)nl);
+  summ(r, "notif_dup", (double)tb.sum.bit_dups[0]);
+  summ(r, "notif_reach_all_s", nl ? -1 : nreach);
+  summ(r, "notif_last_rx_s", nreach);
+  summ(r, "bcast_accepted", (double)pb.sum.st_ok);
+  summ(r, "bcast_delivered", (double)tb.sum.bit_conns[1]);
+  summ(r, "bcast_lost", (double)bl);
+  summ(r, "bcast_dup", (double)tb.sum.bit_dups[1]);
+  summ(r, "bcast_reach_all_s", bl ? -1 : breach);
+  summ(r, "bcast_last_rx_s", breach);
+  summ(r, "misrouted", (double)tb.sum.misrouted);
+  summ(r, "closed_by_server", (double)tb.sum.closed_by_server);
+  rc = !pn.sum.items_ok && !pb.sum.st_ok ? 4
+       : s->connected < s->wanted || nl || bl || tb.sum.bit_dups[0] ||
+                 tb.sum.bit_dups[1] || tb.sum.misrouted ? 3 : 0;
+done:
+  nsb_agg_free(&pn, NULL);
+  nsb_agg_free(&pb, NULL);
+  nsb_buf_free(&tn.lat);
+  nsb_buf_free(&tb.lat);
+  return rc;
+}
+
 int nsb_scenario_run(nsb_opts *o) {
   run *r = nsb_xcalloc(1, sizeof(run));
   struct sockaddr_in dst;
@@ -998,6 +1193,8 @@ int nsb_scenario_run(nsb_opts *o) {
     rc = scen_handshake(r);
   else if (strcmp(o->scenario, "storm") == 0)
     rc = scen_storm(r);
+  else if (strcmp(o->scenario, "c100k") == 0)
+    rc = scen_c100k(r);
   else if (strcmp(o->scenario, "latency") == 0)
     rc = scen_latency(r);
   else if (strcmp(o->scenario, "throughput-single") == 0)

@@ -187,6 +187,30 @@ static void t_bmark(counts *c) {
   c->fails += fails;
 }
 
+/* nsb_rx_bit: which bit of a connection's bitmap a delivery sets. */
+static void t_rxbit(counts *c) {
+  int checks = 0, fails = 0;
+  uint32_t bit = 99;
+  /* bcast: bit = seq, only broadcast bodies, below nbits. */
+  CHECK(nsb_rx_bit(NSB_RX_BCAST, 200, 5, 1, 7, &bit) == 0 && bit == 7);
+  CHECK(nsb_rx_bit(NSB_RX_BCAST, 200, 5, 1, 200, &bit) == 2);
+  CHECK(nsb_rx_bit(NSB_RX_BCAST, 200, 5, 0, 7, &bit) == 2);
+  /* storm: seq = user * queued + k. */
+  CHECK(nsb_rx_bit(NSB_RX_STORM, 50, 3, 0, 3 * 50 + 49, &bit) == 0 && bit == 49);
+  CHECK(nsb_rx_bit(NSB_RX_STORM, 50, 3, 0, 4 * 50, &bit) == 1);
+  CHECK(nsb_rx_bit(NSB_RX_STORM, 50, 3, 1, 3 * 50, &bit) == 2);
+  CHECK(nsb_rx_bit(NSB_RX_STORM, 0, 3, 0, 3, &bit) == 2);
+  /* c100k: the notification of the own user is bit 0, broadcast 0 bit 1. */
+  CHECK(nsb_rx_bit(NSB_RX_C100K, 2, 33333, 0, 33333, &bit) == 0 && bit == 0);
+  CHECK(nsb_rx_bit(NSB_RX_C100K, 2, 33333, 0, 33332, &bit) == 1);
+  CHECK(nsb_rx_bit(NSB_RX_C100K, 2, 33333, 1, 0, &bit) == 0 && bit == 1);
+  CHECK(nsb_rx_bit(NSB_RX_C100K, 2, 33333, 1, 1, &bit) == 2);
+  CHECK(nsb_rx_bit(NSB_RX_C100K, 2, 0, 1, UINT32_MAX, &bit) == 2);
+  CHECK(nsb_rx_bit(NSB_RX_LEGACY, 2, 0, 0, 0, &bit) == 2);
+  c->checks += checks;
+  c->fails += fails;
+}
+
 int nsb_selftest(void) {
   counts c = {0, 0};
   t_base64(&c);
@@ -194,6 +218,7 @@ int nsb_selftest(void) {
   t_ws(&c);
   t_http(&c);
   t_bmark(&c);
+  t_rxbit(&c);
   printf("selftest: %d checks, %d failed\n", c.checks, c.fails);
   return c.fails ? 1 : 0;
 }

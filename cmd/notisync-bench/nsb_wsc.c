@@ -213,13 +213,13 @@ static void on_message(child *ch, wsc *c, const uint8_t *p, size_t n,
   json_object *root, *jt, *jd, *jv;
   const char *type;
   ch->rep.frames++;
-  if (ch->o->rx_mode == NSB_RX_BCAST) {
+  if (ch->o->rx_mode == NSB_RX_BCAST || ch->o->rx_mode == NSB_RX_C100K) {
     /* The hot path: no JSON tree for a broadcast body. */
     uint32_t run, seq;
     int64_t t;
     if (nsb_bmark_parse((const char *)p, n, &run, &seq, &t) == 0) {
       if (run == ch->o->run_id)
-        nsb_child_tally_rx(ch, c, seq, t, now);
+        nsb_child_tally_rx(ch, c, 1, seq, t, now);
       else
         ch->tally.foreign++; /* an earlier run's message, replayed */
       return;
@@ -235,12 +235,12 @@ static void on_message(child *ch, wsc *c, const uint8_t *p, size_t n,
   type = json_object_get_string(jt);
   json_object_object_get_ex(root, "data", &jd);
   if (strcmp(type, "new_notification") == 0 &&
-      ch->o->rx_mode == NSB_RX_STORM) {
+      (ch->o->rx_mode == NSB_RX_STORM || ch->o->rx_mode == NSB_RX_C100K)) {
     uint32_t seq;
     int64_t t;
     if (jd && json_object_object_get_ex(jd, "body", &jv) &&
         nsb_marker_parse(json_object_get_string(jv), &seq, &t) == 0)
-      nsb_child_tally_rx(ch, c, seq, t, now);
+      nsb_child_tally_rx(ch, c, 0, seq, t, now);
     else
       ch->tally.foreign++;
   } else if (strcmp(type, "new_notification") == 0) {
