@@ -31,11 +31,17 @@
 
 /* ---- fan-out ---- */
 
+static void on_bcast_check(uv_check_t *h) {
+  ns_server *srv = h->data;
+  uv_check_stop(h);
+  srv->bcast_check_on = 0;
+  ns_comments_flush(srv);
+}
+
 void ns_comments_on_bcast(ns_server *srv, const char *payload, size_t len) {
   char ts[NS_TS_LEN], *buf;
   size_t n;
   ns_msg *m;
-  ns_conn *c;
   json_object *root, *type;
   json_tokener *tok;
   const char *tname = "broadcast";
@@ -63,10 +69,49 @@ void ns_comments_on_bcast(ns_server *srv, const char *payload, size_t len) {
   m = ns_msg_wrap(buf, n, tname);
   if (!m)
     return;
+  /* Fanned out at the end of this loop iteration, with every other event
+   * that arrived in the same read (ns_comments_flush). */
+  if (srv->bcast_n == NS_BCAST_BATCH_MAX)
+    ns_comments_flush(srv);
+  srv->bcast_pending[srv->bcast_n++] = m;
+  if (!srv->bcast_check_on) {
+    srv->bcast_check_on = 1;
+    uv_check_start(&srv->bcast_check, on_bcast_check);
+  }
+}
+
+static void fan_out(ns_server *srv, ns_msg *m) {
+  ns_conn *c;
   for (c = srv->conns; c; c = c->next)
     if (c->state == NS_CONN_READY)
       ns_conn_send(c, m);
-  ns_msg_unref(&m);
+}
+
+/* Broadcasts that arrived together go to each connection together: a run
+ * of events of one type becomes one message of pre-framed WebSocket frames
+ * (ns_msg_frames), so a connection takes them in one send() instead of one
+ * each.  A connection with something queued keeps it behind that. */
+void ns_comments_flush(ns_server *srv) {
+  size_t i = 0, j, k, n = srv->bcast_n;
+  srv->bcast_n = 0;
+  while (i < n) {
+    ns_msg *m;
+    for (j = i + 1; j < n && srv->bcast_pending[j]->type ==
+                                 srv->bcast_pending[i]->type; j++)
+      ;
+    m = j - i > 1 ? ns_msg_frames(srv->bcast_pending + i, j - i,
+                                  srv->bcast_pending[i]->type)
+                  : NULL;
+    if (m) {
+      fan_out(srv, m);
+      ns_msg_unref(&m);
+    } else {
+      for (k = i; k < j; k++)
+        fan_out(srv, srv->bcast_pending[k]);
+    }
+    for (; i < j; i++)
+      ns_msg_unref(&srv->bcast_pending[i]);
+  }
 }
 
 /* Publishes {"type":type,"data":data} on bcast (takes `data`).  0 or

@@ -20,6 +20,10 @@ int ns_comments_snapshot(ns_server *srv, const char *post_id, ns_comments_cb cb,
  * ready WebSocket of this instance. */
 void ns_comments_on_bcast(ns_server *srv, const char *payload, size_t len);
 
+/* Fans out the broadcasts received since the last flush (called at the end
+ * of each loop iteration that received some, and at shutdown). */
+void ns_comments_flush(ns_server *srv);
+
 /* Registers ns_comments_on_bcast as the bus's broadcast handler. */
 void ns_comments_bus_register(ns_bus *b);
 

@@ -58,6 +58,10 @@ void ns_conn_unref(ns_conn *c) {
     return;
   ring_clear(c);
   ns_msg_unref(&c->unflushed); /* never wholly sent: stays queued */
+  if (!c->is_public && c->reg_list) {
+    free(c->reg_list->rows);
+    free(c->reg_list);
+  }
   free(c->ring);
   ns_conn_free_rx(c);
   free(c);
@@ -132,9 +136,13 @@ static void written(ns_conn *c, ns_msg *m) {
  * kept part (it asks for WRITEABLE itself; the message is then delivered
  * at that callback), -1 on a dead socket. */
 static int write_msg(ns_conn *c, ns_msg *m) {
+  /* Already framed (ns_msg_frames): lws passes LWS_WRITE_HTTP bytes of a
+   * WebSocket through unframed, buffering what the kernel does not take. */
   if (lws_write(c->wsi, (unsigned char *)ns_msg_payload(m), m->len,
-                LWS_WRITE_TEXT) < (int)m->len)
+                m->nframes ? LWS_WRITE_HTTP : LWS_WRITE_TEXT) < (int)m->len)
     return -1;
+  ns_metrics_add(&c->srv->metrics, NS_M_SENT, m->type,
+                 m->nframes ? m->nframes : 1);
   return lws_partial_buffered(c->wsi) ? 0 : 1;
 }
 
@@ -151,10 +159,8 @@ void ns_conn_send(ns_conn *c, ns_msg *m) {
     c->srv->outbound_bytes -= m->len;
     rc = write_msg(c, m);
     if (rc > 0) {
-      ns_metrics_inc(&c->srv->metrics, NS_M_SENT, m->type);
       written(c, ns_msg_ref(m));
     } else if (rc == 0) {
-      ns_metrics_inc(&c->srv->metrics, NS_M_SENT, m->type);
       c->unflushed = ns_msg_ref(m);
       lws_callback_on_writable(c->wsi);
     } else {
@@ -246,7 +252,6 @@ int ns_conn_on_writable(ns_conn *c) {
       ns_msg_unref(&m); /* never wholly sent: stays queued (durable) */
       return -1;
     }
-    ns_metrics_inc(&c->srv->metrics, NS_M_SENT, m->type);
     if (rc == 0) {
       c->unflushed = m;
       lws_callback_on_writable(c->wsi);
@@ -259,6 +264,17 @@ int ns_conn_on_writable(ns_conn *c) {
   else
     ns_queue_on_drained(c);
   return 0;
+}
+
+void ns_conn_flush(ns_conn *c) {
+  if (!c->wsi || c->state != NS_CONN_READY)
+    return;
+  if (c->unflushed || c->want_ping || lws_partial_buffered(c->wsi)) {
+    lws_callback_on_writable(c->wsi);
+    return;
+  }
+  if (ns_conn_on_writable(c) < 0)
+    ns_conn_close(c, 1011, "write failed");
 }
 
 void ns_conn_heartbeat(ns_conn *c, int64_t now) {

@@ -151,6 +151,9 @@ static void h_metrics(ns_req *r, const char *arg) {
     g.pg_queued += ns_pg_load(srv->pg[i]);
     g.pg_overloads += ns_pg_overloads(srv->pg[i]);
   }
+  g.reg_waiting = srv->reg_waiting;
+  ns_presence_seen_stats(srv, &g.seen_waiting, &g.seen_waiting_limit,
+                         &g.seen_dropped);
   g.ip_entries = ns_iplimit_size(srv->iplimit);
   g.ip_entries_limit = NS_IPLIMIT_ENTRIES;
   g.redis_up = ns__server_redis_up(srv);

@@ -93,12 +93,29 @@ static void op_done(redisReply *r, void *arg) {
   srv->pending_ops--;
 }
 
+static void on_counted(redisReply *r, void *arg) {
+  ns_server *srv = arg;
+  (void)r;
+  srv->count_inflight = 0;
+  if (srv->count_dirty)
+    ns_liveness_count(srv);
+}
+
+/* One HSET in flight at most: connects and closes while it is out are
+ * summed into the next one (a reconnect storm writes the count once per
+ * Redis round trip, not once per connection). */
 void ns_liveness_count(ns_server *srv) {
   char stats[96], n[24];
+  if (srv->count_inflight) {
+    srv->count_dirty = 1;
+    return;
+  }
+  srv->count_dirty = 0;
   ns__key(srv, stats, sizeof(stats), "stats:conn");
   snprintf(n, sizeof(n), "%zu", srv->nconns);
-  ns_redis_cmd(srv->redis, NULL, NULL, "HSET %s %s %s", stats,
-               srv->instance_id, n);
+  if (ns_redis_cmd(srv->redis, on_counted, srv, "HSET %s %s %s", stats,
+                   srv->instance_id, n) == 0)
+    srv->count_inflight = 1;
 }
 
 /* Our liveness key was gone when we refreshed it: Redis lost it (restart

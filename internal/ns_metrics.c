@@ -129,6 +129,17 @@ char *ns_metrics_render(const ns_metrics *m, const ns_metrics_gauges *g,
         "Client addresses tracked by the handshake limiter", g->ip_entries);
   gauge(&o, "notisync_handshake_limiter_entries_limit",
         "Client addresses tracked at most", g->ip_entries_limit);
+  gauge(&o, "notisync_registrations_waiting",
+        "Device connects waiting for the next registration batch (at most "
+        "one per connection)", g->reg_waiting);
+  gauge(&o, "notisync_last_seen_waiting",
+        "Closed devices whose last_seen write waits for the next batch",
+        g->seen_waiting);
+  gauge(&o, "notisync_last_seen_waiting_limit",
+        "Closed devices' last_seen writes waiting at most", g->seen_waiting_limit);
+  counter(&o, "notisync_last_seen_dropped_total",
+          "last_seen writes dropped at the limit (connect refreshes it)",
+          g->seen_dropped);
   outf(&o, "# HELP notisync_overload_rejections_total Requests refused because "
            "a backend queue was full\n# TYPE notisync_overload_rejections_total "
            "counter\nnotisync_overload_rejections_total{queue=\"redis\"} %llu\n"

@@ -18,6 +18,10 @@ typedef struct ns_msg {
   char *buf;         /* headroom + payload + NUL */
   const char *type;  /* static message type name, for metrics */
   int durable;       /* new_notification / notification_sync */
+  /* 0: the payload is one text message, framed by lws at the write.  n > 0:
+   * the payload is already n whole WebSocket frames, written as they are
+   * (several broadcasts to one socket in one send: ns_msg_frames). */
+  unsigned nframes;
   char qid[42];      /* durable: the stream id (same in every device's queue) */
   long long commit_ms; /* durable: producer commit time, for the latency metric */
 } ns_msg;
@@ -28,6 +32,14 @@ typedef struct ns_msg {
 ns_msg *ns_msg_wrap(char *buf, size_t len, const char *type);
 
 static inline char *ns_msg_payload(const ns_msg *m);
+
+/* One message holding the n text messages `m` (none of them durable, n >= 1)
+ * as consecutive server WebSocket frames (FIN, text, unmasked), typed as
+ * `type`.  NULL on OOM. */
+ns_msg *ns_msg_frames(ns_msg *const *m, size_t n, const char *type);
+
+/* Bytes of the frame header of a server text frame of `len` payload bytes. */
+size_t ns_msg_frame_header(unsigned char *out, size_t len);
 
 ns_msg *ns_msg_ref(ns_msg *m);
 

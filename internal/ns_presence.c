@@ -123,12 +123,6 @@ static void op_done(redisReply *r, void *arg) {
   srv->pending_ops--;
 }
 
-static void op_done_pg(PGresult *r, void *arg) {
-  ns_server *srv = arg;
-  (void)r;
-  srv->pending_ops--;
-}
-
 /* ---- device list: PostgreSQL rows merged with Redis presence ---- */
 
 typedef struct devlist_op {
@@ -170,11 +164,40 @@ static void on_devlist_presence(redisReply *r, void *arg) {
   devlist_finish(op, 0);
 }
 
-static void on_devlist_rows(PGresult *res, void *arg) {
-  devlist_op *op = arg;
+/* Merges the user's Redis presence into op->list: 0 (on_devlist_presence
+ * follows) or NS_EUNAVAIL. */
+static int presence_read(devlist_op *op) {
   ns_server *srv = op->srv;
   char key[256], iprefix[96], qprefix[256];
   const char *args[4];
+  ns__ukey(srv, key, sizeof(key), "presence", op->user, NULL);
+  ns__key(srv, iprefix, sizeof(iprefix), "inst:");
+  ns__ukey(srv, qprefix, sizeof(qprefix), "q", op->user, "");
+  args[0] = key;
+  args[1] = iprefix;
+  args[2] = qprefix;
+  args[3] = srv->instance_id;
+  return ns_redis_eval(srv->redis, on_devlist_presence, op, LUA_READ, 1, args,
+                       4);
+}
+
+int ns__presence_merge(ns_server *srv, const char *user, ns_devlist *l,
+                       ns_devlist_cb cb, void *arg) {
+  devlist_op *op = ns_xcalloc(1, sizeof(*op));
+  op->srv = srv;
+  snprintf(op->user, sizeof(op->user), "%s", user);
+  op->list = *l;
+  op->cb = cb;
+  op->arg = arg;
+  if (presence_read(op) != 0) {
+    free(op); /* the rows stay the caller's */
+    return NS_EUNAVAIL;
+  }
+  return 0;
+}
+
+static void on_devlist_rows(PGresult *res, void *arg) {
+  devlist_op *op = arg;
   int i, n;
   if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
     devlist_finish(op, NS_EUNAVAIL);
@@ -193,14 +216,7 @@ static void on_devlist_rows(PGresult *res, void *arg) {
     row->first_seen_ms = atoll(PQgetvalue(res, i, 3));
     row->last_seen_ms = atoll(PQgetvalue(res, i, 4));
   }
-  ns__ukey(srv, key, sizeof(key), "presence", op->user, NULL);
-  ns__key(srv, iprefix, sizeof(iprefix), "inst:");
-  ns__ukey(srv, qprefix, sizeof(qprefix), "q", op->user, "");
-  args[0] = key;
-  args[1] = iprefix;
-  args[2] = qprefix;
-  args[3] = srv->instance_id;
-  if (ns_redis_eval(srv->redis, on_devlist_presence, op, LUA_READ, 1, args, 4) != 0)
+  if (presence_read(op) != 0)
     devlist_finish(op, NS_EUNAVAIL);
 }
 
@@ -282,35 +298,236 @@ static void on_welcome_devices(int rc, const ns_devlist *l, void *arg) {
     ns_msg_unref(&m);
   }
   c->state = NS_CONN_READY;
-  if (c->wsi)
-    lws_callback_on_writable(c->wsi);
+  ns_conn_flush(c);
   ns_log(NS_LOG_INFO, "conn %s: device %s of user %s online", c->id, c->device,
          c->who.sub);
   ns_conn_unref(c);
 }
 
 /* The first page of the device's queue is in the ring: now the welcome,
- * which needs the device list. */
+ * with the device list the registration batch read. */
 static void on_queue_ready(int rc, ns_conn *c) {
-  if (rc != 0 || !c->wsi || c->state == NS_CONN_CLOSING ||
-      ns_presence_devices(c->srv, c->who.sub, on_welcome_devices, c) != 0) {
+  if (rc != 0 || !c->wsi || c->state == NS_CONN_CLOSING || !c->reg_list) {
     fail_connect(c, 1011, "backend unavailable");
     ns_conn_unref(c);
+    return;
   }
+  on_welcome_devices(0, c->reg_list, c); /* takes our reference */
 }
 
-static void on_device_upserted(PGresult *res, void *arg) {
+/* The device list merged with Redis presence: kept for the welcome, then
+ * the queue's first page. */
+static void on_reg_listed(int rc, const ns_devlist *l, void *arg) {
   ns_conn *c = arg;
   if (!c->wsi || c->state == NS_CONN_CLOSING) {
     ns_conn_unref(c);
     return;
   }
-  if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
+  if (rc != 0) {
     fail_connect(c, 1011, "backend unavailable");
     ns_conn_unref(c);
     return;
   }
+  c->reg_list = ns_xcalloc(1, sizeof(*c->reg_list));
+  c->reg_list->n = l->n;
+  c->reg_list->rows = ns_xmalloc((l->n ? l->n : 1) * sizeof(ns_devrow));
+  memcpy(c->reg_list->rows, l->rows, l->n * sizeof(ns_devrow));
   ns_queue_attach(c, on_queue_ready); /* our reference moves along */
+}
+
+/* ---- registration batches ----
+ *
+ * A connect's device row and its user's device list take one PostgreSQL
+ * statement per batch of connects, not two statements per connect: while
+ * NS_REG_INFLIGHT batches are out, later connects wait in srv->reg_head and
+ * go in the next one.  One connect alone goes at once (a batch of one), so
+ * the batch costs no latency when the server is quiet.  The input is sorted
+ * by (user, device), so concurrent batches lock rows in one order. */
+
+#define NS_REG_INFLIGHT 2
+#define NS_REG_BATCH_MAX 256
+
+static const char REG_SQL[] =
+    "WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], "
+    "$4::text[]) AS t(user_id, device_id, device_name, platform)), "
+    "up AS (INSERT INTO devices (user_id, device_id, device_name, platform) "
+    "SELECT DISTINCT ON (user_id, device_id) user_id, device_id, "
+    "nullif(device_name, ''), nullif(platform, '') FROM input "
+    "ORDER BY user_id, device_id "
+    "ON CONFLICT (user_id, device_id) DO UPDATE SET last_seen = now(), "
+    "device_name = coalesce(excluded.device_name, devices.device_name), "
+    "platform = coalesce(excluded.platform, devices.platform)) "
+    "SELECT user_id, device_id, coalesce(device_name, ''), "
+    "coalesce(platform, ''), (extract(epoch FROM first_seen) * 1000)::bigint, "
+    "(extract(epoch FROM last_seen) * 1000)::bigint FROM devices "
+    "WHERE user_id IN (SELECT user_id FROM input) "
+    "ORDER BY user_id COLLATE \"C\", first_seen, device_id";
+
+typedef struct reg_batch {
+  ns_server *srv;
+  size_t n;
+  ns_conn *c[NS_REG_BATCH_MAX];
+} reg_batch;
+
+typedef struct strbuf {
+  char *p;
+  size_t len, cap;
+} strbuf;
+
+static void sb_putc(strbuf *b, char ch) {
+  if (b->len + 2 > b->cap) {
+    b->cap = b->cap ? b->cap * 2 : 1024;
+    b->p = ns_xrealloc(b->p, b->cap);
+  }
+  b->p[b->len++] = ch;
+  b->p[b->len] = '\0';
+}
+
+/* Appends `v` as one element of a PostgreSQL array literal. */
+static void sb_elem(strbuf *b, const char *v) {
+  sb_putc(b, b->len ? ',' : '{');
+  sb_putc(b, '"');
+  for (; *v; v++) {
+    if (*v == '"' || *v == '\\')
+      sb_putc(b, '\\');
+    sb_putc(b, *v);
+  }
+  sb_putc(b, '"');
+}
+
+static int reg_cmp(const void *a, const void *b) {
+  const ns_conn *x = *(ns_conn *const *)a, *y = *(ns_conn *const *)b;
+  int r = strcmp(x->who.sub, y->who.sub);
+  return r ? r : strcmp(x->device, y->device);
+}
+
+static void reg_flush(ns_server *srv);
+
+/* Adds row (device, first/last seen) to `l` unless the device is there. */
+static void list_add(ns_devlist *l, size_t *cap, const char *device,
+                     const char *name, const char *platform, int64_t first,
+                     int64_t last) {
+  size_t i;
+  ns_devrow *row;
+  for (i = 0; i < l->n; i++)
+    if (strcmp(l->rows[i].device_id, device) == 0)
+      return;
+  if (l->n == *cap) {
+    *cap = *cap ? *cap * 2 : 8;
+    l->rows = ns_xrealloc(l->rows, *cap * sizeof(*l->rows));
+  }
+  row = &l->rows[l->n++];
+  memset(row, 0, sizeof(*row));
+  snprintf(row->device_id, sizeof(row->device_id), "%s", device);
+  snprintf(row->name, sizeof(row->name), "%s", name);
+  snprintf(row->platform, sizeof(row->platform), "%s", platform);
+  row->first_seen_ms = first;
+  row->last_seen_ms = last;
+}
+
+static void on_reg_batch(PGresult *res, void *arg) {
+  reg_batch *b = arg;
+  ns_server *srv = b->srv;
+  int ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
+  int nrows = ok ? PQntuples(res) : 0, r = 0;
+  size_t i, j;
+  int64_t now = ns_now_ms();
+  srv->reg_inflight--;
+  /* b->c is sorted by user and so are the rows: one merge pass. */
+  for (i = 0; i < b->n; i++) {
+    ns_conn *c = b->c[i];
+    ns_devlist l = {NULL, 0};
+    size_t cap = 0;
+    int start;
+    if (!c->wsi || c->state == NS_CONN_CLOSING) {
+      ns_conn_unref(c);
+      continue;
+    }
+    if (!ok) {
+      fail_connect(c, 1011, "backend unavailable");
+      ns_conn_unref(c);
+      continue;
+    }
+    while (r < nrows && strcmp(PQgetvalue(res, r, 0), c->who.sub) < 0)
+      r++;
+    for (start = r; start < nrows &&
+                    strcmp(PQgetvalue(res, start, 0), c->who.sub) == 0;
+         start++)
+      list_add(&l, &cap, PQgetvalue(res, start, 1), PQgetvalue(res, start, 2),
+               PQgetvalue(res, start, 3), atoll(PQgetvalue(res, start, 4)),
+               atoll(PQgetvalue(res, start, 5)));
+    /* The statement reads the table as it was before its own insert: a
+     * device new in this batch (this one, or another of the user's) is
+     * added here. */
+    for (j = 0; j < b->n; j++)
+      if (strcmp(b->c[j]->who.sub, c->who.sub) == 0)
+        list_add(&l, &cap, b->c[j]->device, b->c[j]->device_name,
+                 b->c[j]->platform, now, now);
+    if (ns__presence_merge(srv, c->who.sub, &l, on_reg_listed, c) != 0) {
+      free(l.rows);
+      fail_connect(c, 1011, "backend unavailable");
+      ns_conn_unref(c);
+    }
+  }
+  free(b);
+  reg_flush(srv);
+}
+
+/* Sends the waiting connects (up to NS_REG_BATCH_MAX) as one statement. */
+static void reg_flush(ns_server *srv) {
+  strbuf users = {0}, devs = {0}, names = {0}, plats = {0};
+  const char *params[4];
+  reg_batch *b;
+  size_t i;
+  if (!srv->reg_head || srv->reg_inflight >= NS_REG_INFLIGHT)
+    return;
+  b = ns_xcalloc(1, sizeof(*b));
+  b->srv = srv;
+  while (srv->reg_head && b->n < NS_REG_BATCH_MAX) {
+    ns_conn *c = srv->reg_head;
+    srv->reg_head = c->reg_next;
+    c->reg_next = NULL;
+    srv->reg_waiting--;
+    b->c[b->n++] = c;
+  }
+  if (!srv->reg_head)
+    srv->reg_tail = NULL;
+  qsort(b->c, b->n, sizeof(b->c[0]), reg_cmp);
+  for (i = 0; i < b->n; i++) {
+    sb_elem(&users, b->c[i]->who.sub);
+    sb_elem(&devs, b->c[i]->device);
+    sb_elem(&names, b->c[i]->device_name);
+    sb_elem(&plats, b->c[i]->platform);
+  }
+  sb_putc(&users, '}');
+  sb_putc(&devs, '}');
+  sb_putc(&names, '}');
+  sb_putc(&plats, '}');
+  params[0] = users.p;
+  params[1] = devs.p;
+  params[2] = names.p;
+  params[3] = plats.p;
+  srv->reg_inflight++;
+  if (!srv->pg_ready || ns_pg_query_prepared(ns__pg(srv), "reg_batch", REG_SQL,
+                                             4, params, on_reg_batch, b) != 0)
+    on_reg_batch(NULL, b);
+  free(users.p);
+  free(devs.p);
+  free(names.p);
+  free(plats.p);
+}
+
+/* Takes the caller's reference of `c`. */
+static void reg_enqueue(ns_conn *c) {
+  ns_server *srv = c->srv;
+  c->reg_next = NULL;
+  if (srv->reg_tail)
+    srv->reg_tail->reg_next = c;
+  else
+    srv->reg_head = c;
+  srv->reg_tail = c;
+  srv->reg_waiting++;
+  reg_flush(srv);
 }
 
 static void hub_leave(ns_conn *c) {
@@ -327,14 +544,7 @@ static void hub_leave(ns_conn *c) {
 }
 
 static void on_connect_script(redisReply *r, void *arg) {
-  static const char sql[] =
-      "INSERT INTO devices (user_id, device_id, device_name, platform) "
-      "VALUES ($1, $2, nullif($3, ''), nullif($4, '')) "
-      "ON CONFLICT (user_id, device_id) DO UPDATE SET last_seen = now(), "
-      "device_name = coalesce(excluded.device_name, devices.device_name), "
-      "platform = coalesce(excluded.platform, devices.platform)";
   ns_conn *c = arg;
-  const char *params[4];
   if (!c->wsi || c->state == NS_CONN_CLOSING) {
     ns_conn_unref(c);
     return;
@@ -351,15 +561,7 @@ static void on_connect_script(redisReply *r, void *arg) {
     ns_conn_unref(c);
     return;
   }
-  params[0] = c->who.sub;
-  params[1] = c->device;
-  params[2] = c->device_name;
-  params[3] = c->platform;
-  if (!c->srv->pg_ready ||
-      ns_pg_query(ns__pg(c->srv), sql, 4, params, on_device_upserted, c) != 0) {
-    fail_connect(c, 1011, "backend unavailable");
-    ns_conn_unref(c);
-  }
+  reg_enqueue(c); /* our reference moves along */
 }
 
 void ns_presence_connect(ns_conn *c) {
@@ -476,15 +678,119 @@ void ns_presence_flush_pending(ns_server *srv) {
     pending_fire(srv->offline);
 }
 
+/* ---- last_seen of closed devices, in batches ----
+ * As with registration: one UPDATE per batch of closes while one is out,
+ * sorted so that concurrent batches lock rows in one order.  Each waiting
+ * entry counts in pending_ops (shutdown waits for it). */
+
+#define NS_SEEN_BATCH_MAX 512
+/* Closes waiting at most while PostgreSQL is slow; past it a close's
+ * last_seen is dropped and counted (the next connect writes it anyway). */
+#define NS_SEEN_MAX_WAITING 100000
+
+typedef struct seen_pair {
+  char user[NS_SUB_MAX + 1];
+  char device[NS_DEVICE_ID_MAX + 1];
+} seen_pair;
+
+struct ns_seen_wait {
+  seen_pair *p;
+  size_t n, cap;
+};
+
+void ns_presence_seen_stats(const ns_server *srv, uint64_t *waiting,
+                            uint64_t *limit, uint64_t *dropped) {
+  *waiting = srv->seen ? srv->seen->n : 0;
+  *limit = NS_SEEN_MAX_WAITING;
+  *dropped = srv->seen_dropped;
+}
+
+typedef struct seen_batch {
+  ns_server *srv;
+  size_t n;
+} seen_batch;
+
+static int seen_cmp(const void *a, const void *b) {
+  const seen_pair *x = a, *y = b;
+  int r = strcmp(x->user, y->user);
+  return r ? r : strcmp(x->device, y->device);
+}
+
+static void seen_flush(ns_server *srv);
+
+static void on_seen_batch(PGresult *res, void *arg) {
+  seen_batch *b = arg;
+  ns_server *srv = b->srv;
+  (void)res; /* best effort, as before: last_seen is refreshed at connect */
+  srv->seen_inflight = 0;
+  srv->pending_ops -= (int)b->n;
+  free(b);
+  seen_flush(srv);
+}
+
+static void seen_flush(ns_server *srv) {
+  static const char sql[] =
+      "UPDATE devices d SET last_seen = now() FROM unnest($1::text[], "
+      "$2::text[]) AS t(u, dv) WHERE d.user_id = t.u AND d.device_id = t.dv";
+  struct ns_seen_wait *w = srv->seen;
+  strbuf users = {0}, devs = {0};
+  const char *params[2];
+  seen_batch *b;
+  size_t i, n;
+  if (!w || !w->n || srv->seen_inflight)
+    return;
+  n = w->n < NS_SEEN_BATCH_MAX ? w->n : NS_SEEN_BATCH_MAX;
+  qsort(w->p, n, sizeof(*w->p), seen_cmp);
+  for (i = 0; i < n; i++) {
+    sb_elem(&users, w->p[i].user);
+    sb_elem(&devs, w->p[i].device);
+  }
+  sb_putc(&users, '}');
+  sb_putc(&devs, '}');
+  memmove(w->p, w->p + n, (w->n - n) * sizeof(*w->p));
+  w->n -= n;
+  if (!w->n) {
+    free(w->p);
+    free(w);
+    srv->seen = NULL;
+  }
+  b = ns_xcalloc(1, sizeof(*b));
+  b->srv = srv;
+  b->n = n;
+  params[0] = users.p;
+  params[1] = devs.p;
+  srv->seen_inflight = 1;
+  if (!srv->pg_ready || ns_pg_query_prepared(ns__pg(srv), "seen_batch", sql, 2,
+                                             params, on_seen_batch, b) != 0)
+    on_seen_batch(NULL, b);
+  free(users.p);
+  free(devs.p);
+}
+
+static void seen_enqueue(ns_server *srv, const char *user, const char *device) {
+  struct ns_seen_wait *w = srv->seen;
+  if (w && w->n >= NS_SEEN_MAX_WAITING) {
+    srv->seen_dropped++;
+    return;
+  }
+  if (!w)
+    w = srv->seen = ns_xcalloc(1, sizeof(*w));
+  if (w->n == w->cap) {
+    w->cap = w->cap ? w->cap * 2 : 64;
+    w->p = ns_xrealloc(w->p, w->cap * sizeof(*w->p));
+  }
+  snprintf(w->p[w->n].user, sizeof(w->p[w->n].user), "%s", user);
+  snprintf(w->p[w->n].device, sizeof(w->p[w->n].device), "%s", device);
+  w->n++;
+  srv->pending_ops++;
+  seen_flush(srv);
+}
+
 void ns_presence_disconnect(ns_conn *c) {
-  static const char sql[] = "UPDATE devices SET last_seen = now() "
-                            "WHERE user_id = $1 AND device_id = $2";
   ns_server *srv = c->srv;
-  const char *params[2] = {c->who.sub, c->device};
   hub_leave(c);
-  if (srv->pg_ready &&
-      ns_pg_query(ns__pg(srv), sql, 2, params, op_done_pg, srv) == 0)
-    srv->pending_ops++;
+  if (srv->pg_ready)
+    seen_enqueue(srv, c->who.sub, c->device);
   if (srv->cfg->presence_grace_ms <= 0 || srv->stopping) {
     mark_offline(srv, c->who.sub, c->device, c->id);
   } else {

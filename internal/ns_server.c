@@ -199,6 +199,8 @@ static void finish_stop(ns_server *srv) {
     for (i = 0; i < NS_PG_POOL; i++)
       ns_pg_close(&srv->pg[i]);
   }
+  ns_comments_flush(srv); /* releases what a last read left */
+  uv_close((uv_handle_t *)&srv->bcast_check, on_handle_closed);
   uv_close((uv_handle_t *)&srv->cron, on_handle_closed);
   uv_close((uv_handle_t *)&srv->stop_timer, on_handle_closed);
   uv_close((uv_handle_t *)&srv->sig_term, on_handle_closed);
@@ -491,6 +493,8 @@ int ns_server_new(ns_server **out, const ns_config *cfg, int listen_fd,
     ns_pg_open(&srv->pg[i], &srv->loop, cfg->database_url, on_pg_state,
                &srv->pg_slots[i]);
   }
+  uv_check_init(&srv->loop, &srv->bcast_check);
+  srv->bcast_check.data = srv;
   uv_timer_init(&srv->loop, &srv->cron);
   srv->cron.data = srv;
   uv_timer_start(&srv->cron, on_cron, CRON_MS, CRON_MS);

@@ -33,6 +33,8 @@ typedef struct ns_conn ns_conn;
 /* Frames one WRITEABLE callback writes at most (then it asks for another,
  * so one busy connection cannot hold the loop). */
 #define NS_CONN_WRITES_PER_CALLBACK 32
+/* Broadcasts gathered into one fan-out at most (ns_comments_flush). */
+#define NS_BCAST_BATCH_MAX 64
 /* How long a close waits for lws to flush a partly sent frame before the
  * close frame (a reader that does not read gets none: dropped). */
 #define NS_CONN_CLOSE_FLUSH_MS 5000
@@ -75,6 +77,21 @@ struct ns_server {
   uint64_t http_body_bytes; /* in request bodies being read (metric) */
   size_t http_reqs;         /* REST requests received and not yet answered */
   struct ns_pending_off *offline; /* devices inside presence_grace */
+  /* device connects waiting for the next registration batch (FIFO), and
+   * batches in flight (ns_presence.c) */
+  int count_inflight, count_dirty; /* stats:conn write (ns_liveness.c) */
+  /* broadcasts received in this loop iteration, fanned out together at its
+   * end (ns_comments.c) */
+  ns_msg *bcast_pending[NS_BCAST_BATCH_MAX];
+  size_t bcast_n;
+  uv_check_t bcast_check;
+  int bcast_check_on;
+  struct ns_seen_wait *seen; /* closed devices' last_seen, not yet sent */
+  int seen_inflight;
+  uint64_t seen_dropped;
+  ns_conn *reg_head, *reg_tail;
+  size_t reg_waiting;
+  int reg_inflight;
   int stopping;
   int retired;           /* liveness key and stats entry removed */
   int64_t stop_started_ms;
@@ -137,6 +154,10 @@ struct ns_conn {
   char q_written[NS_STREAM_ID_MAX + 1]; /* last id delivered (written/acked) */
   char q_trimmed[NS_STREAM_ID_MAX + 1]; /* last id trimmed in Redis */
   void (*q_ready)(int rc, ns_conn *c);
+  /* registration (ns_presence.c): waiting for the next device-row batch,
+   * then the merged device list kept for the welcome */
+  ns_conn *reg_next;
+  struct ns_devlist *reg_list;
 };
 
 /* Bytes of a public connection: the fields every connection has. */
@@ -160,6 +181,11 @@ void ns_conn_send_error(ns_conn *c, const char *code, const char *msg,
 /* Writes what is queued (a pending ping first, then messages until the
  * kernel takes no more); called from SERVER_WRITEABLE. */
 int ns_conn_on_writable(ns_conn *c);
+/* Writes what is queued now, outside a WRITEABLE callback (as the direct
+ * path of ns_conn_send does), or asks for WRITEABLE when lws is still
+ * flushing: the welcome and the replay behind it go out without a POLLOUT
+ * round trip. */
+void ns_conn_flush(ns_conn *c);
 /* The heartbeat of one connection at `now` (monotonic ms), from the
  * server's sweep: a ping every heartbeat_interval, a drop after
  * idle_timeout without a frame (or pong) from the peer. */
@@ -247,6 +273,14 @@ typedef struct ns_devlist {
 /* Completion: rc 0 and the list (valid during the call only), or
  * NS_EUNAVAIL when PostgreSQL or Redis could not answer. */
 typedef void (*ns_devlist_cb)(int rc, const ns_devlist *l, void *arg);
+/* Merges the user's Redis presence (online, last_seen, queued) into `l`,
+ * whose rows it takes on success: 0 (cb called later exactly once) or
+ * NS_EUNAVAIL (never called; the rows stay the caller's). */
+int ns__presence_merge(ns_server *srv, const char *user, ns_devlist *l,
+                       ns_devlist_cb cb, void *arg);
+/* The batched last_seen writes of closed devices, for /metrics. */
+void ns_presence_seen_stats(const ns_server *srv, uint64_t *waiting,
+                            uint64_t *limit, uint64_t *dropped);
 /* Returns 0 (cb called later exactly once) or NS_EUNAVAIL (never called). */
 int ns_presence_devices(ns_server *srv, const char *user, ns_devlist_cb cb,
                         void *arg);
