@@ -180,7 +180,9 @@ void ns_conn_send_front(ns_conn *c, ns_msg *m) {
   c->ring_head = (c->ring_head + c->ring_cap - 1) % c->ring_cap;
   c->ring[c->ring_head] = ns_msg_ref(m);
   c->ring_len++;
-  lws_callback_on_writable(c->wsi);
+  /* No WRITEABLE request: the caller writes it (ns_conn_flush).  Each
+   * POLLOUT on/off is a uv_poll_start, which libuv turns into an epoll
+   * DEL + ADD. */
 }
 
 void ns_conn_send_json(ns_conn *c, const char *type, struct json_object *data,

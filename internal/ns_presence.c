@@ -312,7 +312,13 @@ static void on_queue_ready(int rc, ns_conn *c) {
     ns_conn_unref(c);
     return;
   }
-  on_welcome_devices(0, c->reg_list, c); /* takes our reference */
+  {
+    ns_devlist *l = c->reg_list; /* held only until the welcome is built */
+    c->reg_list = NULL;
+    on_welcome_devices(0, l, c); /* takes our reference */
+    free(l->rows);
+    free(l);
+  }
 }
 
 /* The device list merged with Redis presence: kept for the welcome, then

@@ -171,7 +171,8 @@ void ns_conn_unref(ns_conn *c);
 /* Queues `m` (takes a new reference of its own).  Past max_outbound_bytes
  * the connection is closed with 1013 and the message dropped. */
 void ns_conn_send(ns_conn *c, ns_msg *m);
-/* Queues `m` before everything else (the welcome frame). */
+/* Queues `m` before everything else (the welcome frame); the caller then
+ * writes the ring with ns_conn_flush. */
 void ns_conn_send_front(ns_conn *c, ns_msg *m);
 /* Builds and queues an envelope (takes ownership of data). */
 void ns_conn_send_json(ns_conn *c, const char *type, struct json_object *data,

@@ -350,7 +350,7 @@ int ns__ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
       lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
       return 1;
     }
-    {
+    if (srv->cfg->handshake_rate_per_ip > 0) { /* 0: off, no getpeername */
       char ip[64];
       lws_get_peer_simple(wsi, ip, sizeof(ip));
       if (!ns_iplimit_allow(srv->iplimit, ip, ns_mono_ms())) {
