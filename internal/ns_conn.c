@@ -29,7 +29,14 @@ ns_conn *ns_conn_new(ns_server *srv, struct lws *wsi, int is_public) {
   if (!is_public)
     snprintf(c->id, sizeof(c->id), "%s-%llu", srv->instance_id,
              (unsigned long long)c->seq);
-  c->last_rx_ms = c->last_ping_ms = now;
+  c->last_rx_ms = now;
+  /* Pings are spread over the interval (by a hash of the sequence number),
+   * so that connections made together -- a reconnect storm -- are not all
+   * pinged in the same sweep (100,000 at ~5 us a send would hold the loop
+   * for about half a second). */
+  c->last_ping_ms =
+      now - (int64_t)((c->seq * 2654435761u) %
+                      (uint64_t)NS_MAX(1, srv->cfg->heartbeat_interval_ms));
   c->next = srv->conns;
   if (srv->conns)
     srv->conns->prev = c;

@@ -304,25 +304,37 @@ static void on_welcome_devices(int rc, const ns_devlist *l, void *arg) {
   ns_conn_unref(c);
 }
 
-/* The first page of the device's queue is in the ring: now the welcome,
- * with the device list the registration batch read. */
+/* The welcome waits for two parts, read in parallel after the connect
+ * script: the device queue's first page (in the ring) and the device list
+ * (registration batch + presence).  Each part holds a reference; the last
+ * one builds the welcome. */
+static void reg_part_done(ns_conn *c) {
+  ns_devlist *l;
+  if (--c->reg_parts > 0) {
+    ns_conn_unref(c);
+    return;
+  }
+  l = c->reg_list; /* held only until the welcome is built */
+  c->reg_list = NULL;
+  on_welcome_devices(0, l, c); /* takes our reference */
+  free(l->rows);
+  free(l);
+}
+
 static void on_queue_ready(int rc, ns_conn *c) {
-  if (rc != 0 || !c->wsi || c->state == NS_CONN_CLOSING || !c->reg_list) {
+  if (!c->wsi || c->state == NS_CONN_CLOSING) {
+    ns_conn_unref(c);
+    return;
+  }
+  if (rc != 0) {
     fail_connect(c, 1011, "backend unavailable");
     ns_conn_unref(c);
     return;
   }
-  {
-    ns_devlist *l = c->reg_list; /* held only until the welcome is built */
-    c->reg_list = NULL;
-    on_welcome_devices(0, l, c); /* takes our reference */
-    free(l->rows);
-    free(l);
-  }
+  reg_part_done(c);
 }
 
-/* The device list merged with Redis presence: kept for the welcome, then
- * the queue's first page. */
+/* The device list merged with Redis presence: kept for the welcome. */
 static void on_reg_listed(int rc, const ns_devlist *l, void *arg) {
   ns_conn *c = arg;
   if (!c->wsi || c->state == NS_CONN_CLOSING) {
@@ -338,7 +350,7 @@ static void on_reg_listed(int rc, const ns_devlist *l, void *arg) {
   c->reg_list->n = l->n;
   c->reg_list->rows = ns_xmalloc((l->n ? l->n : 1) * sizeof(ns_devrow));
   memcpy(c->reg_list->rows, l->rows, l->n * sizeof(ns_devrow));
-  ns_queue_attach(c, on_queue_ready); /* our reference moves along */
+  reg_part_done(c);
 }
 
 /* ---- registration batches ----
@@ -567,7 +579,11 @@ static void on_connect_script(redisReply *r, void *arg) {
     ns_conn_unref(c);
     return;
   }
-  reg_enqueue(c); /* our reference moves along */
+  /* The queue's first page and the registration go in parallel. */
+  c->reg_parts = 2;
+  ns_conn_ref(c);
+  ns_queue_attach(c, on_queue_ready); /* that reference moves along */
+  reg_enqueue(c);                     /* and ours */
 }
 
 void ns_presence_connect(ns_conn *c) {

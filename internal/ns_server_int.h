@@ -158,6 +158,7 @@ struct ns_conn {
    * then the merged device list kept for the welcome */
   ns_conn *reg_next;
   struct ns_devlist *reg_list;
+  int reg_parts;          /* welcome parts still being read (ns_presence.c) */
 };
 
 /* Bytes of a public connection: the fields every connection has. */
