@@ -215,6 +215,16 @@ void ns_conn_send_error(ns_conn *c, const char *code, const char *msg,
   ns_msg_unref(&m);
 }
 
+/* Writes the pending WebSocket ping.  A payload, because lws reports no
+ * pong that comes back empty. */
+static int write_ping(ns_conn *c) {
+  unsigned char ping[LWS_PRE + 2];
+  ping[LWS_PRE] = 'h';
+  ping[LWS_PRE + 1] = 'b';
+  c->want_ping = 0;
+  return lws_write(c->wsi, ping + LWS_PRE, 2, LWS_WRITE_PING) < 0 ? -1 : 0;
+}
+
 int ns_conn_on_writable(ns_conn *c) {
   ns_msg *m;
   int rc, n;
@@ -233,12 +243,7 @@ int ns_conn_on_writable(ns_conn *c) {
     return 0;
   }
   if (c->want_ping && c->state != NS_CONN_CLOSING) {
-    /* A payload, because lws reports no pong that comes back empty. */
-    unsigned char ping[LWS_PRE + 2];
-    ping[LWS_PRE] = 'h';
-    ping[LWS_PRE + 1] = 'b';
-    c->want_ping = 0;
-    if (lws_write(c->wsi, ping + LWS_PRE, 2, LWS_WRITE_PING) < 0)
+    if (write_ping(c) < 0)
       return -1;
     if (lws_partial_buffered(c->wsi)) {
       lws_callback_on_writable(c->wsi);
@@ -305,7 +310,15 @@ void ns_conn_heartbeat(ns_conn *c, int64_t now) {
   if (now - c->last_ping_ms >= cfg->heartbeat_interval_ms - 100) {
     c->last_ping_ms = now;
     c->want_ping = 1;
-    lws_callback_on_writable(c->wsi);
+    /* Written now when nothing waits (as ns_conn_send does): a POLLOUT
+     * round trip per ping cost two uv_poll_start (four epoll_ctl) each. */
+    if (c->state == NS_CONN_READY && !c->ring_len && !c->unflushed &&
+        !lws_partial_buffered(c->wsi)) {
+      if (write_ping(c) < 0)
+        ns_conn_close(c, 1011, "write failed");
+    } else {
+      lws_callback_on_writable(c->wsi);
+    }
   }
 }
 
