@@ -34,7 +34,6 @@
 static void on_bcast_check(uv_check_t *h) {
   ns_server *srv = h->data;
   uv_check_stop(h);
-  srv->bcast_check_on = 0;
   ns_comments_flush(srv);
 }
 
@@ -74,10 +73,8 @@ void ns_comments_on_bcast(ns_server *srv, const char *payload, size_t len) {
   if (srv->bcast_n == NS_BCAST_BATCH_MAX)
     ns_comments_flush(srv);
   srv->bcast_pending[srv->bcast_n++] = m;
-  if (!srv->bcast_check_on) {
-    srv->bcast_check_on = 1;
+  if (!uv_is_active((uv_handle_t *)&srv->bcast_check))
     uv_check_start(&srv->bcast_check, on_bcast_check);
-  }
 }
 
 static void fan_out(ns_server *srv, ns_msg *m) {

@@ -139,6 +139,13 @@ static void written(ns_conn *c, ns_msg *m) {
   ns_msg_unref(&m);
 }
 
+/* Nothing waits before a new frame: no queue, no frame lws still flushes,
+ * no ping due.  Then it may be written at once, outside WRITEABLE. */
+static int can_write_now(const ns_conn *c) {
+  return c->state == NS_CONN_READY && !c->ring_len && !c->unflushed &&
+         !c->want_ping && !lws_partial_buffered(c->wsi);
+}
+
 /* Writes `m` now.  Returns 1 when the kernel took all of it, 0 when lws
  * kept part (it asks for WRITEABLE itself; the message is then delivered
  * at that callback), -1 on a dead socket. */
@@ -160,8 +167,7 @@ void ns_conn_send(ns_conn *c, ns_msg *m) {
   /* Fast path (the fan-out): nothing waits before `m`, so it is written
    * straight to the socket -- one send(), no POLLOUT round trip through
    * epoll.  A connection with anything queued keeps its order. */
-  if (c->state == NS_CONN_READY && !c->ring_len && !c->unflushed &&
-      !c->want_ping && !lws_partial_buffered(c->wsi)) {
+  if (can_write_now(c)) {
     c->out_bytes -= m->len;
     c->srv->outbound_bytes -= m->len;
     rc = write_msg(c, m);
@@ -215,8 +221,8 @@ void ns_conn_send_error(ns_conn *c, const char *code, const char *msg,
   ns_msg_unref(&m);
 }
 
-/* Writes the pending WebSocket ping.  A payload, because lws reports no
- * pong that comes back empty. */
+/* Writes a WebSocket ping (the pending one, if any).  A payload, because
+ * lws reports no pong that comes back empty. */
 static int write_ping(ns_conn *c) {
   unsigned char ping[LWS_PRE + 2];
   ping[LWS_PRE] = 'h';
@@ -283,11 +289,9 @@ int ns_conn_on_writable(ns_conn *c) {
 void ns_conn_flush(ns_conn *c) {
   if (!c->wsi || c->state != NS_CONN_READY)
     return;
-  if (c->unflushed || c->want_ping || lws_partial_buffered(c->wsi)) {
+  if (c->unflushed || c->want_ping || lws_partial_buffered(c->wsi))
     lws_callback_on_writable(c->wsi);
-    return;
-  }
-  if (ns_conn_on_writable(c) < 0)
+  else if (ns_conn_on_writable(c) < 0)
     ns_conn_close(c, 1011, "write failed");
 }
 
@@ -298,25 +302,20 @@ void ns_conn_heartbeat(ns_conn *c, int64_t now) {
   if (now - c->last_rx_ms >= cfg->idle_timeout_ms) {
     /* The peer is gone or stuck: no close handshake to wait for. */
     c->drop = 1;
-    c->state = NS_CONN_CLOSING;
-    c->close_code = 1006;
-    ns_metrics_inc(&c->srv->metrics, NS_M_CLOSES, "1006");
-    lws_set_timer_usecs(c->wsi, 1);
-    lws_cancel_service(c->srv->ctx); /* arms lws's timer (see close) */
+    ns_conn_close(c, 1006, "idle timeout");
     return;
   }
   /* A ping every heartbeat_interval (SPEC §7); the sweep runs once a
    * second, so a tick a little early still counts. */
   if (now - c->last_ping_ms >= cfg->heartbeat_interval_ms - 100) {
     c->last_ping_ms = now;
-    c->want_ping = 1;
     /* Written now when nothing waits (as ns_conn_send does): a POLLOUT
      * round trip per ping cost two uv_poll_start (four epoll_ctl) each. */
-    if (c->state == NS_CONN_READY && !c->ring_len && !c->unflushed &&
-        !lws_partial_buffered(c->wsi)) {
+    if (can_write_now(c)) {
       if (write_ping(c) < 0)
         ns_conn_close(c, 1011, "write failed");
     } else {
+      c->want_ping = 1;
       lws_callback_on_writable(c->wsi);
     }
   }
@@ -327,11 +326,15 @@ int ns_conn_close_now(ns_conn *c) {
     return 0; /* lws is closing it: a second -1 would cut the handshake */
   if (c->drop)
     return -1; /* idle: no close handshake with a silent peer */
-  if (lws_partial_buffered(c->wsi) &&
-      ns_mono_ms() - c->close_at_ms < NS_CONN_CLOSE_FLUSH_MS) {
-    lws_set_timer_usecs(c->wsi, 100 * LWS_US_PER_MS);
-    lws_callback_on_writable(c->wsi);
-    return 0;
+  if (lws_partial_buffered(c->wsi)) {
+    int64_t left = c->close_at_ms + NS_CONN_CLOSE_FLUSH_MS - ns_mono_ms();
+    if (left > 0) {
+      /* WRITEABLE brings the timer back once lws has flushed; this one
+       * ends the wait for a reader that never reads. */
+      lws_set_timer_usecs(c->wsi, (lws_usec_t)left * LWS_US_PER_MS);
+      lws_callback_on_writable(c->wsi);
+      return 0;
+    }
   }
   lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
                    (unsigned char *)c->close_reason, strlen(c->close_reason));

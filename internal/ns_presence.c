@@ -366,8 +366,8 @@ static void on_reg_listed(int rc, const ns_devlist *l, void *arg) {
 #define NS_REG_BATCH_MAX 256
 
 static const char REG_SQL[] =
-    "WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], "
-    "$4::text[]) AS t(user_id, device_id, device_name, platform)), "
+    "WITH input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS t("
+    "user_id text, device_id text, device_name text, platform text)), "
     "up AS (INSERT INTO devices (user_id, device_id, device_name, platform) "
     "SELECT DISTINCT ON (user_id, device_id) user_id, device_id, "
     "nullif(device_name, ''), nullif(platform, '') FROM input "
@@ -387,30 +387,14 @@ typedef struct reg_batch {
   ns_conn *c[NS_REG_BATCH_MAX];
 } reg_batch;
 
-typedef struct strbuf {
-  char *p;
-  size_t len, cap;
-} strbuf;
-
-static void sb_putc(strbuf *b, char ch) {
-  if (b->len + 2 > b->cap) {
-    b->cap = b->cap ? b->cap * 2 : 1024;
-    b->p = ns_xrealloc(b->p, b->cap);
-  }
-  b->p[b->len++] = ch;
-  b->p[b->len] = '\0';
-}
-
-/* Appends `v` as one element of a PostgreSQL array literal. */
-static void sb_elem(strbuf *b, const char *v) {
-  sb_putc(b, b->len ? ',' : '{');
-  sb_putc(b, '"');
-  for (; *v; v++) {
-    if (*v == '"' || *v == '\\')
-      sb_putc(b, '\\');
-    sb_putc(b, *v);
-  }
-  sb_putc(b, '"');
+/* The JSON text of `rows` (an array of flat objects), the one parameter of
+ * a batch statement (jsonb_to_recordset, as ns_notify's inserts); frees
+ * `rows`.  The caller frees the result. */
+static char *batch_param(json_object *rows) {
+  char *text = ns_xstrdup(json_object_to_json_string_ext(
+      rows, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+  json_object_put(rows);
+  return text;
 }
 
 static int reg_cmp(const void *a, const void *b) {
@@ -491,10 +475,11 @@ static void on_reg_batch(PGresult *res, void *arg) {
   reg_flush(srv);
 }
 
-/* Sends the waiting connects (up to NS_REG_BATCH_MAX) as one statement. */
+/* Sends the waiting connects (up to NS_REG_BATCH_MAX) as one statement;
+ * a connect closed while it waited is left out. */
 static void reg_flush(ns_server *srv) {
-  strbuf users = {0}, devs = {0}, names = {0}, plats = {0};
-  const char *params[4];
+  json_object *rows;
+  char *param;
   reg_batch *b;
   size_t i;
   if (!srv->reg_head || srv->reg_inflight >= NS_REG_INFLIGHT)
@@ -506,33 +491,34 @@ static void reg_flush(ns_server *srv) {
     srv->reg_head = c->reg_next;
     c->reg_next = NULL;
     srv->reg_waiting--;
-    b->c[b->n++] = c;
+    if (!c->wsi || c->state == NS_CONN_CLOSING)
+      ns_conn_unref(c);
+    else
+      b->c[b->n++] = c;
   }
   if (!srv->reg_head)
     srv->reg_tail = NULL;
-  qsort(b->c, b->n, sizeof(b->c[0]), reg_cmp);
-  for (i = 0; i < b->n; i++) {
-    sb_elem(&users, b->c[i]->who.sub);
-    sb_elem(&devs, b->c[i]->device);
-    sb_elem(&names, b->c[i]->device_name);
-    sb_elem(&plats, b->c[i]->platform);
+  if (!b->n) {
+    free(b);
+    return;
   }
-  sb_putc(&users, '}');
-  sb_putc(&devs, '}');
-  sb_putc(&names, '}');
-  sb_putc(&plats, '}');
-  params[0] = users.p;
-  params[1] = devs.p;
-  params[2] = names.p;
-  params[3] = plats.p;
+  qsort(b->c, b->n, sizeof(b->c[0]), reg_cmp);
+  rows = json_object_new_array();
+  for (i = 0; i < b->n; i++) {
+    json_object *o = json_object_new_object();
+    json_add_str(o, "user_id", b->c[i]->who.sub);
+    json_add_str(o, "device_id", b->c[i]->device);
+    json_add_str(o, "device_name", b->c[i]->device_name);
+    json_add_str(o, "platform", b->c[i]->platform);
+    json_object_array_add(rows, o);
+  }
+  param = batch_param(rows);
   srv->reg_inflight++;
-  if (!srv->pg_ready || ns_pg_query_prepared(ns__pg(srv), "reg_batch", REG_SQL,
-                                             4, params, on_reg_batch, b) != 0)
+  if (!srv->pg_ready ||
+      ns_pg_query_prepared(ns__pg(srv), "reg_batch", REG_SQL, 1,
+                           (const char *const *)&param, on_reg_batch, b) != 0)
     on_reg_batch(NULL, b);
-  free(users.p);
-  free(devs.p);
-  free(names.p);
-  free(plats.p);
+  free(param);
 }
 
 /* Takes the caller's reference of `c`. */
@@ -752,23 +738,26 @@ static void on_seen_batch(PGresult *res, void *arg) {
 
 static void seen_flush(ns_server *srv) {
   static const char sql[] =
-      "UPDATE devices d SET last_seen = now() FROM unnest($1::text[], "
-      "$2::text[]) AS t(u, dv) WHERE d.user_id = t.u AND d.device_id = t.dv";
+      "UPDATE devices d SET last_seen = now() FROM jsonb_to_recordset("
+      "$1::jsonb) AS t(u text, dv text) "
+      "WHERE d.user_id = t.u AND d.device_id = t.dv";
   struct ns_seen_wait *w = srv->seen;
-  strbuf users = {0}, devs = {0};
-  const char *params[2];
+  json_object *rows;
+  char *param;
   seen_batch *b;
   size_t i, n;
   if (!w || !w->n || srv->seen_inflight)
     return;
   n = w->n < NS_SEEN_BATCH_MAX ? w->n : NS_SEEN_BATCH_MAX;
   qsort(w->p, n, sizeof(*w->p), seen_cmp);
+  rows = json_object_new_array();
   for (i = 0; i < n; i++) {
-    sb_elem(&users, w->p[i].user);
-    sb_elem(&devs, w->p[i].device);
+    json_object *o = json_object_new_object();
+    json_add_str(o, "u", w->p[i].user);
+    json_add_str(o, "dv", w->p[i].device);
+    json_object_array_add(rows, o);
   }
-  sb_putc(&users, '}');
-  sb_putc(&devs, '}');
+  param = batch_param(rows);
   memmove(w->p, w->p + n, (w->n - n) * sizeof(*w->p));
   w->n -= n;
   if (!w->n) {
@@ -779,14 +768,12 @@ static void seen_flush(ns_server *srv) {
   b = ns_xcalloc(1, sizeof(*b));
   b->srv = srv;
   b->n = n;
-  params[0] = users.p;
-  params[1] = devs.p;
   srv->seen_inflight = 1;
-  if (!srv->pg_ready || ns_pg_query_prepared(ns__pg(srv), "seen_batch", sql, 2,
-                                             params, on_seen_batch, b) != 0)
+  if (!srv->pg_ready ||
+      ns_pg_query_prepared(ns__pg(srv), "seen_batch", sql, 1,
+                           (const char *const *)&param, on_seen_batch, b) != 0)
     on_seen_batch(NULL, b);
-  free(users.p);
-  free(devs.p);
+  free(param);
 }
 
 static void seen_enqueue(ns_server *srv, const char *user, const char *device) {

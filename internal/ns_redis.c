@@ -456,13 +456,17 @@ int ns_redis_eval(ns_redis *r, ns_redis_cb cb, void *arg, const char *text,
   const char *argv[16];
   char nk[8];
   int i;
+  if (nargs < 0 || nargs > 13) { /* a programming error: never truncated */
+    ns_log(NS_LOG_ERROR, "ns_redis_eval: %d arguments, at most 13", nargs);
+    return NS_EINVAL;
+  }
   argv[0] = "EVAL";
   argv[1] = text;
   snprintf(nk, sizeof(nk), "%d", nkeys);
   argv[2] = nk;
-  for (i = 0; i < nargs && i < 13; i++)
+  for (i = 0; i < nargs; i++)
     argv[3 + i] = args[i];
-  return ns_redis_cmdargv(r, cb, arg, 3 + i, argv, NULL);
+  return ns_redis_cmdargv(r, cb, arg, 3 + nargs, argv, NULL);
 }
 
 static void on_sub_message(redisAsyncContext *ac, void *reply_, void *priv) {

@@ -89,8 +89,9 @@ int ns_redis_cmdargv(ns_redis *r, ns_redis_cb cb, void *arg, int argc,
  * reply; the calls after it send the source again. */
 
 /* EVAL of `script` (static, as above) with `nkeys` keys: `args` holds the
- * keys, then the other arguments, `nargs` in all (at most 13).  Returns
- * like ns_redis_cmd. */
+ * keys, then the other arguments, `nargs` in all (at most 13: more is
+ * refused with NS_EINVAL, cb not called).  Otherwise returns like
+ * ns_redis_cmd. */
 int ns_redis_eval(ns_redis *r, ns_redis_cb cb, void *arg, const char *script,
                   int nkeys, const char **args, int nargs);
 

@@ -77,18 +77,17 @@ struct ns_server {
   uint64_t http_body_bytes; /* in request bodies being read (metric) */
   size_t http_reqs;         /* REST requests received and not yet answered */
   struct ns_pending_off *offline; /* devices inside presence_grace */
-  /* device connects waiting for the next registration batch (FIFO), and
-   * batches in flight (ns_presence.c) */
   int count_inflight, count_dirty; /* stats:conn write (ns_liveness.c) */
   /* broadcasts received in this loop iteration, fanned out together at its
    * end (ns_comments.c) */
   ns_msg *bcast_pending[NS_BCAST_BATCH_MAX];
   size_t bcast_n;
-  uv_check_t bcast_check;
-  int bcast_check_on;
+  uv_check_t bcast_check; /* active while some are pending */
   struct ns_seen_wait *seen; /* closed devices' last_seen, not yet sent */
   int seen_inflight;
   uint64_t seen_dropped;
+  /* device connects waiting for the next registration batch (FIFO), and
+   * batches in flight (ns_presence.c) */
   ns_conn *reg_head, *reg_tail;
   size_t reg_waiting;
   int reg_inflight;
@@ -112,7 +111,7 @@ struct ns_conn {
   unsigned is_public : 1;
   unsigned ack_mode : 1;
   unsigned in_hub : 1;
-  unsigned want_ping : 1; /* heartbeat: a ping goes out at the next WRITEABLE */
+  unsigned want_ping : 1; /* heartbeat: a ping waits for the next WRITEABLE */
   unsigned drop : 1;      /* idle: dropped at the next TIMER, no close frame */
   unsigned close_started : 1; /* lws has the close in hand */
   unsigned q_attached : 1; /* first fetch started */

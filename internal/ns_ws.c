@@ -393,10 +393,10 @@ int ns__ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
       return ns_conn_close_now(s->conn);
     return 0;
   case LWS_CALLBACK_WSI_DESTROY:
-    free_devauth(s); /* a handshake that never reached ESTABLISHED */
+    free_devauth(s); /* a handshake that never reached ESTABLISHED; every
+                      * wsi ends here, so nothing else needs to free it */
     return 0;
   case LWS_CALLBACK_CLOSED:
-    free_devauth(s);
     if (s->conn) {
       if (s->conn->in_hub)
         ns_presence_disconnect(s->conn);
