@@ -37,6 +37,7 @@
  * an outage every instance's liveness key may have expired, and each needs
  * time (reconnect backoff <= 5 s) to refresh its own before it is judged. */
 #define REAP_AFTER_UP_MS 20000
+#define ACCEPT_GRACE_MS 5000  /* a worker accepts degraded after this */
 
 int ns__server_redis_up(const ns_server *srv) { return ns_redis_up(srv->redis); }
 
@@ -80,6 +81,24 @@ static void on_redis_message(void *arg, const char *ch, size_t chlen,
   ns_bus_dispatch(((ns_server *)arg)->bus, ch, chlen, payload, len);
 }
 
+static void on_acceptable(uv_poll_t *p, int status, int events);
+
+/* A worker of `workers = N` takes connections from the shared socket only
+ * once Redis and PostgreSQL are both up, or ACCEPT_GRACE_MS after start
+ * (then it serves degraded, as a single process does).  Until then the
+ * other workers accept everything: a worker restarted under load would
+ * otherwise answer its share of connects 1011 for the ~100 ms its
+ * backends take. */
+static void maybe_accept(ns_server *srv) {
+  if (srv->listen_fd < 0 || srv->accepting || srv->stopping)
+    return;
+  if (!(ns__server_redis_up(srv) && srv->pg_ready > 0) &&
+      ns_now_ms() - srv->start_ms < ACCEPT_GRACE_MS)
+    return;
+  srv->accepting = 1;
+  uv_poll_start(&srv->accept_poll, UV_READABLE, on_acceptable);
+}
+
 static void on_redis_state(void *arg, int up, int sub_reconnected) {
   ns_server *srv = arg;
   int was_up = srv->redis_up_since_ms != 0;
@@ -100,6 +119,7 @@ static void on_redis_state(void *arg, int up, int sub_reconnected) {
     ns_liveness_heartbeat(srv);
   if (up != was_up) /* transitions only: no "down" before the first "up" */
     ns_log(NS_LOG_INFO, "redis %s", up ? "up" : "down");
+  maybe_accept(srv);
 }
 
 typedef struct pg_slot pg_slot;
@@ -122,6 +142,7 @@ static void on_migrated(PGresult *res, void *arg) {
       srv->pg_conn_ready[slot->idx] = 1;
       if (srv->pg_ready++ == 0)
         ns_log(NS_LOG_INFO, "postgres up (migrations applied)");
+      maybe_accept(srv);
     }
   } else {
     ns_log(NS_LOG_ERROR, "migrations failed: %s",
@@ -181,6 +202,7 @@ static void on_cron(uv_timer_t *t) {
   else if (srv->cron_ticks % 5 == 2 && ns__server_redis_up(srv) &&
            ns_mono_ms() - srv->redis_up_since_ms > REAP_AFTER_UP_MS)
     ns_liveness_reap(srv);
+  maybe_accept(srv);
   sweep_conns(srv);
 }
 
@@ -439,7 +461,7 @@ static int open_lws(ns_server *srv, char *err, size_t errlen) {
   if (srv->listen_fd >= 0) {
     uv_poll_init(&srv->loop, &srv->accept_poll, srv->listen_fd);
     srv->accept_poll.data = srv;
-    uv_poll_start(&srv->accept_poll, UV_READABLE, on_acceptable);
+    /* started by maybe_accept */
   }
   return 0;
 }
