@@ -67,6 +67,10 @@ struct ns_redis {
   int64_t ping_sent_ms; /* 0 = no PING outstanding */
   int cmd_stalled;      /* no reply in time: the command connection is
                          * being dropped */
+  int cmd_verified;     /* a reply has come on the current command
+                         * connection: a TCP connect alone proves nothing
+                         * (a black-holed network accepts and never
+                         * answers), so Redis is not "up" before that */
   int debug_stall_ms;   /* NOTISYNC_DEBUG_STALL_MS (builds without NDEBUG) */
   int debug_stalls_left;
   script scripts[MAX_SCRIPTS];
@@ -174,6 +178,8 @@ int ns_redis_url_valid(const char *url) {
 
 static void on_retry(uv_timer_t *t) { slot_connect(t->data); }
 
+static void on_pong(redisReply *reply, void *arg);
+
 static void retry_later(slot *s) {
   if (s->r->closing)
     return;
@@ -199,8 +205,13 @@ static void on_connect(const redisAsyncContext *ac, int status) {
     int i;
     s->r->ping_sent_ms = 0;
     s->r->cmd_stalled = 0;
+    s->r->cmd_verified = 0;
     for (i = 0; i < s->r->nscripts; i++) /* a new connection, maybe a new */
       s->r->scripts[i].loaded = 0;       /* Redis: send the source again */
+    /* Up once this is answered (on_reply); unanswered, the tick's timeout
+     * drops the connection again. */
+    if (ns_redis_cmd(s->r, on_pong, s->r, "PING") == 0)
+      s->r->ping_sent_ms = ns_mono_ms();
   } else {
     s->r->sub_stalled = 0;
     s->r->canary_subscribed = 0;
@@ -367,6 +378,10 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
   slot *s = ac->data;
   if (rr)
     ns_redis_clock_heard(&s->clock, ns_mono_ms()); /* Redis is answering */
+  if (rr && !s->r->cmd_verified && !s->r->closing) {
+    s->r->cmd_verified = 1; /* the first reply on this connection */
+    notify(s->r, 0);
+  }
   if (rr && rr->type == REDIS_REPLY_ERROR && rr->str &&
       strncmp(rr->str, "NOSCRIPT", 8) == 0) {
     /* SCRIPT FLUSH while connected: this call fails (the caller sees an
@@ -540,7 +555,8 @@ unsigned long long ns_redis_overloads(const ns_redis *r) {
 }
 
 int ns_redis_up(const ns_redis *r) {
-  return r && r->cmd.up && r->sub.up && !r->sub_stalled && !r->cmd_stalled &&
+  return r && r->cmd.up && r->cmd_verified && r->sub.up && !r->sub_stalled &&
+         !r->cmd_stalled &&
          (r->canary_subscribed || !r->canary[0]);
 }
 
