@@ -527,35 +527,92 @@ cleanup:
   return rc;
 }
 
-/* Applies NOTISYNC_<KEY>=value entries of `envp` in order (a later duplicate
- * wins).  Names are matched case-insensitively after the prefix; entries
- * that name no key are skipped.  Returns 0, or NS_EINVAL with
- * "environment NOTISYNC_X: ..." in `err` at the first bad value. */
-int ns_config_load_env(ns_config *c, char *const *envp, char *err,
-                       size_t errlen) {
+/* NOTISYNC_* variables that are not configuration keys but are read by
+ * something else, so start-up accepts them (exact, case-sensitive names,
+ * after the prefix).  Everything else under the prefix must be a key.  A new
+ * test hook or script variable under NOTISYNC_ is added here, or start-up
+ * refuses it as a misspelt key. */
+static const char *const env_allow[] = {
+    "DEBUG_STALL_MS", /* ns_redis.c test hook (tests/e2e/liveness.test.js) */
+};
+
+#define ENV_NAME_ECHO 64 /* bytes of a variable name quoted back in errors */
+
+static bool env_allowed(const char *name, size_t n) {
+  for (size_t i = 0; i < NS_ARRAY_SIZE(env_allow); i++)
+    if (strlen(env_allow[i]) == n && memcmp(env_allow[i], name, n) == 0)
+      return true;
+  return false;
+}
+
+/* Classifies one environ entry.  Returns 0 with *k = NULL for an entry to
+ * skip (no NOTISYNC_ prefix, or an allow-listed name), 0 with *k the row
+ * and *value its text for a key, or NS_EINVAL with the message in `err`
+ * for an unknown name or an entry without '='. */
+static int env_entry(const char *entry, const key_def **k, const char **value,
+                     char *err, size_t errlen) {
   const size_t plen = strlen(ENV_PREFIX);
-  char key[KEY_NAME_MAX], msg[256];
-  if (!envp)
+  const char *name = entry + plen, *eq;
+  char key[KEY_NAME_MAX];
+  size_t n;
+  *k = NULL;
+  if (strncmp(entry, ENV_PREFIX, plen) != 0)
     return 0;
-  for (size_t i = 0; envp[i]; i++) { /* NULL-terminated, as environ */
-    const char *name = envp[i] + plen, *eq;
-    const key_def *k;
-    size_t n;
-    if (strncmp(envp[i], ENV_PREFIX, plen) != 0)
-      continue;
-    eq = strchr(name, '=');
-    n = eq ? (size_t)(eq - name) : 0;
-    if (n == 0 || n >= sizeof key)
-      continue;
+  if (!(eq = strchr(name, '='))) {
+    seterr(err, errlen, "environment %s%.*s: no '=' in the entry", ENV_PREFIX,
+           ENV_NAME_ECHO, name);
+    return NS_EINVAL;
+  }
+  n = (size_t)(eq - name);
+  if (env_allowed(name, n))
+    return 0;
+  if (n < sizeof key) {
     for (size_t j = 0; j < n; j++)
       key[j] = (char)tolower((unsigned char)name[j]);
     key[n] = '\0';
-    k = find_key(key);
+    *k = find_key(key);
+  }
+  if (!*k) {
+    seterr(err, errlen,
+           "environment %s%.*s: unknown key '%.*s' (not a configuration key; "
+           "see notisyncd --help)",
+           ENV_PREFIX, (int)NS_MIN(n, (size_t)ENV_NAME_ECHO), name,
+           (int)NS_MIN(n, sizeof key - 1), n < sizeof key ? key : name);
+    return NS_EINVAL;
+  }
+  *value = eq + 1;
+  return 0;
+}
+
+/* Applies NOTISYNC_<KEY>=value entries of `envp` in order (a later duplicate
+ * wins), with the config file's rules: a name that is no key (and not on
+ * env_allow[]) or a bad value is an error, never skipped.  Names are matched
+ * case-insensitively after the prefix; values are taken as they are (no
+ * quotes, no trimming).  Every name is checked before any value is applied,
+ * so an unknown name leaves `c` unchanged.  Returns 0, or NS_EINVAL with
+ * "environment NOTISYNC_X: ..." in `err` at the first unknown name, else at
+ * the first bad value (the values before it are applied). */
+int ns_config_load_env(ns_config *c, char *const *envp, char *err,
+                       size_t errlen) {
+  const size_t plen = strlen(ENV_PREFIX);
+  char msg[256];
+  if (!envp)
+    return 0;
+  for (size_t i = 0; envp[i]; i++) { /* NULL-terminated, as environ */
+    const key_def *k;
+    const char *value;
+    if (env_entry(envp[i], &k, &value, err, errlen) != 0)
+      return NS_EINVAL;
+  }
+  for (size_t i = 0; envp[i]; i++) {
+    const key_def *k;
+    const char *name = envp[i] + plen, *value = NULL;
+    env_entry(envp[i], &k, &value, NULL, 0); /* checked above */
     if (!k)
       continue;
-    if (set_key(c, k, eq + 1, msg, sizeof msg) != 0) {
-      seterr(err, errlen, "environment %.*s%.*s: %s", (int)plen, ENV_PREFIX,
-             (int)n, name, msg);
+    if (set_key(c, k, value, msg, sizeof msg) != 0) {
+      seterr(err, errlen, "environment %s%.*s: %s", ENV_PREFIX,
+             (int)(value - 1 - name), name, msg);
       return NS_EINVAL;
     }
   }

@@ -65,8 +65,12 @@ int ns_config_load_file(ns_config *c, const char *path, char *err,
                         size_t errlen);
 
 /* Applies every NOTISYNC_<KEY>=value in `envp` (NULL-terminated, as environ)
- * whose KEY, lower-cased, is a config key.  Unknown NOTISYNC_ variables are
- * ignored (the test harness and scripts set others). */
+ * with the file's rules: KEY, lower-cased, must be a config key, and its
+ * value must be valid for it.  A NOTISYNC_ variable that is no key is an
+ * error ("environment NOTISYNC_X: unknown key 'x'"), except the few
+ * non-config variables on the allow-list in ns_config.c (test hooks such as
+ * NOTISYNC_DEBUG_STALL_MS).  Returns 0 or NS_EINVAL with the variable named
+ * in `err`; an unknown name is reported before any value is applied. */
 int ns_config_load_env(ns_config *c, char *const *envp, char *err,
                        size_t errlen);
 

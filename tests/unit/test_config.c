@@ -558,16 +558,14 @@ static void test_env(void **state) {
       "NOTISYNC_WORKERS=4",
       "NOTISYNC_QUEUE_TTL=1h",
       "NOTISYNC_JWT_SECRET=from-env",
-      "NOTISYNC_log_format=json",
-      "NOTISYNC_UNKNOWN_THING=1",  /* ignored: not a key */
-      "NOTISYNC_SVC_DIR=/tmp/x",   /* ignored: scripts set such names */
-      "NOTISYNC_=x",               /* ignored: empty name */
-      "NOTISYNC_LISTEN",           /* ignored: no '=' */
-      "NOTISYNC_ALLOWED_ORIGINS=", /* empty string value */
-      "NOTISYNC_WORKERS=5",        /* a later duplicate wins */
-      "XNOTISYNC_WORKERS=9",       /* ignored: wrong prefix */
-      "NOTISYNC-WORKERS=9",        /* ignored: wrong prefix, same length */
-      "notisync_workers=9",        /* ignored: the prefix is upper case */
+      "NOTISYNC_log_format=json",     /* key names match in any case */
+      "NOTISYNC_DEBUG_STALL_MS=5000", /* allow-listed: not a key, skipped */
+      "NOTISYNC_ALLOWED_ORIGINS=",    /* empty string value */
+      "NOTISYNC_WORKERS=5",           /* a later duplicate wins */
+      "XNOTISYNC_WORKERS=9",          /* ignored: wrong prefix */
+      "NOTISYNC-WORKERS=9",           /* ignored: wrong prefix, same length */
+      "notisync_workers=9",           /* ignored: the prefix is upper case */
+      "NOTISYNC",                     /* ignored: no prefix (no '_') */
       NULL,
   };
   ns_config c;
@@ -588,6 +586,56 @@ static void test_env(void **state) {
   ns_config_free(&c);
 }
 
+/* Every NOTISYNC_* variable that is neither a key nor on the allow-list
+ * stops start-up, named in full, as an unknown key in the file does; the
+ * config is left as it was. */
+static void test_env_unknown(void **state) {
+  static const struct {
+    const char *entry; /* one environ entry */
+    const char *want;  /* expected in the message */
+  } cases[] = {
+      {"NOTISYNC_QUEUE_MAX_MESAGES=10",
+       "environment NOTISYNC_QUEUE_MAX_MESAGES: unknown key "
+       "'queue_max_mesages'"},
+      {"NOTISYNC_REDIS_MODE=nonsense",
+       "environment NOTISYNC_REDIS_MODE: unknown key 'redis_mode'"},
+      {"NOTISYNC_UNKNOWN_THING=1", "NOTISYNC_UNKNOWN_THING: unknown key"},
+      {"NOTISYNC_SVC_DIR=/tmp/x", "NOTISYNC_SVC_DIR: unknown key"},
+      {"NOTISYNC_CONFIG=/etc/notisyncd.conf", "NOTISYNC_CONFIG: unknown key"},
+      /* the allow-list is exact: the hook is read in upper case only */
+      {"NOTISYNC_debug_stall_ms=1", "NOTISYNC_debug_stall_ms: unknown key"},
+      {"NOTISYNC_DEBUG_STALL_MS_X=1", "NOTISYNC_DEBUG_STALL_MS_X: unknown key"},
+      {"NOTISYNC_=x", "environment NOTISYNC_: unknown key ''"},
+      {"NOTISYNC_LISTEN", "environment NOTISYNC_LISTEN: no '=' in the entry"},
+      {"NOTISYNC_QUEUE TTL=1h", "NOTISYNC_QUEUE TTL: unknown key"},
+  };
+  char longname[200];
+  memset(longname, 'A', sizeof longname - 1);
+  memcpy(longname, "NOTISYNC_", 9);
+  longname[sizeof longname - 3] = '=';
+  longname[sizeof longname - 2] = '1';
+  longname[sizeof longname - 1] = '\0';
+  for (size_t i = 0; i <= NS_ARRAY_SIZE(cases); i++) {
+    const char *entry = i < NS_ARRAY_SIZE(cases) ? cases[i].entry : longname;
+    char *envp[] = {"NOTISYNC_WORKERS=3", (char *)entry, "NOTISYNC_QUEUE_TTL=1h",
+                    NULL};
+    ns_config c;
+    char err[256] = "";
+    ns_config_defaults(&c);
+    int rc = ns_config_load_env(&c, envp, err, sizeof err);
+    if (rc != NS_EINVAL)
+      fail_msg("%s: rc %d, want NS_EINVAL (%s)", entry, rc, err);
+    if (i < NS_ARRAY_SIZE(cases))
+      assert_contains(err, cases[i].want);
+    else
+      assert_contains(err, "environment NOTISYNC_AAAAAAAA");
+    /* nothing applied: an unknown name is found before any value is set */
+    assert_int_equal(c.workers, 1);
+    assert_int_equal(c.queue_ttl_ms, D(7));
+    ns_config_free(&c);
+  }
+}
+
 static void test_env_bad_value(void **state) {
   char *envp[] = {"NOTISYNC_WORKERS=2", "NOTISYNC_IDLE_TIMEOUT=soon", NULL};
   ns_config c;
@@ -598,6 +646,59 @@ static void test_env_bad_value(void **state) {
                        "'idle_timeout': expected a duration like 30s, 7d");
   assert_int_equal(c.idle_timeout_ms, S(90));
   ns_config_free(&c);
+}
+
+/* The environment and the file give the same verdict on every value (the
+ * one difference: a file value may be quoted and is trimmed, an environment
+ * value is taken as it is, so the cases here need neither), and both
+ * errors name the key. */
+static void test_env_same_rules_as_file(void **state) {
+  static const struct {
+    const char *key, *value;
+  } cases[] = {
+      {"queue_max_messages", "10"},   {"queue_max_messages", "10x"},
+      {"queue_max_messages", "0"},    {"queue_max_messages", "-1"},
+      {"queue_max_messages", "99999999999999999999"},
+      {"queue_ttl", "7d"},            {"queue_ttl", "7w"},
+      {"queue_ttl", "0"},             {"max_body_bytes", "64k"},
+      {"max_body_bytes", "64kb"},     {"max_body_bytes", "1"},
+      {"log_format", "json"},         {"log_format", "xml"},
+      {"log_level", "DEBUG"},         {"workers", "64"},
+      {"workers", "65"},              {"workers", "4.0"},
+      {"heartbeat_interval", "250ms"}, {"presence_grace", "0"},
+      {"listen", "127.0.0.1:1"},      {"jwt_secret", "s"},
+  };
+  for (size_t i = 0; i < NS_ARRAY_SIZE(cases); i++) {
+    char entry[128], line[128], upper[64], ferr[256] = "", eerr[256] = "";
+    char path[64];
+    size_t j;
+    ns_config fc, ec;
+    for (j = 0; cases[i].key[j]; j++)
+      upper[j] = (char)(cases[i].key[j] >= 'a' && cases[i].key[j] <= 'z'
+                            ? cases[i].key[j] - 'a' + 'A'
+                            : cases[i].key[j]);
+    upper[j] = '\0';
+    snprintf(entry, sizeof entry, "NOTISYNC_%s=%s", upper, cases[i].value);
+    snprintf(line, sizeof line, "%s = %s\n", cases[i].key, cases[i].value);
+    char *envp[] = {entry, NULL};
+    ns_config_defaults(&fc);
+    ns_config_defaults(&ec);
+    int frc = load_text(&fc, line, path, ferr, sizeof ferr);
+    int erc = ns_config_load_env(&ec, envp, eerr, sizeof eerr);
+    if (frc != erc)
+      fail_msg("%s: file rc %d (%s), environment rc %d (%s)", entry, frc, ferr,
+               erc, eerr);
+    if (frc != 0) {
+      char want[128];
+      snprintf(want, sizeof want, "'%s'", cases[i].key);
+      assert_contains(ferr, want);
+      assert_contains(eerr, want);
+      snprintf(want, sizeof want, "environment NOTISYNC_%s: ", upper);
+      assert_contains(eerr, want);
+    }
+    ns_config_free(&fc);
+    ns_config_free(&ec);
+  }
 }
 
 static void test_env_over_file(void **state) {
@@ -828,7 +929,9 @@ int main(void) {
       cmocka_unit_test(test_file_unreadable),
       cmocka_unit_test(test_file_empty),
       cmocka_unit_test(test_env),
+      cmocka_unit_test(test_env_unknown),
       cmocka_unit_test(test_env_bad_value),
+      cmocka_unit_test(test_env_same_rules_as_file),
       cmocka_unit_test(test_env_over_file),
       cmocka_unit_test(test_validate),
       cmocka_unit_test(test_validate_direct_edits),
