@@ -20,6 +20,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include "ns_comments.h"
 #include "ns_log.h"
 #include "ns_migrate.h"
@@ -415,6 +419,64 @@ int ns_server_listen_socket(const char *addr, char *err, size_t errlen) {
   return fd;
 }
 
+/* A passphrase prompt would block a daemon on its terminal: refuse. */
+static int tls_no_passphrase(char *buf, int size, int rwflag, void *u) {
+  (void)buf; (void)size; (void)rwflag; (void)u;
+  return 0;
+}
+
+/* The last OpenSSL reason (e.g. "no start line"), then an empty queue. */
+static const char *tls_why(void) {
+  const char *why = ERR_reason_error_string(ERR_peek_last_error());
+  ERR_clear_error();
+  return why ? why : "no PEM data";
+}
+
+/* Checks tls_cert / tls_key before lws sees them (lws reports a bad file
+ * only as "cannot listen"): each readable and PEM, the key unencrypted and
+ * matching the certificate.  An expired certificate is only a warning. */
+static int check_tls_files(const ns_config *cfg, char *err, size_t errlen) {
+  const char *what = NULL;
+  X509 *cert = NULL;
+  EVP_PKEY *key = NULL;
+  FILE *f;
+  ERR_clear_error();
+  if (!(f = fopen(cfg->tls_cert, "r"))) {
+    snprintf(err, errlen, "bad value for key 'tls_cert': cannot open '%s': %s",
+             cfg->tls_cert, strerror(errno));
+    return NS_EINVAL;
+  }
+  cert = PEM_read_X509(f, NULL, tls_no_passphrase, NULL);
+  fclose(f);
+  if (!cert) {
+    snprintf(err, errlen, "bad value for key 'tls_cert': '%s' holds no PEM "
+             "certificate (%s)", cfg->tls_cert, tls_why());
+    return NS_EINVAL;
+  }
+  if (!(f = fopen(cfg->tls_key, "r"))) {
+    snprintf(err, errlen, "bad value for key 'tls_key': cannot open '%s': %s",
+             cfg->tls_key, strerror(errno));
+    X509_free(cert);
+    return NS_EINVAL;
+  }
+  key = PEM_read_PrivateKey(f, NULL, tls_no_passphrase, NULL);
+  fclose(f);
+  if (!key)
+    what = "holds no unencrypted PEM private key";
+  else if (X509_check_private_key(cert, key) != 1)
+    what = "does not match the certificate of 'tls_cert'";
+  if (what)
+    snprintf(err, errlen, "bad value for key 'tls_key': '%s' %s (%s)",
+             cfg->tls_key, what, tls_why());
+  else if (X509_cmp_current_time(X509_get0_notAfter(cert)) < 0)
+    ns_log(NS_LOG_WARN, "tls_cert '%s' has expired: clients will refuse it",
+           cfg->tls_cert);
+  ERR_clear_error();
+  EVP_PKEY_free(key);
+  X509_free(cert);
+  return what ? NS_EINVAL : 0;
+}
+
 static int open_lws(ns_server *srv, char *err, size_t errlen) {
   struct lws_context_creation_info info;
   void *foreign[1];
@@ -443,6 +505,9 @@ static int open_lws(ns_server *srv, char *err, size_t errlen) {
   srv->retry_policy.secs_since_valid_hangup = 0;
   info.retry_and_idle_policy = &srv->retry_policy;
   if (srv->cfg->tls_cert && *srv->cfg->tls_cert) {
+    int rc = check_tls_files(srv->cfg, err, errlen);
+    if (rc != 0)
+      return rc;
     info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.ssl_cert_filepath = srv->cfg->tls_cert;
     info.ssl_private_key_filepath = srv->cfg->tls_key;
