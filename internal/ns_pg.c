@@ -15,6 +15,14 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+/* A slow PostgreSQL must not make requests pile up behind it (issue 10: at
+ * 2 s per statement a producer's POST waited 10 s and the queue grew by
+ * every request): a query not yet sent PG_WAIT_MAX_MS after it was queued
+ * is failed (its callback gets NULL: the caller answers 503, truthfully,
+ * since PostgreSQL never saw it), and while the oldest waiting query has
+ * waited PG_ADMIT_WAIT_MS a new one is refused at once (NS_EUNAVAIL). */
+#define PG_WAIT_MAX_MS 3000
+#define PG_ADMIT_WAIT_MS 1000
 
 typedef struct query {
   struct query *next;
@@ -26,6 +34,7 @@ typedef struct query {
   PGresult *keep; /* result handed to cb */
   const char *stmt; /* prepared statement name (static), or NULL */
   int preparing;    /* the PQsendPrepare step of `stmt` is in flight */
+  int64_t queued_ms; /* when it was queued (ns_mono_ms) */
 } query;
 
 #define MAX_PREPARED 16
@@ -115,6 +124,41 @@ static void complete_head(ns_pg *pg, PGresult *res) {
   if (q->cb)
     q->cb(res, q->arg);
   query_free(q);
+}
+
+/* The first query not yet sent (the head, unless it is in flight). */
+static query **first_waiting(ns_pg *pg) {
+  return pg->inflight && pg->head ? &pg->head->next : &pg->head;
+}
+
+/* Fails every query that has waited more than PG_WAIT_MAX_MS unsent (a
+ * prefix of the waiting ones: they are queued in order).  The list is made
+ * consistent before any callback runs (a callback may queue again). */
+static void expire_waiting(ns_pg *pg, int64_t now) {
+  query **pp = first_waiting(pg), *expired = NULL, **etail = &expired, *q;
+  while (*pp && now - (*pp)->queued_ms > PG_WAIT_MAX_MS) {
+    q = *pp;
+    *pp = q->next;
+    q->next = NULL;
+    *etail = q;
+    etail = &q->next;
+    pg->nqueued--;
+    pg->overloads++;
+  }
+  if (!expired)
+    return;
+  if (!pg->head)
+    pg->tail = NULL;
+  else if (!*pp)
+    pg->tail = pg->head; /* pp was &head->next: only the in-flight one left */
+  ns_log(NS_LOG_WARN, "postgres: queries waited over %d ms unsent: refused",
+         PG_WAIT_MAX_MS);
+  while ((q = expired) != NULL) {
+    expired = q->next;
+    if (q->cb)
+      q->cb(NULL, q->arg);
+    query_free(q);
+  }
 }
 
 static void fail_all(ns_pg *pg) {
@@ -333,7 +377,18 @@ int ns_pg_query_prepared(ns_pg *pg, const char *stmt, const char *sql,
     pg->overloads++;
     return NS_EUNAVAIL;
   }
+  {
+    int64_t now = ns_mono_ms();
+    query *w;
+    expire_waiting(pg, now);
+    w = *first_waiting(pg);
+    if (w && now - w->queued_ms >= PG_ADMIT_WAIT_MS) {
+      pg->overloads++; /* PostgreSQL is not keeping up: refuse at once */
+      return NS_EUNAVAIL;
+    }
+  }
   q = ns_xcalloc(1, sizeof(*q));
+  q->queued_ms = ns_mono_ms();
   q->sql = ns_xstrdup(sql);
   q->nparams = nparams;
   if (nparams > 0) {
@@ -363,6 +418,8 @@ unsigned long long ns_pg_overloads(const ns_pg *pg) {
 }
 
 void ns_pg_tick(ns_pg *pg) {
+  if (pg && pg->up)
+    expire_waiting(pg, ns_mono_ms());
   if (pg && pg->up && pg->inflight &&
       ns_mono_ms() - pg->sent_ms > NS_PG_QUERY_TIMEOUT_MS)
     connection_lost(pg, "query timed out");
