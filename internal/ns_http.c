@@ -368,6 +368,64 @@ static int method_of(struct lws *wsi) {
   return M_OTHER;
 }
 
+/* Runs ns_rest_check_query() over the request's query arguments (lws
+ * keeps them url-decoded, one fragment each).  Each fragment is copied
+ * whole into `frag` (no fragment is longer than all of them) and its first
+ * NS_REST_QUERY_ARG_MAX + 1 bytes, enough to be refused as too long, into
+ * the list; a fragment past NS_REST_QUERY_ARGS_MAX is copied only to be
+ * refused as one too many.  Returns 0, or NS_EINVAL with `err` filled. */
+static int check_query(struct lws *wsi, ns_rest_err *err) {
+  enum { ARG = NS_REST_QUERY_ARG_MAX + 2 }; /* the kept bytes and a NUL */
+  char list[(NS_REST_QUERY_ARGS_MAX + 1) * ARG], *frag;
+  int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS), i, k, rc;
+  size_t used = 0;
+  if (total <= 0)
+    return 0;
+  frag = ns_xmalloc((size_t)total + 1); /* bounded: max_http_header_data */
+  for (i = 0; i <= NS_REST_QUERY_ARGS_MAX; i++) {
+    k = lws_hdr_copy_fragment(wsi, frag, total + 1, WSI_TOKEN_HTTP_URI_ARGS, i);
+    if (k < 0)
+      break; /* no fragment i: the end */
+    k = NS_MIN(k, ARG - 1);
+    memcpy(list + used, frag, (size_t)k);
+    used += (size_t)k;
+    list[used++] = '\0';
+  }
+  free(frag);
+  rc = ns_rest_check_query(list, used, err);
+  return rc;
+}
+
+/* The request's body could not be taken (refused Content-Length, or a
+ * refusal before it was read): its bytes may still come, so the connection
+ * is closed after the reply instead of reading them as a next request. */
+static int body_left_unread(const ns_req *r) {
+  return (r->method & (M_POST | M_PUT | M_PATCH)) && !r->body;
+}
+
+/* Reads Content-Length for a request with a body: 0 with *len, or a reply
+ * already made (411 absent, 400 malformed, 413 over max_body_bytes) and -1. */
+static int read_length(ns_req *r, long long *len) {
+  int n = lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH), rc;
+  ns_rest_err err;
+  char *cl;
+  if (n <= 0) {
+    ns__http_reply_error(r, 411, "length_required", "Content-Length is required");
+    return -1;
+  }
+  cl = ns_xmalloc((size_t)n + 1); /* bounded: max_http_header_data */
+  if (lws_hdr_copy(r->wsi, cl, n + 1, WSI_TOKEN_HTTP_CONTENT_LENGTH) != n)
+    n = 0; /* cannot happen: parsed as malformed */
+  rc = ns_rest_parse_content_length(cl, (size_t)n, r->srv->cfg->max_body_bytes,
+                                    len, &err);
+  free(cl);
+  if (rc == NS_ETOOBIG)
+    ns__http_reply_error(r, 413, "too_large", err.message);
+  else if (rc != 0)
+    ns__http_reply_bad(r, &err);
+  return rc == 0 ? 0 : -1;
+}
+
 static void read_auth(ns_req *r) {
   char hdr[NS_TOKEN_MAX + 16];
   int n = lws_hdr_copy(r->wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION);
@@ -382,7 +440,7 @@ static void read_auth(ns_req *r) {
 static int on_http(struct lws *wsi, ns_session *s, const char *uri) {
   ns_server *srv = srv_of(wsi);
   ns_req *r = ns_xcalloc(1, sizeof(*r));
-  char cl[24];
+  ns_rest_err err;
   if (s->req) { /* a keep-alive connection's previous request */
     if (s->req->pending)
       s->req->wsi = NULL;
@@ -403,18 +461,17 @@ static int on_http(struct lws *wsi, ns_session *s, const char *uri) {
   else if (lws_hdr_custom_copy(wsi, r->device_hdr, sizeof(r->device_hdr),
                                "x-device-id:", 12) < 0)
     r->device_hdr[0] = '\0';
+  /* Request syntax first: a query argument the handlers could not read
+   * whole, or a Content-Length that is not a number, is refused rather
+   * than guessed at (both before any body byte is taken). */
+  if (check_query(wsi, &err) != 0) {
+    ns__http_reply_bad(r, &err);
+    return 0;
+  }
   if (r->method & (M_POST | M_PUT | M_PATCH)) {
-    long long len = -1;
-    if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
-      len = atoll(cl);
-    if (len < 0) {
-      ns__http_reply_error(r, 411, "length_required", "Content-Length is required");
+    long long len = 0;
+    if (read_length(r, &len) != 0)
       return 0;
-    }
-    if (len > srv->cfg->max_body_bytes) {
-      ns__http_reply_error(r, 413, "too_large", "request body exceeds max_body_bytes");
-      return 0;
-    }
     r->body_max = (size_t)len;
     r->body = ns_xmalloc(r->body_max + 1);
     srv->http_body_bytes += r->body_max + 1;
@@ -484,12 +541,15 @@ int ns__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
     return 0;
   case LWS_CALLBACK_HTTP_WRITEABLE: {
     ns_req *r = s->req;
-    int done = 0, rc = on_writeable(wsi, r, &done);
+    int done = 0, close, rc = on_writeable(wsi, r, &done);
     if (rc || !done)
       return rc;
     /* Completing the transaction may free the session data: detach first. */
     s->req = NULL;
+    close = body_left_unread(r);
     ns__http_req_free(r);
+    if (close)
+      return -1; /* lws flushes what it buffered before closing */
     return lws_http_transaction_completed(wsi) ? -1 : 0;
   }
   case LWS_CALLBACK_HTTP_DROP_PROTOCOL:

@@ -144,6 +144,98 @@ int ns_rest_parse_action(const char *p, size_t n, ns_action *out,
   return 0;
 }
 
+/* ---- request syntax ---- */
+
+/* The messages below spell these numbers out. */
+_Static_assert(NS_REST_QUERY_ARG_MAX == 95 && NS_REST_QUERY_ARGS_MAX == 32,
+               "update the query messages");
+
+/* Refuses argument `a` (`len` bytes; its name is the `nlen` bytes before
+ * any '='): field = the name when it fits and is not empty, else "query". */
+static int bad_arg(ns_rest_err *err, const char *a, size_t nlen,
+                   const char *why) {
+  char field[sizeof(err->field)] = "query";
+  char msg[sizeof(err->message)];
+  size_t i;
+  int clean = nlen > 0 && nlen < sizeof(field);
+  for (i = 0; clean && i < nlen; i++)
+    clean = (unsigned char)a[i] >= 0x20 && a[i] != 0x7f;
+  if (clean) {
+    memcpy(field, a, nlen);
+    field[nlen] = '\0';
+  }
+  if (strcmp(why, "=") == 0) /* no '=': name the form expected */
+    snprintf(msg, sizeof(msg), "%s: expected %s=<value>", field, field);
+  else
+    snprintf(msg, sizeof(msg), "%s: %s", field, why);
+  return fail(err, NS_EINVAL, "bad_request", field, msg);
+}
+
+int ns_rest_check_query(const char *args, size_t n, ns_rest_err *err) {
+  const char *names[NS_REST_QUERY_ARGS_MAX];
+  size_t nlens[NS_REST_QUERY_ARGS_MAX];
+  size_t count = 0, off = 0;
+  while (off < n) {
+    const char *a = args + off, *nul = memchr(a, '\0', n - off);
+    size_t len = nul ? (size_t)(nul - a) : n - off, i, nlen;
+    const char *eq = memchr(a, '=', len);
+    nlen = eq ? (size_t)(eq - a) : len;
+    off += len + 1;
+    if (count == NS_REST_QUERY_ARGS_MAX)
+      return fail(err, NS_EINVAL, "bad_request", "query",
+                  "query: more than 32 arguments");
+    if (len > NS_REST_QUERY_ARG_MAX)
+      return bad_arg(err, a, nlen,
+                     "query value too long (name=value is at most 95 bytes)");
+    for (i = 0; i < len; i++)
+      if ((unsigned char)a[i] < 0x20 || a[i] == 0x7f)
+        return bad_arg(err, a, nlen, "control character in query value");
+    if (nlen == 0)
+      return bad_arg(err, a, nlen, "query argument without a name");
+    for (i = 0; i < count; i++)
+      if (nlens[i] == nlen && memcmp(names[i], a, nlen) == 0)
+        return bad_arg(err, a, nlen, "query argument given more than once");
+    if (!eq)
+      return bad_arg(err, a, nlen, "=");
+    names[count] = a;
+    nlens[count++] = nlen;
+  }
+  return 0;
+}
+
+int ns_rest_parse_content_length(const char *s, size_t n, long long max,
+                                 long long *out, ns_rest_err *err) {
+  size_t i = 0, end = n;
+  long long v = 0;
+  int over = 0;
+  if (max < 0)
+    max = 0;
+  while (i < end && (s[i] == ' ' || s[i] == '\t'))
+    i++;
+  while (end > i && (s[end - 1] == ' ' || s[end - 1] == '\t'))
+    end--;
+  if (i == end)
+    goto malformed;
+  for (; i < end; i++) {
+    int d = s[i] - '0';
+    if (s[i] < '0' || s[i] > '9')
+      goto malformed;
+    /* v * 10 + d > max, asked without computing it (no overflow) */
+    if (!over && (v > max / 10 || (v == max / 10 && d > max % 10)))
+      over = 1;
+    if (!over)
+      v = v * 10 + d;
+  }
+  if (over)
+    return fail(err, NS_ETOOBIG, "too_large", "",
+                "request body exceeds max_body_bytes");
+  *out = v;
+  return 0;
+malformed:
+  return fail(err, NS_EINVAL, "bad_request", "Content-Length",
+              "Content-Length: must be a decimal number of bytes");
+}
+
 /* ---- headers and query values ---- */
 
 int ns_rest_check_device_header(const char *s, size_t n, ns_rest_err *err) {

@@ -89,6 +89,36 @@ int ns_rest_parse_action(const char *p, size_t n, ns_action *out,
  * (field "X-Device-ID"). */
 int ns_rest_check_device_header(const char *s, size_t n, ns_rest_err *err);
 
+/* ---- request syntax (every REST request, before routing) ---- */
+
+#define NS_REST_QUERY_ARG_MAX 95 /* bytes of one decoded "name=value" */
+#define NS_REST_QUERY_ARGS_MAX 32 /* arguments in one query */
+
+/* Checks the query arguments of a REST request as lws hands them over:
+ * `n` bytes at `args`, a list of url-decoded arguments each followed by a
+ * NUL (a last one without its NUL is taken too; n == 0: no query).  The
+ * handlers read values with lws_get_urlarg_by_name() into 96-byte buffers,
+ * which drops an argument that does not fit -- and every argument after
+ * it -- as if it were absent; this check makes sure nothing is dropped.
+ * An argument is refused when it is longer than NS_REST_QUERY_ARG_MAX
+ * bytes, has no '=' or an empty name, holds a control byte (< 0x20 or
+ * 0x7f), or repeats an earlier argument's name; the query is refused with
+ * more than NS_REST_QUERY_ARGS_MAX arguments.  Returns 0, or NS_EINVAL with
+ * `err` ("bad_request") naming the argument in `field` and at the start of
+ * `message`; a name that does not fit `field` (over 15 bytes) or is empty
+ * is reported as field "query". */
+int ns_rest_check_query(const char *args, size_t n, ns_rest_err *err);
+
+/* Parses a Content-Length header value, `n` bytes at `s` (the caller
+ * answers 411 when the header is absent): 1 or more decimal digits, with
+ * optional blanks (SP, HTAB) around them and nothing else -- no sign, no
+ * "0x", no list ("5, 5").  Returns 0 with *out the length; NS_EINVAL
+ * (malformed: 400, field "Content-Length") or NS_ETOOBIG (over `max`,
+ * however many digits: 413, code "too_large") with `err` filled.  Never
+ * overflows: digits past `max` are only checked to be digits. */
+int ns_rest_parse_content_length(const char *s, size_t n, long long max,
+                                 long long *out, ns_rest_err *err);
+
 /* The query of GET /api/v1/notifications. */
 typedef struct ns_rest_list_query {
   int limit;           /* 1..200; 50 when absent */

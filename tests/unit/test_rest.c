@@ -284,6 +284,164 @@ static void test_device_header(void **state) {
   free(id65);
 }
 
+/* ---- request syntax: query arguments and Content-Length ---- */
+
+static int query(const char *s, size_t n, ns_rest_err *e) {
+  char *buf = exact(s, n);
+  int rc = ns_rest_check_query(buf, n, e);
+  free(buf);
+  return rc;
+}
+
+/* Asserts that the NUL-separated `args` are refused naming `field`, with
+ * `msg` in the message. */
+static void query_bad(const char *args, size_t n, const char *field,
+                      const char *msg) {
+  ns_rest_err e;
+  memset(&e, 0, sizeof(e));
+  if (query(args, n, &e) != NS_EINVAL)
+    fail_msg("accepted: %.*s", (int)n, args);
+  assert_string_equal(e.code, "bad_request");
+  assert_string_equal(e.field, field);
+  if (strncmp(e.message, field, strlen(field)) != 0 || !strstr(e.message, msg))
+    fail_msg("message \"%s\": want \"%s: ...%s...\"", e.message, field, msg);
+}
+
+static void test_query_ok(void **state) {
+  ns_rest_err e;
+  char *at_max = repeat('x', NS_REST_QUERY_ARG_MAX - 7, ""), *buf;
+  size_t i;
+  (void)state;
+  assert_int_equal(ns_rest_check_query(NULL, 0, &e), 0);
+  assert_int_equal(query(IN("limit=5\0unread=1\0before=2026-01-15T10:30:00Z\0"), &e), 0);
+  assert_int_equal(query(IN("limit=\0"), &e), 0);     /* empty value: handler's call */
+  assert_int_equal(query(IN("limit=5"), &e), 0);      /* last NUL missing */
+  assert_int_equal(query(IN("a=1\0ab=2\0b=1\0"), &e), 0); /* names differ */
+  assert_int_equal(query(IN("a=b=c\0"), &e), 0);     /* '=' in a value */
+  assert_int_equal(query(IN("name=caf\xc3\xa9 au lait\0"), &e), 0); /* UTF-8, space */
+  assert_int_equal(query(IN("a_name_over_15_bytes=1\0"), &e), 0);
+  /* "before=" + 88 bytes = 95: fits the handlers' 96-byte buffers */
+  buf = malloc(7 + strlen(at_max) + 1);
+  assert_non_null(buf);
+  sprintf(buf, "before=%s", at_max);
+  assert_int_equal(strlen(buf), NS_REST_QUERY_ARG_MAX);
+  assert_int_equal(query(buf, strlen(buf) + 1, &e), 0);
+  free(buf);
+  free(at_max);
+  /* NS_REST_QUERY_ARGS_MAX distinct arguments */
+  buf = malloc(NS_REST_QUERY_ARGS_MAX * 8);
+  assert_non_null(buf);
+  for (i = 0; i < NS_REST_QUERY_ARGS_MAX; i++)
+    sprintf(buf + i * 6, "a%02zu=1", i);
+  for (i = 0; i < NS_REST_QUERY_ARGS_MAX; i++)
+    buf[i * 6 + 5] = '\0';
+  assert_int_equal(query(buf, NS_REST_QUERY_ARGS_MAX * 6, &e), 0);
+  free(buf);
+}
+
+static void test_query_bad(void **state) {
+  char *over = repeat('x', NS_REST_QUERY_ARG_MAX - 6, ""), *buf;
+  ns_rest_err e;
+  size_t i, n;
+  (void)state;
+  /* the reported defect: before= of 96 bytes and more was taken as absent */
+  buf = malloc(strlen(over) + 64);
+  assert_non_null(buf);
+  n = (size_t)sprintf(buf, "before=%s", over) + 1;
+  assert_int_equal(n - 1, NS_REST_QUERY_ARG_MAX + 1);
+  query_bad(buf, n, "before", "too long");
+  /* ... and hid every argument after it */
+  n = (size_t)sprintf(buf, "junk=%s", over) + 1;
+  assert_int_equal(query(buf, n, &e), 0); /* 94 bytes: fine */
+  n = (size_t)sprintf(buf, "junk=%sxx", over) + 1; /* 96 bytes */
+  memcpy(buf + n, "limit=0", 8);
+  query_bad(buf, n + 8, "junk", "too long");
+  memcpy(buf, "limit=5", 8);
+  n = (size_t)sprintf(buf + 8, "limit=%sx", over) + 1; /* 96 bytes */
+  query_bad(buf, 8 + n, "limit", "too long"); /* too long wins over repeated */
+  /* a name too long for `field` */
+  n = (size_t)sprintf(buf, "a_name_over_15_bytes=%s", over) + 1;
+  query_bad(buf, n, "query", "too long");
+  free(buf);
+  free(over);
+
+  query_bad(IN("limit=5\0limit=6\0"), "limit", "more than once");
+  query_bad(IN("unread=1\0limit=5\0unread=0\0"), "unread", "more than once");
+  query_bad(IN("limit=5\0limit\0"), "limit", "more than once");
+  query_bad(IN("unread\0"), "unread", "expected unread=");
+  query_bad(IN("limit=5\0before"), "before", "expected before=");
+  query_bad(IN("=5\0"), "query", "without a name");
+  query_bad(IN("\0"), "query", "without a name");
+  query_bad(IN("limit=5\t\0"), "limit", "control");
+  query_bad(IN("limit=5\n\0"), "limit", "control");
+  query_bad(IN("before=\x7f\0"), "before", "control");
+  query_bad(IN("li\x01mit=5\0"), "query", "control");
+
+  buf = malloc((NS_REST_QUERY_ARGS_MAX + 1) * 8);
+  assert_non_null(buf);
+  for (i = 0; i <= NS_REST_QUERY_ARGS_MAX; i++)
+    sprintf(buf + i * 6, "a%02zu=1", i);
+  for (i = 0; i <= NS_REST_QUERY_ARGS_MAX; i++)
+    buf[i * 6 + 5] = '\0';
+  query_bad(buf, (NS_REST_QUERY_ARGS_MAX + 1) * 6, "query", "more than 32");
+  free(buf);
+}
+
+static int clen(const char *s, size_t n, long long max, long long *out,
+                ns_rest_err *e) {
+  char *buf = exact(s, n);
+  int rc = ns_rest_parse_content_length(buf, n, max, out, e);
+  free(buf);
+  return rc;
+}
+
+static void test_content_length(void **state) {
+  static const struct {
+    const char *s;
+    long long want;
+  } good[] = {{"0", 0},       {"2", 2},         {"0002", 2},
+              {" 2", 2},      {"2 ", 2},        {"\t2\t", 2},
+              {"65536", 65536}, {"000000000000000000000000000000000017", 17}};
+  static const char *const bad[] = {
+      "", " ", "12abc", "-5", "+2", "0x2", "2, 2", "2,2", "2 2", "2.0", "1e3",
+      "abc", "\xd9\xa3", /* Arabic-Indic digit three */ "2\r", "2\n", "-0",
+      "99999999999999999999999x",
+  };
+  static const char *const big[] = {
+      "65537", "99999999999999999999999", "18446744073709551617",
+      "9223372036854775807", "9223372036854775808", " 100000 ",
+  };
+  long long v;
+  ns_rest_err e;
+  size_t i;
+  (void)state;
+  for (i = 0; i < NS_ARRAY_SIZE(good); i++) {
+    v = -1;
+    if (clen(good[i].s, strlen(good[i].s), 65536, &v, &e) != 0)
+      fail_msg("refused \"%s\": %s", good[i].s, e.message);
+    assert_int_equal(v, good[i].want);
+  }
+  for (i = 0; i < NS_ARRAY_SIZE(bad); i++) {
+    if (clen(bad[i], strlen(bad[i]), 65536, &v, &e) != NS_EINVAL)
+      fail_msg("accepted \"%s\"", bad[i]);
+    assert_string_equal(e.code, "bad_request");
+    assert_string_equal(e.field, "Content-Length");
+    assert_string_equal(e.message,
+                        "Content-Length: must be a decimal number of bytes");
+  }
+  for (i = 0; i < NS_ARRAY_SIZE(big); i++) {
+    if (clen(big[i], strlen(big[i]), 65536, &v, &e) != NS_ETOOBIG)
+      fail_msg("not too large: \"%s\"", big[i]);
+    assert_string_equal(e.code, "too_large");
+    assert_string_equal(e.message, "request body exceeds max_body_bytes");
+  }
+  /* a NUL is not a terminator here */
+  assert_int_equal(clen(IN("2\0003"), 65536, &v, &e), NS_EINVAL);
+  /* the bound itself, at the top of the range */
+  assert_int_equal(clen(IN("9223372036854775807"), 9223372036854775807LL, &v, &e), 0);
+  assert_true(v == 9223372036854775807LL);
+}
+
 /* ---- GET /api/v1/notifications query ---- */
 
 static void test_list_query_ok(void **state) {
@@ -533,6 +691,9 @@ int main(void) {
       cmocka_unit_test(test_valid_type),
       cmocka_unit_test(test_action),
       cmocka_unit_test(test_device_header),
+      cmocka_unit_test(test_query_ok),
+      cmocka_unit_test(test_query_bad),
+      cmocka_unit_test(test_content_length),
       cmocka_unit_test(test_list_query_ok),
       cmocka_unit_test(test_list_query_bad),
       cmocka_unit_test(test_comments_path_ok),
