@@ -509,6 +509,11 @@ static int open_lws(ns_server *srv, char *err, size_t errlen) {
     if (rc != 0)
       return rc;
     info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    /* No h2: WebSocket frames are written straight to the socket (never
+     * valid on an h2 stream), and a WebSocket over h2 (RFC 8441, which
+     * browsers use on an h2 connection) reached on_established without its
+     * session's auth and crashed the server. */
+    info.alpn = "http/1.1";
     info.ssl_cert_filepath = srv->cfg->tls_cert;
     info.ssl_private_key_filepath = srv->cfg->tls_key;
   }

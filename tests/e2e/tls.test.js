@@ -30,6 +30,7 @@ const assert = require('node:assert/strict');
 const { spawn, execFileSync } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
+const http2 = require('node:http2');
 const https = require('node:https');
 const net = require('node:net');
 const nodeTest = require('node:test');
@@ -451,6 +452,67 @@ test('a plain HTTP request or ws:// upgrade to the TLS port is refused; the serv
   }, { timeoutMs: 10000, what: 'connections = the two wss clients' });
   await d.close();
   await pub.close();
+});
+
+/* ------------------------------------------------------------ HTTP/2 */
+
+/* The server writes WebSocket frames straight to the socket (STACK.md §2:
+ * fine for HTTP/1.1, never for h2), and a WebSocket over an h2 stream
+ * (RFC 8441 extended CONNECT, which browsers use once they hold an h2
+ * connection to the origin) crashed notisyncd before any authentication.
+ * TLS therefore offers http/1.1 only in ALPN. */
+test('ALPN offers http/1.1 only: an h2 client gets no HTTP/2, and an h2 extended CONNECT cannot reach the server', async () => {
+  const user = uid();
+  const d = await srv.device(user, 'tls-h2-witness');
+  /* an h2-only client: no session comes up; if one did, it must not allow
+   * extended CONNECT, and the attempt must not hurt the server */
+  const outcome = await new Promise((resolve) => {
+    const session = http2.connect(`https://127.0.0.1:${srv.port}`, { ca: certs.caPem });
+    const finish = (v) => {
+      clearTimeout(timer);
+      try {
+        session.destroy();
+      } catch {
+        /* gone */
+      }
+      resolve(v);
+    };
+    const timer = setTimeout(() => finish('timeout'), 10000);
+    session.on('error', (e) => finish(`error ${e.code || e.message}`));
+    session.on('close', () => finish('closed'));
+    session.on('remoteSettings', (st) => {
+      if (!st.enableConnectProtocol) {
+        finish('h2 without extended CONNECT');
+        return;
+      }
+      const req = session.request({
+        ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'https',
+        ':authority': `127.0.0.1:${srv.port}`,
+        ':path': `/ws?token=${srv.token(user)}&device_id=tls-h2`, 'sec-websocket-version': '13',
+      });
+      req.on('response', (h) => finish(`h2 websocket answered ${h[':status']}`));
+      req.on('error', (e) => finish(`stream error ${e.code || e.message}`));
+    });
+  });
+  await sleep(500);
+  assert.ok(srv.alive(), `notisyncd died after an h2 attempt (${outcome}): ${JSON.stringify(srv.exit)}`);
+  assert.doesNotMatch(outcome, /^h2 websocket answered 200/, `h2 WebSocket accepted: ${outcome}`);
+  const id = newId();
+  const r = await postNotification(srv, user, { id });
+  assert.equal(r.status, 201, r.text);
+  await d.waitFor((m) => m.type === 'new_notification' && m.data.id === id, 10000, 'notification after the h2 attempt');
+
+  /* a client offering both gets http/1.1 */
+  const alpn = await new Promise((resolve, reject) => {
+    const s = tls.connect({ host: '127.0.0.1', port: srv.port, ca: certs.caPem, ALPNProtocols: ['h2', 'http/1.1'] }, () => {
+      const p = s.alpnProtocol;
+      s.destroy();
+      resolve(p);
+    });
+    s.on('error', reject);
+  });
+  assert.equal(alpn, 'http/1.1', `ALPN chose ${alpn}`);
+  await d.close();
 });
 
 /* ------------------------------------------------ bad cert/key at start */
