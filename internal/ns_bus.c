@@ -21,7 +21,8 @@ struct ns_bus {
     ns_bus_event_fn fn;
   } kinds[NS_BUS_MAX_KINDS];
   int nkinds;
-  ns_bus_resub_fn on_resubscribed;
+  ns_bus_resub_fn on_resubscribed[NS_BUS_MAX_RESUB];
+  int nresub;
 };
 
 /* ---- key and channel names ---- */
@@ -77,8 +78,11 @@ int ns_bus_on_event(ns_bus *b, const char *kind, ns_bus_event_fn fn) {
   return 0;
 }
 
-void ns_bus_on_resubscribed(ns_bus *b, ns_bus_resub_fn fn) {
-  b->on_resubscribed = fn;
+int ns_bus_on_resubscribed(ns_bus *b, ns_bus_resub_fn fn) {
+  if (b->nresub == NS_BUS_MAX_RESUB)
+    return NS_ELIMIT;
+  b->on_resubscribed[b->nresub++] = fn;
+  return 0;
 }
 
 /* ---- dispatch ---- */
@@ -146,8 +150,9 @@ static void resub_one(void *conn, void *arg) {
 
 static void on_resubscribed(void *arg) {
   ns_bus *b = arg;
-  if (b->on_resubscribed)
-    b->on_resubscribed(b->srv);
+  int i;
+  for (i = 0; i < b->nresub; i++)
+    b->on_resubscribed[i](b->srv);
 }
 
 void ns_bus_resubscribe(ns_bus *b) {

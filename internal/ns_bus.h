@@ -36,6 +36,8 @@ typedef void (*ns_bus_resub_fn)(ns_server *srv);
 
 /* Event kinds a bus dispatches at most. */
 #define NS_BUS_MAX_KINDS 8
+/* Resubscribed handlers at most (called in registration order). */
+#define NS_BUS_MAX_RESUB 4
 
 /* The bus of `srv` (which must outlive it); freed with ns_bus_free(),
  * which clears the pointer. */
@@ -44,10 +46,11 @@ void ns_bus_free(ns_bus **b);
 
 /* Registration, at start-up: one handler per kind (a later registration of
  * the same kind replaces the earlier one).  `kind` must be a static string.
- * Returns 0, or NS_ELIMIT past NS_BUS_MAX_KINDS kinds. */
+ * Returns 0, or NS_ELIMIT past NS_BUS_MAX_KINDS kinds (NS_BUS_MAX_RESUB
+ * resubscribed handlers). */
 void ns_bus_on_broadcast(ns_bus *b, ns_bus_bcast_fn fn);
 int ns_bus_on_event(ns_bus *b, const char *kind, ns_bus_event_fn fn);
-void ns_bus_on_resubscribed(ns_bus *b, ns_bus_resub_fn fn);
+int ns_bus_on_resubscribed(ns_bus *b, ns_bus_resub_fn fn);
 
 /* The channel of `user`: "<prefix>u:{<user>}". */
 void ns_bus_user_channel(const ns_server *srv, const char *user, char *buf,

@@ -11,6 +11,20 @@
  *
  * Request bodies and paths are parsed by ns_rest.c (pure, fuzzed); this
  * file only maps its results to replies and storage.
+ *
+ * A comment event whose PUBLISH fails (Redis down, or the connection lost
+ * before Redis answered) does not fail the request that caused it: the
+ * write is in PostgreSQL.  The event waits instead in a bounded retry
+ * queue, oldest first, and is published again when Redis is back and
+ * this instance's SUBSCRIBE of bcast is in effect again
+ * (ns_comments_on_redis_state, the bus's resubscribed handler), or at the
+ * next comment event while Redis is up.  While events wait, new
+ * ones queue behind them, so a note's events keep their order.  Past
+ * NS_COMMENTS_RETRY_MAX_EVENTS / _BYTES the oldest are dropped and counted
+ * as lost.  Delivery is at least once: an event whose connection failed
+ * after Redis had taken it is published twice (clients dedupe by comment
+ * id).  POST /api/v1/broadcast does not use the queue: its producer is
+ * answered 503 instead.
  */
 #include <hiredis/hiredis.h>
 #include <json.h>
@@ -111,20 +125,197 @@ void ns_comments_flush(ns_server *srv) {
   }
 }
 
-/* Publishes {"type":type,"data":data} on bcast (takes `data`).  0 or
- * NS_EUNAVAIL. */
-static int publish(ns_server *srv, const char *type, json_object *data) {
+/* Serializes {"type":type,"data":data} (takes `data`); returns a new
+ * reference whose string is the payload. */
+static json_object *envelope(const char *type, json_object *data) {
   json_object *o = json_object_new_object();
-  char ch[96];
-  int rc;
   json_object_object_add(o, "type", json_object_new_string(type));
   json_object_object_add(o, "data", data ? data : json_object_new_object());
+  return o;
+}
+
+static const char *payload_of(json_object *o, size_t *len) {
+  const char *s = json_object_to_json_string_ext(
+      o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+  *len = strlen(s);
+  return s;
+}
+
+/* Publishes {"type":type,"data":data} on bcast, fire and forget (takes
+ * `data`): the broadcast API, whose caller answers 503 on failure.  0 or
+ * NS_EUNAVAIL. */
+static int publish(ns_server *srv, const char *type, json_object *data) {
+  json_object *o = envelope(type, data);
+  char ch[96];
+  size_t len;
+  const char *s = payload_of(o, &len);
+  int rc;
   ns__key(srv, ch, sizeof(ch), "bcast");
-  rc = ns_redis_cmd(srv->redis, NULL, NULL, "PUBLISH %s %s", ch,
-                    json_object_to_json_string_ext(
-                        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+  rc = ns_redis_cmd(srv->redis, NULL, NULL, "PUBLISH %s %b", ch, s, len);
   json_object_put(o);
   return rc;
+}
+
+/* ---- comment events: publish, or keep for a retry ---- */
+
+/* One event's payload, owned by the retry queue while it waits and by the
+ * PUBLISH's callback while Redis has it. */
+typedef struct retry_ev {
+  struct retry_ev *next;
+  unsigned retry : 1; /* published again from the queue */
+  size_t len;
+  char payload[];     /* {"type","data"}, not NUL-terminated */
+} retry_ev;
+
+/* The retry queue, oldest first.  It is file-static although STYLE rule
+ * 14 wants state in ns_server: a process runs one ns_server (workers are
+ * processes), and issue 10 keeps struct ns_server out of this change.  It
+ * holds at most NS_COMMENTS_RETRY_MAX_EVENTS events and _BYTES payload
+ * bytes, counting those being re-published (`inflight`); what is left at
+ * exit stays reachable from here, so no leak report. */
+static struct {
+  retry_ev *head, *tail;
+  size_t n, bytes;          /* queued + inflight */
+  size_t inflight;          /* re-published, reply not yet in */
+  int resub_pending;        /* the subscriber reconnected, bus not re-SUBSCRIBEd */
+  uint64_t deferred, retried, lost;
+} rq;
+
+static void retry_now(ns_server *srv);
+
+static void rq_drop(retry_ev *e, const char *why) {
+  rq.lost++;
+  ns_log(NS_LOG_WARN, "comment event lost (%s): %llu lost so far", why,
+         (unsigned long long)rq.lost);
+  free(e);
+}
+
+/* Appends `e` (takes it); drops the oldest while over either bound. */
+static void rq_push(retry_ev *e) {
+  e->next = NULL;
+  if (rq.tail)
+    rq.tail->next = e;
+  else
+    rq.head = e;
+  rq.tail = e;
+  rq.n++;
+  rq.bytes += e->len;
+  while (rq.head && (rq.n > NS_COMMENTS_RETRY_MAX_EVENTS ||
+                     rq.bytes > NS_COMMENTS_RETRY_MAX_BYTES)) {
+    retry_ev *old = rq.head;
+    rq.head = old->next;
+    if (!rq.head)
+      rq.tail = NULL;
+    rq.n--;
+    rq.bytes -= old->len;
+    rq_drop(old, "retry queue full");
+  }
+}
+
+static void on_event_published(struct redisReply *reply, void *arg) {
+  retry_ev *e = arg;
+  if (e->retry) {
+    rq.inflight--;
+    rq.n--;
+    rq.bytes -= e->len;
+  }
+  if (!reply) { /* the connection failed: Redis may or may not have it */
+    rq.deferred++;
+    e->retry = 0;
+    rq_push(e);
+  } else if (reply->type == REDIS_REPLY_ERROR) {
+    rq_drop(e, "redis error reply");
+  } else {
+    if (e->retry)
+      rq.retried++;
+    free(e);
+  }
+}
+
+static int send_event(ns_server *srv, retry_ev *e) {
+  char ch[96];
+  ns__key(srv, ch, sizeof(ch), "bcast");
+  return ns_redis_cmd(srv->redis, on_event_published, e, "PUBLISH %s %b", ch,
+                      e->payload, e->len);
+}
+
+/* Re-publishes the queued events, oldest first, until one is refused
+ * (Redis down again, or at its in-flight bound): that one and the rest
+ * stay queued. */
+static void rq_drain(ns_server *srv) {
+  while (rq.head) {
+    retry_ev *e = rq.head;
+    e->retry = 1;
+    if (send_event(srv, e) != 0) {
+      e->retry = 0;
+      return;
+    }
+    rq.head = e->next;
+    if (!rq.head)
+      rq.tail = NULL;
+    rq.inflight++;
+  }
+}
+
+/* Publishes a comment event on bcast (takes `data`).  Never fails the
+ * caller: an event that cannot be published now waits in the retry queue,
+ * or is counted lost (no memory, or the queue's bounds). */
+static void publish_event(ns_server *srv, const char *type, json_object *data) {
+  json_object *o = envelope(type, data);
+  size_t len;
+  const char *s = payload_of(o, &len);
+  retry_ev *e = malloc(sizeof(*e) + len); /* sized by the comment */
+  if (!e) {
+    json_object_put(o);
+    rq.lost++;
+    return;
+  }
+  e->next = NULL;
+  e->retry = 0;
+  e->len = len;
+  memcpy(e->payload, s, len);
+  json_object_put(o);
+  retry_now(srv);
+  if (rq.head || send_event(srv, e) != 0) { /* behind the older ones */
+    rq.deferred++;
+    ns_log(NS_LOG_WARN, "%s not broadcast (redis down): kept for a retry, "
+                        "%zu waiting", type, rq.n + 1);
+    rq_push(e);
+  }
+}
+
+/* Re-publishes the waiting events when they can reach every subscriber of
+ * bcast, this instance's own included: Redis up, and no re-subscription
+ * of the bus under way (a PUBLISH before this instance's SUBSCRIBE is in
+ * effect would miss its own WebSockets). */
+static void retry_now(ns_server *srv) {
+  if (rq.head && !rq.resub_pending && ns__server_redis_up(srv)) {
+    ns_log(NS_LOG_INFO, "redis up: re-publishing %zu comment event(s)",
+           rq.n - rq.inflight);
+    rq_drain(srv);
+  }
+}
+
+void ns_comments_on_redis_state(ns_server *srv, int up, int sub_reconnected) {
+  if (sub_reconnected)
+    rq.resub_pending = 1; /* until the bus's resubscribed handler runs */
+  else if (up)
+    retry_now(srv);
+}
+
+/* The bus's resubscribed handler: bcast is subscribed again. */
+static void on_resubscribed(ns_server *srv) {
+  rq.resub_pending = 0;
+  retry_now(srv);
+}
+
+void ns_comments_retry_stats(const ns_server *srv, ns_comments_retry *out) {
+  (void)srv;
+  out->pending = rq.n;
+  out->pending_bytes = rq.bytes;
+  out->deferred = rq.deferred;
+  out->retried = rq.retried;
+  out->lost = rq.lost;
 }
 
 /* ---- rows ---- */
@@ -228,9 +419,7 @@ static void on_created(PGresult *res, void *arg) {
     json_object *c = comment_json(res, 0, 0), *ev = json_object_new_object();
     json_object_object_add(ev, "postId", json_object_new_string(op->post_id));
     json_object_object_add(ev, "comment", json_object_get(c));
-    if (publish(r->srv, "comment.created", ev) != 0)
-      ns_log(NS_LOG_WARN, "comment %s stored; comment.created not broadcast "
-                          "(redis down)", op->comment_id);
+    publish_event(r->srv, "comment.created", ev);
     ns__http_reply_json(r, 201, c);
   }
   free(op);
@@ -276,7 +465,7 @@ static void on_list_reply(int rc, json_object *l, void *arg) {
 static void on_list_broadcast(int rc, json_object *l, void *arg) {
   ns_server *srv = arg;
   if (rc == 0)
-    publish(srv, "comments.list", json_object_get(l));
+    publish_event(srv, "comments.list", json_object_get(l));
 }
 
 /* After an edit: comment.updated, then the fresh list, in that order. */
@@ -287,7 +476,7 @@ static void after_edit(ns_server *srv, const char *post_id, const char *cid,
   json_object_object_add(ev, "commentId", json_object_new_string(cid));
   json_object_object_add(ev, "action",
                          json_object_new_string(deleted ? "deleted" : "updated"));
-  publish(srv, "comment.updated", ev);
+  publish_event(srv, "comment.updated", ev);
   ns_comments_snapshot(srv, post_id, on_list_broadcast, srv);
 }
 
@@ -426,4 +615,7 @@ void ns__broadcast_route(ns_req *r, const char *arg) {
 
 void ns_comments_bus_register(ns_bus *b) {
   ns_bus_on_broadcast(b, ns_comments_on_bcast);
+  if (ns_bus_on_resubscribed(b, on_resubscribed) != 0)
+    ns_log(NS_LOG_ERROR, "comments: no room for a resubscribed handler; "
+                         "waiting comment events are retried with the next");
 }

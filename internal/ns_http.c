@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ns_comments.h"
 #include "ns_http_int.h"
 #include "ns_log.h"
 #include "ns_rest.h"
@@ -131,6 +132,18 @@ static void h_health(ns_req *r, const char *arg) {
   ns__http_reply_json(r, rup && pup ? 200 : 503, o);
 }
 
+static void comment_retry_gauges(const ns_server *srv, ns_metrics_gauges *g) {
+  ns_comments_retry cr;
+  ns_comments_retry_stats(srv, &cr);
+  g->cev_pending = cr.pending;
+  g->cev_pending_bytes = cr.pending_bytes;
+  g->cev_pending_limit = NS_COMMENTS_RETRY_MAX_EVENTS;
+  g->cev_pending_bytes_limit = NS_COMMENTS_RETRY_MAX_BYTES;
+  g->cev_deferred = cr.deferred;
+  g->cev_retried = cr.retried;
+  g->cev_lost = cr.lost;
+}
+
 static void h_metrics(ns_req *r, const char *arg) {
   ns_server *srv = r->srv;
   ns_metrics_gauges g = {0};
@@ -156,6 +169,7 @@ static void h_metrics(ns_req *r, const char *arg) {
                          &g.seen_dropped);
   g.ip_entries = ns_iplimit_size(srv->iplimit);
   g.ip_entries_limit = NS_IPLIMIT_ENTRIES;
+  comment_retry_gauges(srv, &g);
   g.redis_up = ns__server_redis_up(srv);
   g.postgres_up = srv->pg_ready > 0;
   g.uptime_s = (ns_now_ms() - srv->start_ms) / 1000;

@@ -140,6 +140,25 @@ char *ns_metrics_render(const ns_metrics *m, const ns_metrics_gauges *g,
   counter(&o, "notisync_last_seen_dropped_total",
           "last_seen writes dropped at the limit (connect refreshes it)",
           g->seen_dropped);
+  gauge(&o, "notisync_comment_events_pending",
+        "Comment events waiting for Redis to be published again",
+        g->cev_pending);
+  gauge(&o, "notisync_comment_events_pending_limit",
+        "Comment events waiting at most", g->cev_pending_limit);
+  gauge(&o, "notisync_comment_events_pending_bytes",
+        "Payload bytes of the comment events waiting", g->cev_pending_bytes);
+  gauge(&o, "notisync_comment_events_pending_limit_bytes",
+        "Payload bytes of waiting comment events at most",
+        g->cev_pending_bytes_limit);
+  counter(&o, "notisync_comment_events_deferred_total",
+          "Comment event publishes that failed and were kept for a retry",
+          g->cev_deferred);
+  counter(&o, "notisync_comment_events_retried_total",
+          "Comment events published again once Redis was back",
+          g->cev_retried);
+  counter(&o, "notisync_comment_events_lost_total",
+          "Comment events dropped unpublished (retry queue full, no memory, "
+          "Redis error)", g->cev_lost);
   outf(&o, "# HELP notisync_overload_rejections_total Requests refused because "
            "a backend queue was full\n# TYPE notisync_overload_rejections_total "
            "counter\nnotisync_overload_rejections_total{queue=\"redis\"} %llu\n"

@@ -61,6 +61,10 @@ typedef struct ns_metrics_gauges {
   uint64_t reg_waiting;     /* device connects waiting for a registration batch */
   uint64_t seen_waiting, seen_waiting_limit; /* closed devices' last_seen */
   uint64_t seen_dropped;    /* last_seen writes dropped at the limit */
+  /* comment events whose PUBLISH failed (ns_comments_retry) */
+  uint64_t cev_pending, cev_pending_bytes, cev_pending_limit,
+      cev_pending_bytes_limit;
+  uint64_t cev_deferred, cev_retried, cev_lost;
 } ns_metrics_gauges;
 
 void ns_metrics_init(ns_metrics *m);

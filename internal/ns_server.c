@@ -106,6 +106,7 @@ static void maybe_accept(ns_server *srv) {
 static void on_redis_state(void *arg, int up, int sub_reconnected) {
   ns_server *srv = arg;
   int was_up = srv->redis_up_since_ms != 0;
+  ns_comments_on_redis_state(srv, up, sub_reconnected); /* before the bus's */
   if (sub_reconnected) {
     if (srv->redis_seen_up)
       ns_metrics_inc(&srv->metrics, NS_M_CLUSTER, "subscriber_reconnects");
