@@ -14,6 +14,7 @@
 #include "ns_queue.h"
 #include "ns_rest.h"
 #include "ns_server_int.h"
+#include "ns_upgrade.h"
 
 #define PATH_MAX_LEN 256
 #define RATE_LIMIT_CLOSE_MS 5000
@@ -25,110 +26,82 @@ static ns_server *srv_of(struct lws *wsi) {
 /* 1 = device endpoint, 2 = public endpoint, 0 = no WebSocket here. */
 static int endpoint_kind(struct lws *wsi) {
   char path[PATH_MAX_LEN];
-  if (lws_hdr_copy(wsi, path, sizeof(path), WSI_TOKEN_GET_URI) <= 0)
-    return 0;
-  if (strcmp(path, "/ws") == 0)
-    return 1;
-  if (strcmp(path, "/api/v1/ws") == 0 || strcmp(path, "/ws/public") == 0 ||
-      strcmp(path, "/") == 0)
-    return 2;
-  return 0;
+  int n = lws_hdr_copy(wsi, path, sizeof(path), WSI_TOKEN_GET_URI);
+  if (n <= 0)
+    return NS_UPGRADE_NONE;
+  return (int)ns_upgrade_endpoint(path, (size_t)n);
 }
 
 static int origin_allowed(ns_server *srv, struct lws *wsi) {
-  const char *list = srv->cfg->allowed_origins, *p;
+  const char *list = srv->cfg->allowed_origins;
   char origin[256];
   int n;
-  size_t olen;
   if (!list || !*list)
     return 1;
   n = lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN);
-  if (n <= 0)
-    return 1; /* not a browser: Origin only guards browser pages */
-  olen = (size_t)n;
-  for (p = list; *p;) {
-    const char *end = strchr(p, ',');
-    size_t len = end ? (size_t)(end - p) : strlen(p);
-    while (len && *p == ' ')
-      p++, len--;
-    while (len && p[len - 1] == ' ')
-      len--;
-    if (len == olen && memcmp(p, origin, len) == 0)
-      return 1;
-    if (!end)
-      break;
-    p = end + 1;
-  }
-  return 0;
+  return ns_upgrade_origin_allowed(list, origin, n > 0 ? (size_t)n : 0);
 }
 
-/* Copies query argument `name` ("token=") into out; returns its length or
- * -1 when absent. */
-static int urlarg(struct lws *wsi, const char *name, char *out, size_t n) {
-  char buf[NS_TOKEN_MAX + 32];
-  const char *v = lws_get_urlarg_by_name(wsi, name, buf, (int)sizeof(buf));
-  size_t len;
-  if (!v)
-    return -1;
-  len = strlen(v);
-  if (len >= n)
-    len = n - 1; /* callers check length limits on the truncated value + 1 */
-  memcpy(out, v, len);
-  out[len] = '\0';
-  return (int)strlen(v);
+/* The query arguments as ns_upgrade.h wants them: every URI_ARGS fragment,
+ * url-decoded by lws, each followed by a NUL, in a heap buffer (NULL and
+ * *len 0 when there is no query).  No fragment is longer than all of them,
+ * so one scratch buffer of the total length holds any. */
+static char *copy_args(struct lws *wsi, size_t *len) {
+  int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS), i, k;
+  size_t used = 0, cap;
+  char *frag, *list;
+  *len = 0;
+  if (total <= 0)
+    return NULL;
+  cap = (size_t)total * 2 + 2;
+  frag = ns_xmalloc((size_t)total + 1); /* bounded: max_http_header_data */
+  list = ns_xmalloc(cap);
+  for (i = 0;; i++) {
+    k = lws_hdr_copy_fragment(wsi, frag, total + 1, WSI_TOKEN_HTTP_URI_ARGS, i);
+    if (k < 0)
+      break; /* no fragment i: the end */
+    if (used + (size_t)k + 1 > cap) {
+      cap = (used + (size_t)k + 1) * 2;
+      list = ns_xrealloc(list, cap);
+    }
+    memcpy(list + used, frag, (size_t)k);
+    used += (size_t)k;
+    list[used++] = '\0';
+  }
+  free(frag);
+  *len = used;
+  return list;
 }
 
 static void authenticate(ns_server *srv, struct lws *wsi, ns_session *s) {
-  char tok[NS_TOKEN_MAX + 1];
-  char hdr[NS_TOKEN_MAX + 16];
-  int n, tlen = -1;
+  char hdr[NS_UPGRADE_AUTHZ_MAX + 1];
+  ns_upgrade_device *up = ns_xmalloc(sizeof(*up)); /* 8 KiB: not on the stack */
   ns_devauth *da = s->da = ns_xcalloc(1, sizeof(*s->da));
+  size_t alen;
+  char *args = copy_args(wsi, &alen);
+  int n = lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION);
+  ns_upgrade_parse_device(hdr, n, args, alen, up);
+  free(args);
   s->auth_rc = NS_EAUTH;
-  n = lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION);
-  if (n > 7 && strncasecmp(hdr, "Bearer ", 7) == 0) {
-    tlen = n - 7;
-    memcpy(tok, hdr + 7, (size_t)tlen + 1);
-  } else {
-    tlen = urlarg(wsi, "token=", tok, sizeof(tok));
+  s->auth_reason = up->reason;
+  if (!up->reason) {
+    n = ns_auth_verify(srv->auth, up->token, up->token_len, ns_now_ms() / 1000,
+                       &da->who);
+    if (n == NS_EEXPIRED)
+      s->auth_reason = "token expired";
+    else if (n != 0)
+      s->auth_reason = "invalid token";
+    else if (!up->device_ok)
+      s->auth_reason = "invalid device_id";
   }
-  if (tlen <= 0) {
-    s->auth_reason = "missing token";
-    return;
+  if (!s->auth_reason) {
+    memcpy(da->device, up->device, sizeof(da->device));
+    memcpy(da->device_name, up->device_name, sizeof(da->device_name));
+    memcpy(da->platform, up->platform, sizeof(da->platform));
+    da->ack_mode = up->ack_mode;
+    s->auth_rc = 0;
   }
-  if (tlen >= (int)sizeof(tok)) {
-    s->auth_reason = "invalid token";
-    return;
-  }
-  n = ns_auth_verify(srv->auth, tok, (size_t)tlen, ns_now_ms() / 1000, &da->who);
-  if (n == NS_EEXPIRED) {
-    s->auth_reason = "token expired";
-    return;
-  }
-  if (n != 0) {
-    s->auth_reason = "invalid token";
-    return;
-  }
-  n = urlarg(wsi, "device_id=", da->device, sizeof(da->device));
-  if (n <= 0 || n > NS_DEVICE_ID_MAX ||
-      !ns_proto_valid_device_id(da->device, (size_t)n)) {
-    s->auth_reason = "invalid device_id";
-    return;
-  }
-  n = urlarg(wsi, "device_name=", da->device_name, sizeof(da->device_name));
-  if (n > NS_DEVICE_NAME_MAX ||
-      (n > 0 && !ns_proto_valid_device_name(da->device_name, (size_t)n)))
-    da->device_name[0] = '\0'; /* optional metadata: dropped, not fatal */
-  n = urlarg(wsi, "platform=", da->platform, sizeof(da->platform));
-  if (n > NS_PLATFORM_MAX ||
-      (n > 0 && !ns_proto_valid_platform(da->platform, (size_t)n)))
-    da->platform[0] = '\0';
-  {
-    char ack[8];
-    da->ack_mode = urlarg(wsi, "ack=", ack, sizeof(ack)) > 0 &&
-                  strcmp(ack, "1") == 0;
-  }
-  s->auth_rc = 0;
-  s->auth_reason = NULL;
+  free(up);
 }
 
 static void free_devauth(ns_session *s) {
