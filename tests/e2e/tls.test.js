@@ -75,6 +75,8 @@ function makeCerts() {
     '-CAcreateserial', '-out', 'server.pem', '-days', '2', '-extfile', 'ext.cnf']);
   /* bad material: another key, an encrypted copy of the right key, garbage,
    * a PEM block whose body is not a certificate */
+  openssl(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key',
+    '-CAcreateserial', '-out', 'expired.pem', '-days', '-1', '-extfile', 'ext.cnf']);
   openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', 'other.key']);
   openssl(['pkey', '-in', 'server.key', '-aes256', '-passout', 'pass:e2e-secret', '-out', 'encrypted.key']);
   fs.writeFileSync(f('garbage.pem'), 'this is not a PEM file\n');
@@ -89,6 +91,7 @@ function makeCerts() {
     garbage: f('garbage.pem'),
     badBody: f('badbody.pem'),
     missing: f('no-such-file.pem'),
+    expired: f('expired.pem'),
   });
   certs.fingerprint = new crypto.X509Certificate(fs.readFileSync(certs.certFile)).fingerprint256;
 }
@@ -258,6 +261,17 @@ setup(async () => {
   makeCerts();
   await srv.start();
 });
+
+/* every token minted for srv, for the log check at the end */
+const usedTokens = [];
+{
+  const mint = srv.token.bind(srv);
+  srv.token = (sub, extra) => {
+    const t = mint(sub, extra);
+    usedTokens.push(t);
+    return t;
+  };
+}
 
 /* An anonymous wss client on a public path, registered (one ping answered). */
 async function publicWss(wsPath) {
@@ -584,6 +598,38 @@ for (const [name, envFn, key, why] of BAD_STARTS) {
   });
 }
 
+test('an expired certificate is a warning, not a stop: the server runs and clients refuse the chain', async () => {
+  const x = new TlsServer({ secret: crypto.randomBytes(24).toString('hex') });
+  x.port = await freePort();
+  tlsPorts.add(x.port);
+  /* TlsServer.start waits for a verified /health, which an expired
+   * certificate never gives: its promise fails once the server is stopped */
+  x.opts.env = { NOTISYNC_TLS_CERT: certs.expired };
+  const started = x.start().then(() => 'healthy', (e) => `failed: ${e.message}`);
+  await until(() => /tls_cert '.*' has expired/.test(x.log()) || x.exit, { timeoutMs: 15000, what: 'the expiry warning' });
+  assert.equal(x.exit, null, `notisyncd exited: ${JSON.stringify(x.exit)}\n${x.log()}`);
+  assert.match(x.log(), /tls_cert '.*expired\.pem' has expired: clients will refuse it/);
+  /* it serves: a client that skips verification gets /health */
+  const h = await until(async () => {
+    const r = await new Promise((resolve, reject) => {
+      const req = https.get({ host: '127.0.0.1', port: x.port, path: '/health', rejectUnauthorized: false, agent: false,
+        nsNoTestCa: true }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode));
+      });
+      req.on('error', reject);
+      req.setTimeout(5000, () => req.destroy(new Error('timeout')));
+    });
+    return r === 200 && r;
+  }, { timeoutMs: 15000, what: '/health without verification' });
+  assert.equal(h, 200);
+  /* a verifying client refuses it */
+  await assert.rejects(httpsRequest(x.port, 'GET', '/health'), (e) => /expired/i.test(`${e.code} ${e.message}`));
+  const res = await x.stop();
+  assert.equal(res && res.code, 0, `exit: ${JSON.stringify(res)}`);
+  assert.match(await started, /^failed/, 'the verified health wait never succeeded');
+});
+
 test('workers = 2 with TLS: both workers serve wss and https on the shared port', async () => {
   const w = new TlsServer({ secret: crypto.randomBytes(24).toString('hex'), env: { NOTISYNC_WORKERS: '2' } });
   await w.start();
@@ -672,4 +718,14 @@ test('wscat over wss without --ca or --no-check refuses the self-signed chain', 
   const r = await runWscat(['-c', url, '-x', '{"type":"ping","ref":"x"}', '-w', '2']);
   assert.ok(!r.msgs.some((m) => m.type === 'welcome'), `welcome without a trusted CA:\n${r.text}`);
   assert.match(r.text, /certificate|self[- ]signed|issuer/i, `wscat output:\n${r.text}`);
+});
+
+test('no token used over wss/https appears in the server log', async () => {
+  assert.ok(usedTokens.length > 10, `tokens used: ${usedTokens.length}`);
+  const log = srv.log();
+  assert.ok(log.length > 0, 'server log is empty');
+  for (const t of usedTokens) {
+    assert.ok(!log.includes(t), `a token appears in ${srv.logFile}`);
+    assert.ok(!log.includes(t.split('.')[2]), `a token signature appears in ${srv.logFile}`);
+  }
 });
