@@ -96,9 +96,12 @@ function makeCerts() {
   certs.fingerprint = new crypto.X509Certificate(fs.readFileSync(certs.certFile)).fingerprint256;
 }
 
-nodeTest.after(() => {
+/* removed after the tests, and at exit in case an earlier after() hook threw */
+function removeCerts() {
   if (certs.dir) fs.rmSync(certs.dir, { recursive: true, force: true });
-});
+}
+nodeTest.after(removeCerts);
+process.on('exit', removeCerts);
 
 /* ------------------------------------------- the test CA for ws clients */
 
