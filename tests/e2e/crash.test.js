@@ -47,6 +47,7 @@ test('kill -9 while producers post: after a restart every 201 reaches every devi
   let started = 0;
   let killed = false;
   let killPromise = null;
+  let killAt0 = null;
   const killAt = KILL_AFTER + rnd(20);
   const worker = async () => {
     for (let guard = 0; guard < MAX_POSTS; guard += 1) {
@@ -65,6 +66,7 @@ test('kill -9 while producers post: after a restart every 201 reaches every devi
       }
       if (!killed && ok.size >= killAt) {
         killed = true;
+        killAt0 = Date.now();
         killPromise = srv.signalAndWait('SIGKILL', 10000);
       }
       if (killed && rec.outcome === 'net') break;
@@ -79,11 +81,14 @@ test('kill -9 while producers post: after a restart every 201 reaches every devi
   const unanswered = posts.filter((p) => p.outcome === 'net');
   const otherStatus = posts.filter((p) => p.outcome !== 'net' && p.outcome !== 201);
   await live1.closed(10000).catch(() => live1.terminate());
+  const liveClosedMs = live1.closeInfo ? live1.closeInfo.at - killAt0 : null;
 
   /* ---- restart on the same Redis and PostgreSQL ---- */
+  const restartAt = Date.now();
   await srv.start();
   const h = await srv.http('GET', '/health');
   assert.equal(h.status, 200, `health after restart: ${h.text}`);
+  const restartMs = Date.now() - restartAt;
 
   /* ---- SPEC §5.5: retry every unanswered post with the same id ---- */
   const retried = [];
@@ -138,6 +143,22 @@ test('kill -9 while producers post: after a restart every 201 reaches every devi
     d3_before_crash: new Set(notifIdsOf(live1)).size,
   };
   console.log(`CRASH FIGURES ${JSON.stringify(figures)}`);
+  /* the fault matrix's common line (issue 10, docs/reliability.md) */
+  const sum = (o) => Object.values(o).reduce((a, b) => a + b, 0);
+  console.log(`# FAULT FIGURES ${JSON.stringify({
+    row: 'notisyncd kill -9 + restart',
+    posted: posts.length,
+    acknowledged: ok.size,
+    refused: otherStatus.filter((p) => p.outcome === 503).length,
+    unanswered: unanswered.length,
+    delivered: Object.fromEntries(Object.entries(received).map(([d, ids]) => [d, [...new Set(ids)].filter((id) => ok.has(id)).length])),
+    lost: sum(figures.lost),
+    doubled: sum(Object.fromEntries(Object.entries(drainDups).map(([d, ids]) => [d, ids.length]))),
+    replayed_d3: figures.duplicates.D3,
+    retried_lost: sum(figures.lost_retried),
+    detection_ms: liveClosedMs,
+    recovery_ms: restartMs,
+  })}`);
 
   /* the heart: nothing a producer was told is stored is lost */
   for (const d of ['D1', 'D2', 'D3']) {

@@ -11,7 +11,11 @@
  *    and bursts of small broadcasts posted in parallel, so that one read of
  *    the subscriber socket holds many broadcasts and fanning them out keeps
  *    the loop busy for seconds: every broadcast is answered 202 and the log
- *    has no reconnect.  Prints `LIVENESS FIGURES {...}`.
+ *    has no reconnect.  Prints `LIVENESS FIGURES {...}`.  It is also the
+ *    fault matrix's "loop kept busy" row (issue 10, docs/reliability.md):
+ *    producers post 60 notifications/s to devices in ack mode through the
+ *    storm (lib/faultload.js); none is refused and none acknowledged is
+ *    lost.  Prints `# FAULT FIGURES {...}`.
  * 3. A real outage is still caught in the old bounds: a SIGSTOPped Redis
  *    (TCP up, nothing answered) is declared down within a few seconds and
  *    the server recovers after SIGCONT.
@@ -23,6 +27,7 @@ const WebSocket = require('ws');
 const {
   test, setup, newServer, PrivateRedis, uid, until, sleep, broadcast, serviceToken,
 } = require('./lib/harness');
+const { FaultLoad, assertNoLoss } = require('./lib/faultload');
 
 const FALSE_DOWN_RE = /reconnecting|connection lost|redis down|canary not received/;
 
@@ -105,6 +110,8 @@ test(`a loop saturated by fan-out (${CONNECTIONS} sockets): every broadcast 202,
     return r.status === 200 && r.json.total_connections === CONNECTIONS;
   }, { timeoutMs: 60000, what: `total_connections = ${CONNECTIONS}` });
   const token = serviceToken(busy);
+  const load = await new FaultLoad(busy, { prefix: 'storm' }).start();
+  await sleep(2000);
   const statuses = [];
   let maxHealthMs = 0;
   let healthProbes = 0;
@@ -125,6 +132,7 @@ test(`a loop saturated by fan-out (${CONNECTIONS} sockets): every broadcast 202,
     }
   })();
   const t0 = Date.now();
+  load.markFault();
   /* Rounds go on until the storm has lasted STORM_MS (the server fans out
    * a burst in one send per socket, so a fixed count can end before the
    * 3 s timeout), bounded by MAX_ROUNDS. */
@@ -144,6 +152,7 @@ test(`a loop saturated by fan-out (${CONNECTIONS} sockets): every broadcast 202,
     timeoutMs: 180000, intervalMs: 500, what: `every connection has ${want} broadcasts`,
   });
   const tDone = Date.now();
+  load.markHeal();
   /* Past the end of the storm by more than the timeout: a tick that judged
    * Redis during the storm has logged by now. */
   await sleep(4500);
@@ -163,6 +172,13 @@ test(`a loop saturated by fan-out (${CONNECTIONS} sockets): every broadcast 202,
     health_probes: healthProbes,
   };
   console.log(`LIVENESS FIGURES ${JSON.stringify(figures)}`);
+  const lf = await load.finish();
+  lf.storm_ms = tDone - t0;
+  lf.max_health_ms = maxHealthMs;
+  FaultLoad.print('loop kept busy by a broadcast storm', lf);
+  assertNoLoss(assert, lf);
+  assert.equal(lf.refused, 0, 'no producer refused (503) during the storm: Redis was never taken for down');
+  assert.equal(lf.unanswered, 0, 'every producer post answered');
   const others = statuses.filter((s) => s !== 202);
   assert.deepEqual(others, [], 'every broadcast answered 202');
   assert.deepEqual(falseDownLines(busy), [], 'no reconnect or "down" while Redis was idle');

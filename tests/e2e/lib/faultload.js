@@ -14,8 +14,9 @@
  * reconnects by itself, every 500 ms, when its connection ends: server
  * killed, 1011 backend unavailable, ...), and `offline` devices registered
  * at the start and connected again only at the end (everything they get is
- * replayed from their queue).  Every device acknowledges every durable
- * message as soon as it arrives (harness autoAck).
+ * replayed from their queue).  Every device acknowledges what it received
+ * with one cumulative ack every 100 ms (ackPump below), and once more just
+ * before it closes.
  *
  * Producers: `rate` POST /api/v1/notifications per second in all (users
  * taken in turn), each with its own id, at most `maxInFlight` unanswered at
@@ -46,7 +47,7 @@ const path = require('node:path');
 const { spawn } = require('node:child_process');
 const nodeTest = require('node:test');
 const {
-  uid, sleep, until, newId, notificationBody, postNotification, autoAck, cmpStreamId,
+  uid, sleep, until, newId, notificationBody, postNotification, cmpStreamId,
   drainUntilIdle, freePort, redisPing, tailFile,
 } = require('./harness');
 
@@ -79,8 +80,9 @@ class FaultDevice {
       params: { ack: '1' }, label: `${this.label}#${this.conns.length + 1}`,
     });
     this.conns.push(c);
-    autoAck(c);
+    ackPump(c);
     c.ws.on('close', () => {
+      c.stopAcks();
       if (this.active) this.reconnectSoon();
     });
     return c;
@@ -134,8 +136,39 @@ class FaultDevice {
     this.active = false;
     for (let i = 0; i < 40 && this.reconnecting; i += 1) await sleep(100);
     const c = this.current();
-    if (c && c.isOpen()) await c.close();
+    if (c && c.isOpen()) {
+      c.flushAck();
+      await c.close();
+    }
   }
+}
+
+/* Acknowledges like a real ack-mode client: one cumulative ack (SPEC §4)
+ * of the newest durable id every ACK_EVERY_MS while something new arrived,
+ * not one per message: acks are inbound messages, and one per message at
+ * 30 notifications/s per device is over client_msg_rate (20/s), which
+ * ends in error rate_limited and close 1008 (SPEC §7). */
+const ACK_EVERY_MS = 100;
+function ackPump(c) {
+  let newest = null;
+  let sent = null;
+  c.ws.on('message', () => {
+    const f = c.frames[c.frames.length - 1];
+    const m = f && f.msg;
+    if (m && DURABLE.has(m.type) && typeof m.id === 'string'
+      && (newest === null || cmpStreamId(m.id, newest) > 0)) newest = m.id;
+  });
+  c.flushAck = () => {
+    if (newest === null || newest === sent || !c.isOpen()) return;
+    try {
+      c.send({ type: 'ack', data: { id: newest } });
+      sent = newest;
+    } catch {
+      /* closing */
+    }
+  };
+  const timer = setInterval(c.flushAck, ACK_EVERY_MS);
+  c.stopAcks = () => clearInterval(timer);
 }
 
 class FaultLoad {
@@ -292,7 +325,7 @@ class FaultLoad {
       const c = await d.connect(30000);
       await drainUntilIdle(c, { idleMs: 1500, maxMs: 30000 });
     }
-    for (const d of this.devices) await d.current().close();
+    for (const d of this.devices) await d.stop();
     return this.figures({ stoppedAt, liveMs, missingBeforeDrain });
   }
 
@@ -345,6 +378,8 @@ class FaultLoad {
         replayed: devReplayed,
         disorder: devDisorder,
         connections: d.conns.length,
+        /* how each connection but the final drain's ended (1013, 1011, 1006...) */
+        closes: d.conns.slice(0, -1).map((c) => (c.closeInfo ? c.closeInfo.code : null)),
       };
     }
     const after = (t) => (p) => t !== null && p.at >= t;
