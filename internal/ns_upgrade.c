@@ -85,23 +85,29 @@ static int urlarg(const char *args, size_t args_len, const char *name,
 void ns_upgrade_parse_device(const char *authz, int authz_len,
                              const char *args, size_t args_len,
                              ns_upgrade_device *out) {
-  int n, tlen;
+  const char *tok;
+  size_t tlen = 0;
+  int n;
   memset(out, 0, sizeof(*out));
-  out->reason = "invalid token";
+  /* The token is borrowed, never copied: the copy into a fixed buffer that
+   * this replaced wrote up to 8 bytes past it for an Authorization header
+   * of NS_TOKEN_MAX + 8..15 bytes (checked only after the copy). */
   if (authz_len > 7 && strncasecmp(authz, "Bearer ", 7) == 0) {
-    tlen = authz_len - 7;
-    memcpy(out->token, authz + 7, (size_t)tlen + 1);
+    tok = authz + 7;
+    tlen = (size_t)authz_len - 7;
   } else {
-    tlen = urlarg(args, args_len, "token", out->token, sizeof(out->token));
+    tok = ns_upgrade_arg(args, args_len, "token", &tlen);
   }
-  if (tlen <= 0) {
+  if (!tok || tlen == 0) {
     out->reason = "missing token";
     return;
   }
-  if (tlen >= (int)sizeof(out->token))
+  if (tlen > NS_TOKEN_MAX) {
+    out->reason = "invalid token";
     return;
-  out->token_len = (size_t)tlen;
-  out->reason = NULL;
+  }
+  out->token = tok;
+  out->token_len = tlen;
   n = urlarg(args, args_len, "device_id", out->device, sizeof(out->device));
   out->device_ok = n > 0 && n <= NS_DEVICE_ID_MAX &&
                    ns_proto_valid_device_id(out->device, (size_t)n);

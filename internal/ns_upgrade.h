@@ -48,12 +48,13 @@ int ns_upgrade_origin_allowed(const char *allowed, const char *origin,
 /* What a device upgrade (/ws) carries, before the token is verified. */
 typedef struct ns_upgrade_device {
   /* The refusal decided without the token's signature, or NULL:
-   * "missing token", "invalid token" (too long).  When NULL, `token` holds
-   * the token to verify and `device_ok` says whether device_id is valid
-   * (the caller refuses "invalid device_id" only after the token passed). */
+   * "missing token", "invalid token" (longer than NS_TOKEN_MAX).  When
+   * NULL, `token` is the token to verify and `device_ok` says whether
+   * device_id is valid (the caller refuses "invalid device_id" only after
+   * the token passed). */
   const char *reason;
-  char token[NS_TOKEN_MAX + 1]; /* NUL-terminated, token_len bytes */
-  size_t token_len;
+  const char *token;  /* borrowed from `authz` or `args`; not NUL-terminated */
+  size_t token_len;   /* 1..NS_TOKEN_MAX when reason is NULL, else 0 */
   int device_ok;
   char device[NS_DEVICE_ID_MAX + 1];         /* when device_ok */
   char device_name[NS_DEVICE_NAME_MAX + 1];  /* "" when absent or invalid */
@@ -61,13 +62,15 @@ typedef struct ns_upgrade_device {
   int ack_mode;                              /* ack=1 */
 } ns_upgrade_device;
 
-/* Parses a device upgrade.  `authz` is the Authorization header copied by
- * the caller into a buffer of NS_UPGRADE_AUTHZ_MAX + 1 bytes: `authz_len`
- * its length, 0 when absent, -1 when it did not fit (then it is ignored, as
- * a header that is not "Bearer ..." is).  The token is the header's after
- * "Bearer " (any case) when that leaves at least one byte, else the query's
- * token=.  `args` (`args_len` bytes) holds the query arguments (see the file
- * comment).  Fills *out; never fails (a refusal is out->reason). */
+/* Parses a device upgrade.  `authz` is the Authorization header as the
+ * caller copied it into a buffer of NS_UPGRADE_AUTHZ_MAX + 1 bytes:
+ * `authz_len` bytes (no NUL needed after them), 0 when absent, -1 when it
+ * did not fit (then it is ignored, as a header that is not "Bearer ..."
+ * is).  The token is the header's after "Bearer " (any case) when that
+ * leaves at least one byte, else the query's token=.  `args` (`args_len`
+ * bytes) holds the query arguments (see the file comment).  Fills *out,
+ * whose `token` points into `authz` or `args`: both must outlive its use.
+ * Never fails (a refusal is out->reason). */
 void ns_upgrade_parse_device(const char *authz, int authz_len,
                              const char *args, size_t args_len,
                              ns_upgrade_device *out);

@@ -32,14 +32,22 @@ static int endpoint_kind(struct lws *wsi) {
   return (int)ns_upgrade_endpoint(path, (size_t)n);
 }
 
+/* The whole Origin header is compared: a copy cut to a fixed buffer (as
+ * before) made an Origin of 256 bytes or more count as absent, i.e.
+ * allowed, whatever allowed_origins said. */
 static int origin_allowed(ns_server *srv, struct lws *wsi) {
   const char *list = srv->cfg->allowed_origins;
-  char origin[256];
-  int n;
-  if (!list || !*list)
+  int n = lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN), ok;
+  char *origin;
+  if (!list || !*list || n <= 0)
     return 1;
-  n = lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN);
-  return ns_upgrade_origin_allowed(list, origin, n > 0 ? (size_t)n : 0);
+  origin = ns_xmalloc((size_t)n + 1); /* bounded: max_http_header_data */
+  if (lws_hdr_copy(wsi, origin, n + 1, WSI_TOKEN_ORIGIN) != n)
+    ok = 0; /* cannot happen; refuse rather than guess */
+  else
+    ok = ns_upgrade_origin_allowed(list, origin, (size_t)n);
+  free(origin);
+  return ok;
 }
 
 /* The query arguments as ns_upgrade.h wants them: every URI_ARGS fragment,
@@ -75,33 +83,32 @@ static char *copy_args(struct lws *wsi, size_t *len) {
 
 static void authenticate(ns_server *srv, struct lws *wsi, ns_session *s) {
   char hdr[NS_UPGRADE_AUTHZ_MAX + 1];
-  ns_upgrade_device *up = ns_xmalloc(sizeof(*up)); /* 8 KiB: not on the stack */
+  ns_upgrade_device up;
   ns_devauth *da = s->da = ns_xcalloc(1, sizeof(*s->da));
   size_t alen;
   char *args = copy_args(wsi, &alen);
   int n = lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION);
-  ns_upgrade_parse_device(hdr, n, args, alen, up);
-  free(args);
+  ns_upgrade_parse_device(hdr, n, args, alen, &up); /* up.token: hdr or args */
   s->auth_rc = NS_EAUTH;
-  s->auth_reason = up->reason;
-  if (!up->reason) {
-    n = ns_auth_verify(srv->auth, up->token, up->token_len, ns_now_ms() / 1000,
+  s->auth_reason = up.reason;
+  if (!up.reason) {
+    n = ns_auth_verify(srv->auth, up.token, up.token_len, ns_now_ms() / 1000,
                        &da->who);
     if (n == NS_EEXPIRED)
       s->auth_reason = "token expired";
     else if (n != 0)
       s->auth_reason = "invalid token";
-    else if (!up->device_ok)
+    else if (!up.device_ok)
       s->auth_reason = "invalid device_id";
   }
+  free(args);
   if (!s->auth_reason) {
-    memcpy(da->device, up->device, sizeof(da->device));
-    memcpy(da->device_name, up->device_name, sizeof(da->device_name));
-    memcpy(da->platform, up->platform, sizeof(da->platform));
-    da->ack_mode = up->ack_mode;
+    memcpy(da->device, up.device, sizeof(da->device));
+    memcpy(da->device_name, up.device_name, sizeof(da->device_name));
+    memcpy(da->platform, up.platform, sizeof(da->platform));
+    da->ack_mode = up.ack_mode;
     s->auth_rc = 0;
   }
-  free(up);
 }
 
 static void free_devauth(ns_session *s) {

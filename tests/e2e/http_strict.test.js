@@ -10,15 +10,24 @@
  * waited for 12 bytes, "-5" was "missing", "0x2" was 0 and its body parsed
  * as a second request).
  *
- * Every request goes over a raw TCP socket, so the bytes on the wire are
- * exactly the ones written here.  Each read is bounded by a timeout.
+ * The WebSocket upgrade's parsing (ns_upgrade, fuzzed by fuzz_upgrade) is
+ * held to the same standard: an Origin of 256 bytes or more no longer
+ * counts as absent (it was allowed whatever allowed_origins said), and an
+ * Authorization header of NS_TOKEN_MAX + 8..15 bytes is refused as
+ * "invalid token" without the 1-8 byte stack overflow of the old copy.
+ *
+ * Every REST request goes over a raw TCP socket, so the bytes on the wire
+ * are exactly the ones written here.  Each read is bounded by a timeout.
  */
 const assert = require('node:assert/strict');
 const net = require('node:net');
 const { test, useServer, uid, serviceToken } = require('./lib/harness');
 
 const MAX_BODY = 4096;
+const ORIGIN = 'https://app.example.com';
+const TOKEN_MAX = 8192; /* NS_TOKEN_MAX */
 const srv = useServer({ env: { NOTISYNC_MAX_BODY_BYTES: String(MAX_BODY) } });
+const strict = useServer({ env: { NOTISYNC_ALLOWED_ORIGINS: `${ORIGIN},http://localhost:3000` } });
 
 const RAW_TIMEOUT_MS = 5000;
 
@@ -198,4 +207,44 @@ test('a plain Content-Length (leading zeros and surrounding blanks allowed) is h
   assert.equal(two.responses.length, 2, JSON.stringify(two.raw.slice(0, 800)));
   assert.equal(two.responses[0].status, 202);
   assert.equal(two.responses[1].status, 200);
+});
+
+/* ------------------------------------------------- WebSocket upgrade */
+
+test('upgrade: an Origin of 256 bytes or more is refused like any unlisted Origin (1008 "origin not allowed"); the listed one still connects', async () => {
+  const user = uid();
+  for (const origin of [`https://${'o'.repeat(300)}.example`, `${ORIGIN}/${'x'.repeat(260)}`, 'https://' + 'a'.repeat(4000)]) {
+    const dev = strict.ws(strict.wsUrl({ token: strict.token(user), device_id: 'web' }), { headers: { Origin: origin } });
+    await dev.open();
+    const info = await dev.closed(10000);
+    assert.deepEqual([info.code, info.reason], [1008, 'origin not allowed'], `Origin of ${origin.length} bytes: ${dev.describe()}`);
+    assert.equal(dev.messages().length, 0, dev.describe());
+    const pub = strict.ws(`ws://127.0.0.1:${strict.port}/api/v1/ws`, { headers: { Origin: origin } });
+    await pub.open();
+    const pinfo = await pub.closed(10000);
+    assert.deepEqual([pinfo.code, pinfo.reason], [1008, 'origin not allowed'], pub.describe());
+  }
+  const good = await strict.device(user, 'web', { headers: { Origin: ORIGIN } });
+  assert.equal(good.welcome.data.device_id, 'web');
+  await good.close();
+});
+
+test('upgrade: an Authorization header just over the token limit (NS_TOKEN_MAX + 1..8 bytes of token) closes 1008 "invalid token" and the server lives on', async () => {
+  const user = uid();
+  for (const extra of [1, 4, 8]) {
+    const dev = srv.ws(srv.wsUrl({ device_id: 'big' }), { headers: { Authorization: `Bearer ${'a'.repeat(TOKEN_MAX + extra)}` } });
+    await dev.open();
+    const info = await dev.closed(10000);
+    assert.deepEqual([info.code, info.reason], [1008, 'invalid token'], `token of ${TOKEN_MAX + extra} bytes: ${dev.describe()}`);
+  }
+  /* a token of exactly NS_TOKEN_MAX bytes is read (and is no JWT) */
+  const max = srv.ws(srv.wsUrl({ device_id: 'big' }), { headers: { Authorization: `Bearer ${'a'.repeat(TOKEN_MAX)}` } });
+  await max.open();
+  assert.deepEqual(Object.values(await max.closed(10000)).slice(0, 2), [1008, 'invalid token']);
+  assert.equal(srv.exit, null, `server exited: ${JSON.stringify(srv.exit)}`);
+  const ok = await srv.device(user, 'after');
+  assert.equal(ok.welcome.data.device_id, 'after');
+  await ok.close();
+  const h = await srv.http('GET', '/health', { timeoutMs: 5000 });
+  assert.equal(h.status, 200, h.text);
 });
