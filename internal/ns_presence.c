@@ -8,13 +8,17 @@
  * Redis layout (DESIGN.md; the braces are literal, a Redis Cluster hash tag
  * that also keeps "q:{a:b}:c" and "q:{a}:b:c" apart): presence:{user} hash
  * device -> JSON
- * {status, instance, conn, since, last_seen}; channel u:{user} carries
+ * {status, instance, conn, since, last_seen[, closed]} (closed: the
+ * connection is gone, presence_grace runs); channel u:{user} carries
  * compact events between instances:
  *   {"k":"st","d":device,"s":"online"|"offline","ls":ms}   device status
  *   {"k":"kick","d":device,"c":conn_id}                     one conn per device
  * Presence changes run as Lua scripts so the read-modify-write and the
- * PUBLISH are atomic across instances.  A device reading `online` whose
- * instance key has expired is reported offline (crashed instance).  The
+ * PUBLISH are atomic across instances.  LUA_CONNECT and LUA_CLOSED touch
+ * only keys of the user's hash slot (Redis Cluster); LUA_OFFLINE and
+ * LUA_READ still reach other slots (the idev set, inst: and q: keys).  A
+ * device reading `online` whose instance key has expired is reported
+ * offline (crashed instance).  The
  * instance key, the heartbeat and the reaping of crashed instances are
  * ns_liveness.c; each connection is recorded in this instance's idev set
  * (the members' shape is defined here, ns__presence_idev_member) so that
@@ -31,27 +35,71 @@
 #include "ns_queue.h"
 #include "ns_server_int.h"
 
-/* Connect: counts the user's live devices (other than this one) against the
- * cap, stores the new presence, records the connection in this instance's
- * idev set, and publishes either a kick for the device's previous
- * connection (it was online: no online flap) or its online status.
+/* Connect (KEYS: presence:{user}, u:{user}): counts the user's concurrent
+ * devices other than this one against the cap -- an `online` entry whose
+ * connection is still open ("closed" unset: SPEC §7 caps connections, and
+ * a device in its presence_grace has none) on a live instance -- stores
+ * the new presence, and publishes either a kick for the device's previous
+ * connection (it was online, or closed less than presence_grace ago: no
+ * online flap) or its online status.
+ *
+ * Every key it touches is in the user's hash slot (Redis Cluster): the
+ * instances' liveness keys are not read here.  An instance is alive when it
+ * is this one (ARGV[4]), dead when listed in ARGV[8] (ids separated by
+ * spaces), else unknown.  On the first try (ARGV[7] = '0'), when the
+ * outcome depends on an unknown instance, the script writes nothing and
+ * returns {-2, id, ...} (at most 16 ids); the caller reads their inst: keys
+ * and tries again with ARGV[7] = '1', when an instance not listed dead
+ * counts as alive.  The idev set is the caller's (another slot).
  * Returns -1 (cap reached), 1 (was online), 0 (came online). */
 static const char LUA_CONNECT[] =
+    "local dead, ask, nask = {}, {}, 0\n"
+    "for id in string.gmatch(ARGV[8], '%S+') do dead[id] = true end\n"
+    "local function unknown(id)\n"
+    "  if ARGV[7] == '1' or id == ARGV[4] then return false end\n"
+    "  if not ask[id] and nask < 16 then ask[id] = true; nask = nask + 1 end\n"
+    "  return true\n"
+    "end\n"
     "local h = redis.call('HGETALL', KEYS[1])\n"
-    "local n, old = 0, false\n"
+    "local n, maybe, old, doubt = 0, 0, false, false\n"
     "for i = 1, #h, 2 do\n"
     "  local ok, t = pcall(cjson.decode, h[i+1])\n"
-    "  if ok and t.status == 'online' and (t.instance == ARGV[5] or\n"
-    "     redis.call('EXISTS', ARGV[4] .. t.instance) == 1) then\n"
-    "    if h[i] == ARGV[1] then old = true else n = n + 1 end\n"
+    "  if ok and type(t) == 'table' and t.status == 'online' then\n"
+    "    local inst = tostring(t.instance)\n"
+    "    if dead[inst] then\n"
+    "    elseif h[i] == ARGV[1] then\n"
+    "      if t.closed or not unknown(inst) then old = true\n"
+    "      else doubt = true end\n"
+    "    elseif not t.closed then\n"
+    "      if unknown(inst) then maybe = maybe + 1 else n = n + 1 end\n"
+    "    end\n"
     "  end\n"
     "end\n"
-    "if n >= tonumber(ARGV[3]) then return -1 end\n"
+    "local max = tonumber(ARGV[3])\n"
+    "if n >= max then return -1 end\n"
+    "if doubt or n + maybe >= max then\n"
+    "  local out = {-2}\n"
+    "  for id in pairs(ask) do out[#out+1] = id end\n"
+    "  return out\n"
+    "end\n"
     "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
-    "redis.call('SADD', ARGV[8], ARGV[9])\n"
-    "if old then redis.call('PUBLISH', KEYS[2], ARGV[7]) return 1 end\n"
-    "redis.call('PUBLISH', KEYS[2], ARGV[6])\n"
+    "if old then redis.call('PUBLISH', KEYS[2], ARGV[6]) return 1 end\n"
+    "redis.call('PUBLISH', KEYS[2], ARGV[5])\n"
     "return 0\n";
+
+/* Closed (KEYS: presence:{user}): the connection ARGV[2] of device ARGV[1]
+ * has closed; while presence_grace runs its entry stays `online` (no
+ * flap) but is marked closed, so it no longer counts against the cap.
+ * Nothing when a newer connection owns the entry.  Returns 1 if marked. */
+static const char LUA_CLOSED[] =
+    "local cur = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    "if not cur then return 0 end\n"
+    "local ok, t = pcall(cjson.decode, cur)\n"
+    "if not ok or type(t) ~= 'table' or t.conn ~= ARGV[2] or\n"
+    "   t.status ~= 'online' then return 0 end\n"
+    "t.closed = true\n"
+    "redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(t))\n"
+    "return 1\n";
 
 /* Offline: the connection leaves the instance's idev set; the device goes
  * offline only if the stored presence still belongs to this connection (a
@@ -547,21 +595,126 @@ static void hub_leave(ns_conn *c) {
   }
 }
 
+/* The connection's member of this instance's idev set (ns_liveness reaps
+ * from it), added before the connect script and removed when the script
+ * refuses: the set is in another hash slot than the user's keys. */
+static void idev_update(ns_conn *c, const char *cmd) {
+  char idev[160];
+  char *member = ns__presence_idev_member(c->id, c->device, c->who.sub);
+  ns__presence_idev_key(c->srv, idev, sizeof(idev));
+  ns_redis_cmd(c->srv->redis, NULL, NULL, "%s %s %s", cmd, idev, member);
+  free(member);
+}
+
+static void refuse_connect(ns_conn *c) {
+  idev_update(c, "SREM");
+  hub_leave(c);
+  ns_metrics_inc(&c->srv->metrics, NS_M_HANDSHAKES, "too many devices");
+  ns_conn_close(c, 1008, "too many devices");
+}
+
+static int connect_eval(ns_conn *c, const char *checked, const char *dead);
+
+/* ---- instances whose liveness decides a connect ----
+ * LUA_CONNECT does not read inst:<id> keys (other hash slots): when its
+ * outcome depends on them it names them, and they are read here, one
+ * EXISTS each, before the script runs again with the dead ones. */
+
+#define NS_INST_CHECK_MAX 16 /* LUA_CONNECT names at most this many */
+#define NS_INST_ID_MAX 79    /* sizeof(srv->instance_id) - 1 */
+
+typedef struct inst_check inst_check;
+
+typedef struct inst_probe {
+  inst_check *k;
+  char id[NS_INST_ID_MAX + 1];
+} inst_probe;
+
+struct inst_check {
+  ns_conn *c; /* holds a reference */
+  size_t n, left;
+  int failed;
+  char dead[NS_INST_CHECK_MAX * (NS_INST_ID_MAX + 1) + 1];
+  inst_probe probe[NS_INST_CHECK_MAX];
+};
+
+/* All replies are in: the script again (the check holds the reference
+ * the connect script had). */
+static void inst_check_done(inst_check *k) {
+  ns_conn *c = k->c;
+  if (!c->wsi || c->state == NS_CONN_CLOSING) {
+    ns_conn_unref(c);
+  } else if (k->failed || connect_eval(c, "1", k->dead) != 0) {
+    fail_connect(c, 1011, "backend unavailable");
+    ns_conn_unref(c);
+  }
+  free(k);
+}
+
+static void on_inst_probed(redisReply *r, void *arg) {
+  inst_probe *p = arg;
+  inst_check *k = p->k;
+  if (!r || r->type != REDIS_REPLY_INTEGER) {
+    k->failed = 1;
+  } else if (r->integer == 0) {
+    size_t used = strlen(k->dead);
+    snprintf(k->dead + used, sizeof(k->dead) - used, "%s%s", used ? " " : "",
+             p->id);
+  }
+  if (--k->left == 0)
+    inst_check_done(k);
+}
+
+/* `r` is {-2, id, ...}: reads each instance's liveness key.  Takes the
+ * caller's reference of `c`. */
+static void inst_check_start(ns_conn *c, const redisReply *r) {
+  inst_check *k = ns_xcalloc(1, sizeof(*k));
+  size_t i;
+  k->c = c;
+  for (i = 1; i < r->elements && k->n < NS_INST_CHECK_MAX; i++) {
+    const redisReply *e = r->element[i];
+    if (e->type == REDIS_REPLY_STRING && e->len > 0 &&
+        e->len <= NS_INST_ID_MAX && !strpbrk(e->str, " \t\r\n")) {
+      k->probe[k->n].k = k;
+      memcpy(k->probe[k->n].id, e->str, e->len);
+      k->n++;
+    }
+  }
+  k->left = k->n + 1; /* one more, dropped below: no early finish */
+  for (i = 0; i < k->n; i++) {
+    char key[160];
+    ns__key(c->srv, key, sizeof(key), "inst:%s", k->probe[i].id);
+    if (ns_redis_cmd(c->srv->redis, on_inst_probed, &k->probe[i], "EXISTS %s",
+                     key) != 0) {
+      k->failed = 1;
+      k->left--;
+    }
+  }
+  if (--k->left == 0)
+    inst_check_done(k);
+}
+
 static void on_connect_script(redisReply *r, void *arg) {
   ns_conn *c = arg;
   if (!c->wsi || c->state == NS_CONN_CLOSING) {
     ns_conn_unref(c);
     return;
   }
+  if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+      r->element[0]->type == REDIS_REPLY_INTEGER &&
+      r->element[0]->integer == -2) {
+    inst_check_start(c, r); /* takes our reference */
+    return;
+  }
   if (!r || r->type != REDIS_REPLY_INTEGER) {
+    if (r && r->type == REDIS_REPLY_ERROR)
+      ns_log(NS_LOG_ERROR, "presence connect: %s", r->str);
     fail_connect(c, 1011, "backend unavailable");
     ns_conn_unref(c);
     return;
   }
   if (r->integer < 0) {
-    hub_leave(c);
-    ns_metrics_inc(&c->srv->metrics, NS_M_HANDSHAKES, "too many devices");
-    ns_conn_close(c, 1008, "too many devices");
+    refuse_connect(c);
     ns_conn_unref(c);
     return;
   }
@@ -572,14 +725,45 @@ static void on_connect_script(redisReply *r, void *arg) {
   reg_enqueue(c);                     /* and ours */
 }
 
+/* Runs LUA_CONNECT for `c` (`checked` "0" on the first try, "1" with the
+ * instances found `dead`); on_connect_script takes a reference of `c`
+ * that the caller has taken.  Returns 0 or NS_EUNAVAIL / NS_EINVAL (no
+ * callback). */
+static int connect_eval(ns_conn *c, const char *checked, const char *dead) {
+  ns_server *srv = c->srv;
+  char key[256], ch[256], max[24], kick[200];
+  char *val, *online;
+  const char *args[10];
+  int64_t now = ns_now_ms();
+  int rc;
+  ns__ukey(srv, key, sizeof(key), "presence", c->who.sub, NULL);
+  ns_bus_user_channel(srv, c->who.sub, ch, sizeof(ch));
+  snprintf(max, sizeof(max), "%lld", (long long)srv->cfg->max_devices_per_user);
+  val = ns__presence_json("online", srv, c->id, now, now);
+  online = ns__presence_status_event(c->device, "online", now);
+  snprintf(kick, sizeof(kick), "{\"k\":\"kick\",\"d\":\"%s\",\"c\":\"%s\"}",
+           c->device, c->id);
+  args[0] = key;
+  args[1] = ch;
+  args[2] = c->device;
+  args[3] = val;
+  args[4] = max;
+  args[5] = srv->instance_id;
+  args[6] = online;
+  args[7] = kick;
+  args[8] = checked;
+  args[9] = dead;
+  rc = ns_redis_eval(srv->redis, on_connect_script, c, LUA_CONNECT, 2, args,
+                     10);
+  free(val);
+  free(online);
+  return rc;
+}
+
 void ns_presence_connect(ns_conn *c) {
   ns_server *srv = c->srv;
   void *old = NULL;
-  char key[256], ch[256], iprefix[96], max[24];
-  char *val, *online, *member, kick[200], idev[160];
-  const char *args[11];
-  int64_t now = ns_now_ms();
-  int rc;
+  char ch[256];
 
   if (!ns__server_redis_up(srv) || !srv->pg_ready) {
     fail_connect(c, 1011, "backend unavailable");
@@ -595,32 +779,9 @@ void ns_presence_connect(ns_conn *c) {
   if (ns_hub_user_devices(srv->hub, c->who.sub) == 1)
     ns_redis_subscribe(srv->redis, ch);
 
-  ns__ukey(srv, key, sizeof(key), "presence", c->who.sub, NULL);
-  ns__key(srv, iprefix, sizeof(iprefix), "inst:");
-  snprintf(max, sizeof(max), "%lld", (long long)srv->cfg->max_devices_per_user);
-  val = ns__presence_json("online", srv, c->id, now, now);
-  online = ns__presence_status_event(c->device, "online", now);
-  snprintf(kick, sizeof(kick), "{\"k\":\"kick\",\"d\":\"%s\",\"c\":\"%s\"}",
-           c->device, c->id);
-  ns__presence_idev_key(srv, idev, sizeof(idev));
-  member = ns__presence_idev_member(c->id, c->device, c->who.sub);
-  args[0] = key;
-  args[1] = ch;
-  args[2] = c->device;
-  args[3] = val;
-  args[4] = max;
-  args[5] = iprefix;
-  args[6] = srv->instance_id;
-  args[7] = online;
-  args[8] = kick;
-  args[9] = idev;
-  args[10] = member;
+  idev_update(c, "SADD"); /* before the script, on the same connection */
   ns_conn_ref(c);
-  rc = ns_redis_eval(srv->redis, on_connect_script, c, LUA_CONNECT, 2, args, 11);
-  free(val);
-  free(online);
-  free(member);
-  if (rc != 0) {
+  if (connect_eval(c, "0", "") != 0) {
     ns_conn_unref(c);
     fail_connect(c, 1011, "backend unavailable");
   }
@@ -795,6 +956,20 @@ static void seen_enqueue(ns_server *srv, const char *user, const char *device) {
   seen_flush(srv);
 }
 
+/* The device stays `online` through presence_grace, but its connection no
+ * longer counts against max_devices_per_user (LUA_CLOSED). */
+static void mark_closed(ns_conn *c) {
+  ns_server *srv = c->srv;
+  char key[256];
+  const char *args[3];
+  ns__ukey(srv, key, sizeof(key), "presence", c->who.sub, NULL);
+  args[0] = key;
+  args[1] = c->device;
+  args[2] = c->id;
+  if (ns_redis_eval(srv->redis, op_done, srv, LUA_CLOSED, 1, args, 3) == 0)
+    srv->pending_ops++;
+}
+
 void ns_presence_disconnect(ns_conn *c) {
   ns_server *srv = c->srv;
   hub_leave(c);
@@ -804,6 +979,7 @@ void ns_presence_disconnect(ns_conn *c) {
     mark_offline(srv, c->who.sub, c->device, c->id);
   } else {
     pending_off *p = ns_xcalloc(1, sizeof(*p));
+    mark_closed(c);
     p->srv = srv;
     snprintf(p->user, sizeof(p->user), "%s", c->who.sub);
     snprintf(p->device, sizeof(p->device), "%s", c->device);
