@@ -24,6 +24,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
@@ -488,24 +489,17 @@ static int check_line(char *line, size_t n, char *msg, size_t msglen) {
   return 0;
 }
 
-/* Reads `path` line by line into `c` (see the header for the syntax).  Keys
- * repeated later win.  Returns 0; -errno when the file cannot be opened or
- * read ("path: reason" in `err`); or NS_EINVAL with "path:line: ..." in
- * `err`, in which case the lines before the bad one have been applied. */
-int ns_config_load_file(ns_config *c, const char *path, char *err,
-                        size_t errlen) {
+/* Reads `f` line by line into `c`; `name` prefixes every message ("name:
+ * reason", "name:line: ...").  Returns 0, -errno on a read error, or
+ * NS_EINVAL; the lines before a bad one have been applied. */
+static int load_stream(ns_config *c, FILE *f, const char *name, char *err,
+                       size_t errlen) {
   char msg[256];
   char *line = NULL;
   size_t cap = 0;
   ssize_t n;
   long lineno = 0;
   int rc = 0;
-  FILE *f = fopen(path, "r");
-  if (!f) {
-    rc = -errno;
-    seterr(err, errlen, "%s: %s", path, strerror(-rc));
-    return rc;
-  }
   errno = 0;
   while ((n = getline(&line, &cap, f)) != -1) { /* ends at EOF or error */
     lineno++;
@@ -513,16 +507,53 @@ int ns_config_load_file(ns_config *c, const char *path, char *err,
     if (rc == 0)
       rc = load_line(c, line, msg, sizeof msg);
     if (rc != 0) {
-      seterr(err, errlen, "%s:%ld: %s", path, lineno, msg);
+      seterr(err, errlen, "%s:%ld: %s", name, lineno, msg);
       goto cleanup;
     }
   }
   if (ferror(f)) {
     rc = errno ? -errno : -EIO;
-    seterr(err, errlen, "%s: %s", path, strerror(-rc));
+    seterr(err, errlen, "%s: %s", name, strerror(-rc));
   }
 cleanup:
   free(line);
+  return rc;
+}
+
+/* Reads `path` line by line into `c` (see the header for the syntax).  Keys
+ * repeated later win.  Returns 0; -errno when the file cannot be opened or
+ * read ("path: reason" in `err`); or NS_EINVAL with "path:line: ..." in
+ * `err`, in which case the lines before the bad one have been applied. */
+int ns_config_load_file(ns_config *c, const char *path, char *err,
+                        size_t errlen) {
+  int rc;
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    rc = -errno;
+    seterr(err, errlen, "%s: %s", path, strerror(-rc));
+    return rc;
+  }
+  rc = load_stream(c, f, path, err, errlen);
+  fclose(f);
+  return rc;
+}
+
+/* The file parser over `n` bytes in memory (fmemopen: the same getline
+ * path as a file).  Same results as ns_config_load_file with `name` in the
+ * messages. */
+int ns_config_load_text(ns_config *c, const char *text, size_t n,
+                        const char *name, char *err, size_t errlen) {
+  int rc;
+  FILE *f;
+  if (n == 0)
+    return 0; /* fmemopen refuses a zero size; an empty file sets nothing */
+  f = fmemopen((void *)(uintptr_t)text, n, "r");
+  if (!f) {
+    rc = -errno;
+    seterr(err, errlen, "%s: %s", name, strerror(-rc));
+    return rc;
+  }
+  rc = load_stream(c, f, name, err, errlen);
   fclose(f);
   return rc;
 }

@@ -64,6 +64,12 @@ int ns_config_set(ns_config *c, const char *key, const char *value, char *err,
 int ns_config_load_file(ns_config *c, const char *path, char *err,
                         size_t errlen);
 
+/* The same parser over `n` bytes of text in memory (tests, fuzzing):
+ * messages say "name:line: ...".  Returns 0, NS_EINVAL, or -errno when the
+ * text cannot be opened as a stream. */
+int ns_config_load_text(ns_config *c, const char *text, size_t n,
+                        const char *name, char *err, size_t errlen);
+
 /* Applies every NOTISYNC_<KEY>=value in `envp` (NULL-terminated, as environ)
  * with the file's rules: KEY, lower-cased, must be a config key, and its
  * value must be valid for it.  A NOTISYNC_ variable that is no key is an

@@ -550,6 +550,36 @@ static void test_file_empty(void **state) {
   ns_config_free(&d);
 }
 
+/* ns_config_load_text is the file parser over memory: same values, same
+ * messages with the given name, an empty text sets nothing. */
+static void test_load_text(void **state) {
+  static const char text[] = "workers = 3\nqueue_ttl = \"2h\"  # c\n"
+                             "log_format json\n";
+  ns_config c, f;
+  char err[256] = "", ferr[256] = "", path[64];
+  ns_config_defaults(&c);
+  ns_config_defaults(&f);
+  assert_int_equal(ns_config_load_text(&c, text, sizeof text - 1, "mem", err,
+                                       sizeof err), 0);
+  assert_int_equal(load_text(&f, text, path, ferr, sizeof ferr), 0);
+  assert_int_equal(c.workers, 3);
+  assert_int_equal(c.workers, f.workers);
+  assert_int_equal(c.queue_ttl_ms, H(2));
+  assert_int_equal(c.queue_ttl_ms, f.queue_ttl_ms);
+  assert_string_equal(c.log_format, "json");
+  assert_int_equal(ns_config_load_text(&c, "", 0, "mem", err, sizeof err), 0);
+  assert_int_equal(ns_config_load_text(&c, "workers = 2\nbogus = 1\n", 22,
+                                       "mem", err, sizeof err), NS_EINVAL);
+  assert_string_equal(err, "mem:2: unknown key 'bogus'");
+  assert_int_equal(c.workers, 2); /* lines before the bad one applied */
+  /* a NUL inside the text is refused as in a file */
+  assert_int_equal(ns_config_load_text(&c, "workers = 4\0\n", 13, "mem", err,
+                                       sizeof err), NS_EINVAL);
+  assert_string_equal(err, "mem:1: NUL byte in line");
+  ns_config_free(&c);
+  ns_config_free(&f);
+}
+
 /* ---- environment ------------------------------------------------------- */
 
 static void test_env(void **state) {
@@ -928,6 +958,7 @@ int main(void) {
       cmocka_unit_test(test_file_nul_byte),
       cmocka_unit_test(test_file_unreadable),
       cmocka_unit_test(test_file_empty),
+      cmocka_unit_test(test_load_text),
       cmocka_unit_test(test_env),
       cmocka_unit_test(test_env_unknown),
       cmocka_unit_test(test_env_bad_value),
