@@ -21,6 +21,8 @@
 #include "ns_log.h"
 
 #define NS_QUEUE_PAGE 200
+/* A later read deletes at most this many pages of aged entries. */
+#define NS_QUEUE_AGE_ROUNDS "25"
 
 /* KEYS: marker, channel, ql:{user} (the last id issued for the user),
  * cur:{user} (the devices' cursors: kept alive as long as the queues), then
@@ -76,17 +78,28 @@ static const char LUA_PUSH[] =
     "end\n"
     "return #KEYS - 4\n";
 
-/* The connect read (ARGV[5] = '1') drops entries older than queue_ttl and
- * computes `missed` (and how many of them it dropped for age just now);
- * live reads of a connected device only read: what they find was appended
- * moments ago.  Reply: {missed, len, entries, aged}. */
+/* Every read first drops what is older than queue_ttl (SPEC §5.2: such an
+ * entry is never delivered, also when a long replay reaches it pages
+ * later), then reads a page after the cursor ARGV[2].
+ *
+ * The connect read (ARGV[5] = '1') trims the stream's head (XTRIM MINID)
+ * and computes `missed` (and how many of them it dropped for age just now).
+ * A later read must not touch what is at or before the cursor (this
+ * connection's: in its ring, or written and awaiting an ack; LUA_TRIM or
+ * the next connect read settles it): it deletes the aged entries after the
+ * cursor -- never sent -- counts them as settled for the missed arithmetic
+ * ("<device>:n") and reports them as `aged`.  It deletes at most ARGV[6]
+ * rounds of ARGV[3]; when more may be left it reads no page and says
+ * `more`.  Reply: {missed, len, entries, aged, more}. */
 static const char LUA_FETCH[] =
-    "local missed, len, aged = 0, 0, 0\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local cut = string.format('%.0f', now - tonumber(ARGV[4]))\n"
+    "local missed, len, aged, more = 0, 0, 0, 0\n"
+    "local from = '-'\n"
+    "if ARGV[2] ~= '' then from = '(' .. ARGV[2] end\n"
     "if ARGV[5] == '1' then\n"
-    "  local t = redis.call('TIME')\n"
-    "  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "  aged = redis.call('XTRIM', KEYS[1], 'MINID',\n"
-    "                    string.format('%.0f', now - tonumber(ARGV[4])))\n"
+    "  aged = redis.call('XTRIM', KEYS[1], 'MINID', cut)\n"
     "  local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])\n"
     "  if ok then\n"
     "    local added = 0\n"
@@ -103,11 +116,28 @@ static const char LUA_FETCH[] =
     "    redis.call('HDEL', KEYS[2], ARGV[1] .. ':n')\n"
     "  end\n"
     "  redis.call('PEXPIRE', KEYS[2], ARGV[4])\n"
+    "else\n"
+    "  local rounds, count = tonumber(ARGV[6]), tonumber(ARGV[3])\n"
+    "  for round = 1, rounds do\n"
+    "    local old = redis.call('XRANGE', KEYS[1], from, '(' .. cut .. '-0',\n"
+    "                           'COUNT', count)\n"
+    "    if #old == 0 then break end\n"
+    "    local ids = {}\n"
+    "    for i = 1, #old do ids[i] = old[i][1] end\n"
+    "    aged = aged + redis.call('XDEL', KEYS[1], unpack(ids))\n"
+    "    from = '(' .. ids[#ids]\n"
+    "    if #old < count then break end\n"
+    "    if round == rounds then more = 1 end\n"
+    "  end\n"
+    "  if aged > 0 then\n"
+    "    redis.call('HINCRBY', KEYS[2], ARGV[1] .. ':n', aged)\n"
+    "    if redis.call('PTTL', KEYS[2]) < 0 then\n"
+    "      redis.call('PEXPIRE', KEYS[2], ARGV[4]) end\n"
+    "  end\n"
     "end\n"
-    "local from = '-'\n"
-    "if ARGV[2] ~= '' then from = '(' .. ARGV[2] end\n"
+    "if more == 1 then return {missed, len, {}, aged, 1} end\n"
     "return {missed, len, redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', ARGV[3]),\n"
-    "        aged}\n";
+    "        aged, 0}\n";
 
 /* Trims the device's stream up to ARGV[2] and moves its cursor there.  The
  * cursor hash gets its TTL when a field is created (pushes and connect reads
@@ -312,7 +342,7 @@ static void on_fetched(redisReply *r, void *arg) {
     ns_conn_unref(c);
     return;
   }
-  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 5) {
     if (r && r->type == REDIS_REPLY_ERROR)
       ns_log(NS_LOG_ERROR, "queue fetch: %s", r->str);
     if (first)
@@ -326,8 +356,12 @@ static void on_fetched(redisReply *r, void *arg) {
     c->queued = r->element[1]->integer;
     if (r->element[0]->integer > 0)
       send_overflow(c, r->element[0]->integer, r->element[3]->integer);
+  } else if (r->element[3]->integer > 0) {
+    /* entries that aged out before this page was read: never sent */
+    send_overflow(c, r->element[3]->integer, r->element[3]->integer);
   }
-  c->q_more = r->element[2]->elements == NS_QUEUE_PAGE;
+  c->q_more = r->element[2]->elements == NS_QUEUE_PAGE ||
+              r->element[4]->integer != 0;
   for (i = 0; i < r->element[2]->elements; i++) {
     ns_msg *m = entry_msg(r->element[2]->element[i]);
     if (!m)
@@ -357,7 +391,7 @@ static void on_fetched(redisReply *r, void *arg) {
 
 static void fetch(ns_conn *c, int first) {
   char q[300], cur[256], count[16], ttl[24];
-  const char *argv[10];
+  const char *argv[11];
   if (c->q_fetching) {
     c->q_refetch = 1;
     return;
@@ -375,9 +409,10 @@ static void fetch(ns_conn *c, int first) {
   argv[7] = count;
   argv[8] = ttl;
   argv[9] = first ? "1" : "0";
+  argv[10] = NS_QUEUE_AGE_ROUNDS;
   ns_conn_ref(c);
   c->q_fetching = 1;
-  if (ns_redis_cmdargv(c->srv->redis, on_fetched, c, 10, argv, NULL) != 0) {
+  if (ns_redis_cmdargv(c->srv->redis, on_fetched, c, 11, argv, NULL) != 0) {
     c->q_fetching = 0;
     on_fetched(NULL, c);
   }
