@@ -8,6 +8,11 @@
  *   2 action body {"action"}          6 X-Device-ID header value
  *   3 list query "limit=..&before=..&unread=.." (split like lws: '&', first
  *     match wins)                     7 device path "{device_id}"
+ *   8 request query arguments, NUL-separated as lws keeps them
+ *     (ns_rest_check_query)           9 Content-Length header value
+ *
+ * A first byte '0'..'9' picks that parser (any other byte: its value
+ * modulo 10), so the older seeds '0'..'7' keep their meaning.
  *
  * Each accepted result is checked against the rule it claims to enforce,
  * computed here independently of ns_rest.c, and each refusal against the
@@ -348,13 +353,88 @@ static void device_path(const char *p, size_t n) {
     CHECK(!ok && id[0] == '\0');
 }
 
+/* ns_rest_check_query: accepted exactly when every argument (NUL-separated,
+ * a last one without its NUL included) is at most 95 bytes, has no control
+ * byte, a non-empty name and a '=', no name repeats, and there are at most
+ * 32 of them. */
+static void request_query(const char *p, size_t n) {
+  const char *names[NS_REST_QUERY_ARGS_MAX + 1];
+  size_t nlens[NS_REST_QUERY_ARGS_MAX + 1], count = 0, off = 0, i, j;
+  int ok = 1;
+  ns_rest_err err;
+  while (ok && off < n) {
+    size_t len = 0, nlen;
+    const char *a = p + off;
+    while (off + len < n && a[len] != '\0')
+      len++;
+    off += len + 1;
+    for (nlen = 0; nlen < len && a[nlen] != '='; nlen++)
+      ;
+    if (count == NS_REST_QUERY_ARGS_MAX || len > NS_REST_QUERY_ARG_MAX ||
+        nlen == 0 || nlen == len)
+      ok = 0;
+    for (i = 0; ok && i < len; i++)
+      if ((unsigned char)a[i] < 0x20 || (unsigned char)a[i] == 0x7f)
+        ok = 0;
+    for (j = 0; ok && j < count; j++)
+      if (nlens[j] == nlen && memcmp(names[j], a, nlen) == 0)
+        ok = 0;
+    names[count] = a;
+    nlens[count++] = nlen;
+  }
+  memset(&err, 0, sizeof(err));
+  if (ns_rest_check_query(p, n, &err) == 0) {
+    CHECK(ok);
+  } else {
+    CHECK(!ok);
+    check_err(&err);
+  }
+}
+
+/* ns_rest_parse_content_length with max 65536: 1*DIGIT between optional
+ * SP/HTAB; 413 past the max however many digits. */
+static void content_length(const char *p, size_t n) {
+  const long long max = 65536;
+  size_t a = 0, b = n, i, sig;
+  int digits = 1;
+  long long v = -1, want = 0;
+  ns_rest_err err;
+  int rc;
+  while (a < b && (p[a] == ' ' || p[a] == '\t'))
+    a++;
+  while (b > a && (p[b - 1] == ' ' || p[b - 1] == '\t'))
+    b--;
+  if (a == b)
+    digits = 0;
+  for (i = a; digits && i < b; i++)
+    digits = p[i] >= '0' && p[i] <= '9';
+  for (sig = a; digits && sig < b && p[sig] == '0'; sig++)
+    ;
+  if (digits && b - sig <= 7)
+    for (i = sig; i < b; i++)
+      want = want * 10 + (p[i] - '0');
+  else if (digits)
+    want = max + 1; /* 8 or more significant digits */
+  memset(&err, 0, sizeof(err));
+  rc = ns_rest_parse_content_length(p, n, max, &v, &err);
+  if (!digits) {
+    CHECK(rc == NS_EINVAL);
+    check_err(&err);
+    CHECK(strcmp(err.field, "Content-Length") == 0);
+  } else if (want > max) {
+    CHECK(rc == NS_ETOOBIG && strcmp(err.code, "too_large") == 0);
+  } else {
+    CHECK(rc == 0 && v == want);
+  }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *p = (const char *)data + 1;
   size_t n;
   if (size < 1)
     return 0;
   n = size - 1;
-  switch (data[0] % 8) {
+  switch (data[0] >= '0' && data[0] <= '9' ? data[0] - '0' : data[0] % 10) {
   case 0: comment(p, n); break;
   case 1: broadcast(p, n); break;
   case 2: action(p, n); break;
@@ -362,7 +442,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   case 4: comments_path(p, n); break;
   case 5: notif_path(p, n); break;
   case 6: device_header(p, n); break;
-  default: device_path(p, n); break;
+  case 7: device_path(p, n); break;
+  case 8: request_query(p, n); break;
+  default: content_length(p, n); break;
   }
   return 0;
 }
