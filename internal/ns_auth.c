@@ -1,38 +1,47 @@
 /*
  * ns_auth.c -- JWT verification (HS256 / RS256 / ES256) and dev-token minting.
  *
- * Everything here is done by hand on purpose: libjwt 1.10 accepts unsigned
- * tokens when given no key, accepts HS512 when HS256 is meant, accepts an
- * HS256 token keyed with the RSA public PEM, checks no nbf/iss/aud and
- * re-parses the PEM on every RS256 call (STACK.md §3).  So:
+ * libjwt 1.10 checks HS256 signatures and mints the dev tokens; everything
+ * around it is ours, because on its own it accepts unsigned tokens when
+ * given no key, HS512 when HS256 is meant, an HS256 token keyed with the
+ * RSA public PEM, and checks no exp / nbf / iss / aud (STACK.md §3).  So:
  *
  *   1. The token is split strictly: at most NS_AUTH_TOKEN_MAX bytes, exactly
- *      two dots, three non-empty parts of canonical unpadded base64url.
+ *      two dots, three non-empty parts of canonical unpadded base64url (its
+ *      own decoder is lenient), and a signature of the length the
+ *      configured algorithm and key produce.
  *   2. The header is a JSON object whose "alg" equals the one algorithm this
  *      verifier was opened with; "none", other algorithms and any "crit"
- *      extension are rejected before a single signature byte is looked at.
- *      "typ", "kid" and the key-fetching members ("jku", "x5u", ...) are
- *      ignored: the key is the configured one, never one the token names.
- *   3. The signature over "<header>.<payload>" (the token's own bytes) is
- *      checked with OpenSSL: HMAC-SHA256 compared in constant time, or
- *      EVP_DigestVerify with the EVP_PKEY parsed once at open.  ES256
- *      signatures arrive as raw 64-byte r||s and are re-encoded as DER.
- *   4. Only then are the claims read (see check_claims()).
+ *      extension are rejected before a signature is looked at.  "kid" and
+ *      the key-fetching members ("jku", "x5u", ...) are ignored: the key is
+ *      the configured one, never one the token names.
+ *   3. The signature over "<header>.<payload>" (the token's own bytes):
+ *      HS256 by jwt_decode() with the configured secret (never NULL: that
+ *      would skip the signature), after which the algorithm libjwt reports
+ *      must be HS256 again; libjwt also refuses a "typ" other than "JWT"
+ *      (any case) and JSON that jansson rejects (a \u0000 escape, integers
+ *      beyond int64).  RS256 / ES256 with OpenSSL's EVP_DigestVerify and
+ *      the EVP_PKEY parsed once at open (ES256 signatures arrive as raw
+ *      64-byte r||s and are re-encoded as DER): libjwt 1.10 would parse the
+ *      PEM again on every call, 10x / 5x the instructions (verify_pkey()).
+ *   4. Only then are the claims read, by us (see check_claims()).
  *
- * JSON is parsed by json-c in strict mode with UTF-8 validation, so every
- * string copied into ns_principal is valid UTF-8 without embedded NULs.
+ * The JSON we read is parsed by json-c in strict mode with UTF-8
+ * validation, so every string copied into ns_principal is valid UTF-8
+ * without embedded NULs.
  *
  * Invariants: an ns_auth is immutable after ns_auth_open(), so one verifier
  * may be shared by every connection of a process.  Nothing in this file
  * logs, and no error message ever contains token or key bytes.  Failed
- * OpenSSL calls have their error queue cleared here, so that stale errors
- * cannot leak into the TLS code that shares the thread.
+ * OpenSSL calls (ours and libjwt's) have their error queue cleared here, so
+ * that stale errors cannot leak into the TLS code that shares the thread.
  */
 #include "ns_auth.h"
 
 #include "ns_common.h"
 
 #include <json.h>
+#include <jwt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +53,6 @@
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/objects.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -62,9 +70,10 @@ typedef enum { ALG_HS256, ALG_RS256, ALG_ES256 } auth_alg;
 
 struct ns_auth {
   auth_alg alg;
-  unsigned char *secret; /* HS256 only */
+  unsigned char *secret; /* HS256 only; secret_len <= INT_MAX (libjwt's int) */
   size_t secret_len;
   EVP_PKEY *pkey;        /* RS256 / ES256 only */
+  size_t sig_len;        /* bytes of a signature of `alg` with this key */
   char *issuer;          /* NULL = not checked */
   char *audience;        /* NULL = not checked */
 };
@@ -92,9 +101,6 @@ static void set_err(char *err, size_t errlen, const char *msg) {
 }
 
 /* ---- base64url ---------------------------------------------------------- */
-
-static const char B64URL[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 static int b64url_value(unsigned char c) {
   if (c >= 'A' && c <= 'Z')
@@ -140,30 +146,6 @@ static long b64url_decode(const char *in, size_t n, unsigned char *out,
   if (acc != 0) /* leftover bits of the last character must be zero */
     return -1;
   return (long)o;
-}
-
-static size_t b64url_len(size_t n) { return n / 3 * 4 + (n % 3 ? n % 3 + 1 : 0); }
-
-/* Encodes `n` bytes without padding; `out` needs b64url_len(n) + 1 bytes.
- * Returns the length written (the NUL is not counted). */
-static size_t b64url_encode(const unsigned char *in, size_t n, char *out) {
-  size_t o = 0, i = 0;
-  for (; i + 2 < n; i += 3) {
-    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-    out[o++] = B64URL[v >> 18];
-    out[o++] = B64URL[(v >> 12) & 63];
-    out[o++] = B64URL[(v >> 6) & 63];
-    out[o++] = B64URL[v & 63];
-  }
-  if (i < n) {
-    uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0);
-    out[o++] = B64URL[v >> 18];
-    out[o++] = B64URL[(v >> 12) & 63];
-    if (i + 1 < n)
-      out[o++] = B64URL[(v >> 6) & 63];
-  }
-  out[o] = '\0';
-  return o;
 }
 
 /* ---- JSON --------------------------------------------------------------- */
@@ -246,24 +228,31 @@ static void copy_utf8(char *dst, size_t cap, const char *src, size_t n) {
   dst[n] = '\0';
 }
 
-/* ---- signatures --------------------------------------------------------- */
+/* ---- signatures -------------------------------------------------------- */
 
-static int verify_hs256(const ns_auth *a, span input, const unsigned char *sig,
-                        size_t siglen) {
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int maclen = 0;
+/* HS256, by libjwt: the whole token (`len` bytes, already split and
+ * checked) with the configured secret.  0 when the signature is good and
+ * libjwt read the algorithm we pinned, else NS_EAUTH.  libjwt needs a
+ * NUL-terminated copy. */
+static int verify_hs256(const ns_auth *a, const char *token, size_t len) {
+  char tok[NS_AUTH_TOKEN_MAX + 1];
+  jwt_t *j = NULL;
+  int rc = NS_EAUTH;
 
-  if (siglen != HS256_LEN)
-    return NS_EAUTH;
-  if (!HMAC(EVP_sha256(), a->secret, (int)a->secret_len,
-            (const unsigned char *)input.p, input.n, mac, &maclen) ||
-      maclen != HS256_LEN) {
-    ERR_clear_error();
-    return NS_EAUTH;
-  }
-  return CRYPTO_memcmp(mac, sig, HS256_LEN) == 0 ? 0 : NS_EAUTH;
+  memcpy(tok, token, len);
+  tok[len] = '\0';
+  if (jwt_decode(&j, tok, a->secret, (int)a->secret_len) == 0 && j &&
+      jwt_get_alg(j) == JWT_ALG_HS256)
+    rc = 0;
+  jwt_free(j);
+  ERR_clear_error();
+  return rc;
 }
 
+/* RS256 / ES256 are checked here with the EVP_PKEY parsed once at open, not
+ * by libjwt: libjwt 1.10 parses the PEM again on every call, which made a
+ * verification 10x (RS256) and 5x (ES256) the instructions, about 350 us
+ * instead of 20-95 us (docs/security.md). */
 /* Re-encodes a JWS ES256 signature (r||s, 32 bytes each, RFC 7518 §3.4) as
  * the DER ECDSA-Sig-Value OpenSSL verifies.  Returns the DER length written
  * into `der` (capacity `cap`), or -1. */
@@ -448,6 +437,7 @@ static int check_claims(const ns_auth *a, json_object *claims, int64_t now,
  * "CERTIFICATE" block (identity providers often publish certificates). */
 static int load_pem(ns_auth *a, const char *pem, char *err, size_t errlen) {
   BIO *bio = BIO_new_mem_buf(pem, -1);
+  EVP_PKEY *pkey = NULL;
   X509 *cert = NULL;
   char group[64];
   size_t glen = 0;
@@ -455,37 +445,44 @@ static int load_pem(ns_auth *a, const char *pem, char *err, size_t errlen) {
 
   if (!bio)
     goto cleanup;
-  a->pkey = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
-  if (!a->pkey && BIO_reset(bio) == 1 &&
+  pkey = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+  if (!pkey && BIO_reset(bio) == 1 &&
       (cert = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
-    a->pkey = X509_get_pubkey(cert);
-  if (!a->pkey) {
+    pkey = X509_get_pubkey(cert);
+  if (!pkey) {
     set_err(err, errlen, "jwt public key: no PEM public key or certificate");
     goto cleanup;
   }
-  switch (EVP_PKEY_get_base_id(a->pkey)) {
+  switch (EVP_PKEY_get_base_id(pkey)) {
   case EVP_PKEY_RSA:
-    if (EVP_PKEY_get_bits(a->pkey) < RSA_MIN_BITS) {
+    if (EVP_PKEY_get_bits(pkey) < RSA_MIN_BITS) {
       set_err(err, errlen, "jwt public key: RSA key shorter than 2048 bits");
       goto cleanup;
     }
     a->alg = ALG_RS256;
+    a->sig_len = (size_t)EVP_PKEY_get_size(pkey); /* the modulus size */
     rc = 0;
     break;
   case EVP_PKEY_EC:
-    if (EVP_PKEY_get_group_name(a->pkey, group, sizeof(group), &glen) != 1 ||
+    if (EVP_PKEY_get_group_name(pkey, group, sizeof(group), &glen) != 1 ||
         OBJ_txt2nid(group) != NID_X9_62_prime256v1) {
       set_err(err, errlen, "jwt public key: EC key is not on curve P-256");
       goto cleanup;
     }
     a->alg = ALG_ES256;
+    a->sig_len = ES256_LEN; /* JWS r||s (RFC 7518 §3.4), not DER */
     rc = 0;
     break;
   default:
     set_err(err, errlen, "jwt public key: key type is neither RSA nor EC");
     break;
   }
+  if (rc == 0) {
+    a->pkey = pkey;
+    pkey = NULL;
+  }
 cleanup:
+  EVP_PKEY_free(pkey);
   X509_free(cert);
   BIO_free(bio);
   ERR_clear_error();
@@ -514,6 +511,7 @@ int ns_auth_open(ns_auth **out, const ns_auth_opts *opts, char *err,
       goto fail;
   } else if (opts->secret && opts->secret[0]) {
     a->alg = ALG_HS256;
+    a->sig_len = HS256_LEN;
     a->secret_len = strlen(opts->secret);
     if (a->secret_len > INT_MAX) {
       set_err(err, errlen, "jwt secret: too long");
@@ -554,8 +552,8 @@ void ns_auth_free(ns_auth **a) {
 
 /* Verifies `token` as described in the file header.  `out` is written only
  * on success.  Returns 0, NS_EEXPIRED (valid but past exp + leeway), or
- * NS_EAUTH.  No allocation sized by the token happens outside json-c; the
- * decode buffers live on the stack (about 6 KiB). */
+ * NS_EAUTH.  Our decode buffers live on the stack (about 14 KiB with
+ * libjwt's copy); libjwt allocates per call (jansson, its own copies). */
 int ns_auth_verify(const ns_auth *a, const char *token, size_t len,
                    int64_t now, ns_principal *out) {
   unsigned char buf[DECODED_MAX];
@@ -570,15 +568,17 @@ int ns_auth_verify(const ns_auth *a, const char *token, size_t len,
   if (hn < 0 || !(hdr = parse_object(buf, (size_t)hn)) || check_header(a, hdr) < 0)
     goto cleanup;
   sn = b64url_decode(part[2].p, part[2].n, buf, sizeof(buf));
-  if (sn < 0)
+  if (sn < 0 || (size_t)sn != a->sig_len)
     goto cleanup;
   input.p = token;
   input.n = part[0].n + 1 + part[1].n;
-  if ((a->alg == ALG_HS256 ? verify_hs256(a, input, buf, (size_t)sn)
+  if ((a->alg == ALG_HS256 ? verify_hs256(a, token, len)
                            : verify_pkey(a, input, buf, (size_t)sn)) < 0)
     goto cleanup;
   pn = b64url_decode(part[1].p, part[1].n, buf, sizeof(buf));
-  if (pn < 0 || !(claims = parse_object(buf, (size_t)pn)))
+  if (pn < 0)
+    goto cleanup;
+  if (!(claims = parse_object(buf, (size_t)pn)))
     goto cleanup;
   rc = check_claims(a, claims, now, out);
 cleanup:
@@ -588,63 +588,47 @@ cleanup:
   return rc;
 }
 
-/* Builds the claims JSON of a dev token; returns a new reference. */
-static json_object *mint_claims(const char *sub, const char *role, int64_t now,
-                                int64_t exp) {
-  json_object *c = json_object_new_object();
-  json_object_object_add(c, "sub", json_object_new_string(sub));
-  if (role && role[0])
-    json_object_object_add(c, "role", json_object_new_string(role));
-  json_object_object_add(c, "iat", json_object_new_int64(now));
-  json_object_object_add(c, "exp", json_object_new_int64(exp));
-  return c;
-}
-
 /* Mints {"alg":"HS256","typ":"JWT"}.{"sub","role"?,"iat","exp"} signed with
- * `secret` into `out` (NUL-terminated).  Returns 0; NS_ETOOBIG when `outlen`
- * is too small (nothing useful is written then); NS_EINVAL for an empty
- * secret, a sub that ns_auth_verify() would refuse (empty or longer than
- * NS_SUB_MAX), a non-positive ttl or one that overflows exp. */
+ * `secret` (by libjwt) into `out` (NUL-terminated).  Returns 0; NS_ETOOBIG
+ * when `outlen` is too small (nothing useful is written then); NS_EINVAL
+ * for an empty secret, a sub that ns_auth_verify() would refuse (empty or
+ * longer than NS_SUB_MAX), a non-positive ttl or one that overflows exp;
+ * NS_ENOMEM when libjwt fails (it reports nothing finer). */
 int ns_auth_mint_hs256(const char *secret, const char *sub, const char *role,
                        int64_t now, int64_t ttl_s, char *out, size_t outlen) {
-  static const char header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int maclen = 0;
-  json_object *claims = NULL;
-  const char *cj;
-  size_t sublen, cjlen, need, o;
-  int rc = NS_EINVAL;
+  jwt_t *j = NULL;
+  char *tok = NULL;
+  size_t sublen, n;
+  int rc = NS_ENOMEM;
 
   if (!secret || !secret[0] || strlen(secret) > INT_MAX || !sub || !out)
     return NS_EINVAL;
   sublen = strlen(sub);
   if (sublen < 1 || sublen > NS_SUB_MAX || ttl_s <= 0 || now > INT64_MAX - ttl_s)
     return NS_EINVAL;
-  claims = mint_claims(sub, role, now, now + ttl_s);
-  cj = json_object_to_json_string_ext(claims, JSON_C_TO_STRING_PLAIN |
-                                                  JSON_C_TO_STRING_NOSLASHESCAPE);
-  cjlen = strlen(cj);
-  need = b64url_len(sizeof(header) - 1) + 1 + b64url_len(cjlen) + 1 +
-         b64url_len(HS256_LEN) + 1;
-  if (need > outlen) {
+  /* jwt_add_grant_int takes a long: 64 bits here, 32 on some ABIs */
+  if (now < LONG_MIN || now + ttl_s > LONG_MAX)
+    return NS_EINVAL;
+  if (jwt_new(&j) != 0)
+    return NS_ENOMEM;
+  if (jwt_add_grant(j, "sub", sub) != 0 ||
+      (role && role[0] && jwt_add_grant(j, "role", role) != 0) ||
+      jwt_add_grant_int(j, "iat", (long)now) != 0 ||
+      jwt_add_grant_int(j, "exp", (long)(now + ttl_s)) != 0 ||
+      jwt_set_alg(j, JWT_ALG_HS256, (const unsigned char *)secret,
+                  (int)strlen(secret)) != 0 ||
+      !(tok = jwt_encode_str(j)))
+    goto cleanup;
+  n = strlen(tok);
+  if (n + 1 > outlen) {
     rc = NS_ETOOBIG;
     goto cleanup;
   }
-  o = b64url_encode((const unsigned char *)header, sizeof(header) - 1, out);
-  out[o++] = '.';
-  o += b64url_encode((const unsigned char *)cj, cjlen, out + o);
-  if (!HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)out, o,
-            mac, &maclen) ||
-      maclen != HS256_LEN) {
-    ERR_clear_error();
-    out[0] = '\0';
-    rc = NS_EINVAL;
-    goto cleanup;
-  }
-  out[o++] = '.';
-  b64url_encode(mac, HS256_LEN, out + o);
+  memcpy(out, tok, n + 1);
   rc = 0;
 cleanup:
-  json_object_put(claims);
+  free(tok);
+  jwt_free(j);
+  ERR_clear_error();
   return rc;
 }

@@ -7,7 +7,9 @@
  * token's header `alg` must equal it: `none`, HS256-signed-with-the-PEM and
  * any other algorithm are rejected.  Claims: `sub` (1-128 bytes) and `exp`
  * required; `nbf`, `iat` honoured when present; leeway 30 s; `iss` / `aud`
- * checked when configured (`aud` may be a string or an array).
+ * checked when configured (`aud` may be a string or an array).  libjwt
+ * checks the signature (and refuses a `typ` other than "JWT"); the checks
+ * around it are ours (ns_auth.c).
  */
 #ifndef NS_AUTH_H
 #define NS_AUTH_H
@@ -49,8 +51,9 @@ void ns_auth_free(ns_auth **a);
 int ns_auth_verify(const ns_auth *a, const char *token, size_t len,
                    int64_t now, ns_principal *out);
 
-/* Signs a dev token with HS256: {"sub","role"?,"iat","exp"=now+ttl_s}.
- * Writes a NUL-terminated token into `out`.  Returns 0 or NS_ETOOBIG. */
+/* Signs a dev token with HS256 (libjwt): {"sub","role"?,"iat",
+ * "exp"=now+ttl_s}.  Writes a NUL-terminated token into `out`.  Returns 0,
+ * NS_ETOOBIG (`outlen` too small), NS_EINVAL (bad arguments) or NS_ENOMEM. */
 int ns_auth_mint_hs256(const char *secret, const char *sub, const char *role,
                        int64_t now, int64_t ttl_s, char *out, size_t outlen);
 
