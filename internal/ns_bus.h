@@ -1,7 +1,8 @@
 /*
  * ns_bus.h -- this instance's end of Redis pub/sub: the broadcast channel
  * `bcast` and the per-user channels `u:{user}`, dispatched to handlers that
- * the consuming modules register at start-up (comments: broadcasts;
+ * the consuming modules register at start-up (comments: broadcasts, and
+ * the retry of unpublished comment events after a resubscription;
  * presence: "st" and "kick" events; queue: "q" events and the re-read after
  * a resubscription).  The bus calls no module by name: it depends only on
  * Redis, the hub and the server's key names, and the fan-out path reads top
