@@ -378,8 +378,12 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
   slot *s = ac->data;
   if (rr)
     ns_redis_clock_heard(&s->clock, ns_mono_ms()); /* Redis is answering */
-  if (rr && !s->r->cmd_verified && !s->r->closing) {
-    s->r->cmd_verified = 1; /* the first reply on this connection */
+  if (rr && rr->type != REDIS_REPLY_ERROR && !s->r->cmd_verified &&
+      !s->r->closing) {
+    /* The first answer on this connection (an error such as -LOADING, a
+     * Redis still reading its AOF, does not count: the PING of the next
+     * tick asks again). */
+    s->r->cmd_verified = 1;
     notify(s->r, 0);
   }
   if (rr && rr->type == REDIS_REPLY_ERROR && rr->str &&
