@@ -434,24 +434,35 @@ void ns_queue_on_drained(ns_conn *c) {
     fetch(c, 0);
 }
 
-static void trim(ns_conn *c);
+/* At most this many trims in flight for one connection: acks (already
+ * bounded by the connection's message rate) are pipelined up to it. */
+#define TRIM_INFLIGHT_MAX 4
+
+static void trim(ns_conn *c, int pipelined);
 
 static void on_trimmed(redisReply *r, void *arg) {
   ns_conn *c = arg;
-  c->q_trimming = 0;
+  c->q_trimming--;
   /* Goes on after the socket closed: what was written is delivered and
    * must not be replayed to the next connection. */
   if (r && r->type == REDIS_REPLY_INTEGER &&
       id_cmp(c->q_written, c->q_trimmed) > 0)
-    trim(c);
+    trim(c, 0);
   ns_conn_unref(c);
 }
 
-/* Trims everything up to q_written, one EVAL in flight per connection. */
-static void trim(ns_conn *c) {
+/* Trims everything up to q_written.  Deliveries in non-ack mode keep one
+ * EVAL in flight per connection (the next one covers whatever was written
+ * meanwhile); an explicit ack (`pipelined`) goes out at once, so that a
+ * device that acks, closes and reconnects at once is not replayed what it
+ * acked: its trim is on the command connection before the new
+ * connection's read (one connection, executed in order). */
+static void trim(ns_conn *c, int pipelined) {
   char q[300], cur[256], ttl_s[24];
   const char *argv[8];
-  if (c->q_trimming || id_cmp(c->q_written, c->q_trimmed) <= 0)
+  if (id_cmp(c->q_written, c->q_trimmed) <= 0)
+    return;
+  if (c->q_trimming && (!pipelined || c->q_trimming >= TRIM_INFLIGHT_MAX))
     return;
   qkeys(c, q, sizeof(q), cur, sizeof(cur));
   snprintf(c->q_trimmed, sizeof(c->q_trimmed), "%s", c->q_written);
@@ -466,10 +477,10 @@ static void trim(ns_conn *c) {
            (long long)(c->srv->cfg->queue_ttl_ms / 1000));
   argv[7] = ttl_s;
   ns_conn_ref(c);
-  c->q_trimming = 1;
+  c->q_trimming++;
   if (ns_redis_cmdargv(c->srv->redis, on_trimmed, c, 8, argv, NULL) != 0) {
     /* Redis is down: the entries stay queued and are replayed later. */
-    c->q_trimming = 0;
+    c->q_trimming--;
     c->q_trimmed[0] = '\0';
     ns_conn_unref(c);
   }
@@ -485,13 +496,13 @@ void ns_queue_on_written(ns_conn *c, const ns_msg *m) {
     return;
   if (id_cmp(m->qid, c->q_written) > 0)
     snprintf(c->q_written, sizeof(c->q_written), "%s", m->qid);
-  trim(c);
+  trim(c, 0);
 }
 
 void ns_queue_ack(ns_conn *c, const char *id) {
   if (id_cmp(id, c->q_written) > 0)
     snprintf(c->q_written, sizeof(c->q_written), "%s", id);
-  trim(c);
+  trim(c, 1);
 }
 
 /* ---- events on the user bus ---- */

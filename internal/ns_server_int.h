@@ -116,7 +116,8 @@ struct ns_conn {
   unsigned drop : 1;      /* idle: dropped at the next TIMER, no close frame */
   unsigned close_started : 1; /* lws has the close in hand */
   unsigned q_attached : 1; /* first fetch started */
-  unsigned q_fetching : 1, q_refetch : 1, q_more : 1, q_trimming : 1;
+  unsigned q_fetching : 1, q_refetch : 1, q_more : 1;
+  unsigned char q_trimming; /* trim EVALs in flight (<= 1 + acks pipelined) */
   ns_conn_state state;
   uint64_t seq;           /* connection_id is "<instance>-<seq>" */
   /* Heartbeat (SPEC §7), driven by the server's once-a-second sweep
