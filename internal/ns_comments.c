@@ -158,76 +158,97 @@ static int publish(ns_server *srv, const char *type, json_object *data) {
 
 /* ---- comment events: publish, or keep for a retry ---- */
 
+/* The retry queue of one server, oldest first (srv->comment_rq, made at
+ * the first comment event).  It holds at most NS_COMMENTS_RETRY_MAX_EVENTS
+ * events and _BYTES payload bytes, counting those being re-published
+ * (`inflight`). */
+typedef struct ns_comment_rq {
+  struct retry_ev *head, *tail;
+  size_t n, bytes;          /* queued + inflight */
+  size_t inflight;          /* re-published, reply not yet in */
+  int resub_pending;        /* the subscriber reconnected, bus not re-SUBSCRIBEd */
+  uint64_t deferred, retried, lost;
+} ns_comment_rq;
+
 /* One event's payload, owned by the retry queue while it waits and by the
  * PUBLISH's callback while Redis has it. */
 typedef struct retry_ev {
   struct retry_ev *next;
+  ns_comment_rq *q;
   unsigned retry : 1; /* published again from the queue */
   size_t len;
   char payload[];     /* {"type","data"}, not NUL-terminated */
 } retry_ev;
 
-/* The retry queue, oldest first.  It is file-static although STYLE rule
- * 14 wants state in ns_server: a process runs one ns_server (workers are
- * processes), and issue 10 keeps struct ns_server out of this change.  It
- * holds at most NS_COMMENTS_RETRY_MAX_EVENTS events and _BYTES payload
- * bytes, counting those being re-published (`inflight`); what is left at
- * exit stays reachable from here, so no leak report. */
-static struct {
-  retry_ev *head, *tail;
-  size_t n, bytes;          /* queued + inflight */
-  size_t inflight;          /* re-published, reply not yet in */
-  int resub_pending;        /* the subscriber reconnected, bus not re-SUBSCRIBEd */
-  uint64_t deferred, retried, lost;
-} rq;
+static ns_comment_rq *rq_of(ns_server *srv) {
+  if (!srv->comment_rq)
+    srv->comment_rq = ns_xcalloc(1, sizeof(*srv->comment_rq));
+  return srv->comment_rq;
+}
+
+void ns_comments_free(ns_server *srv) {
+  ns_comment_rq *q = srv->comment_rq;
+  retry_ev *e, *next;
+  if (!q)
+    return;
+  for (e = q->head; e; e = next) {
+    next = e->next;
+    free(e);
+  }
+  free(q);
+  srv->comment_rq = NULL;
+}
 
 static void retry_now(ns_server *srv);
 
 static void rq_drop(retry_ev *e, const char *why) {
-  rq.lost++;
+  ns_comment_rq *q = e->q;
+  q->lost++;
   ns_log(NS_LOG_WARN, "comment event lost (%s): %llu lost so far", why,
-         (unsigned long long)rq.lost);
+         (unsigned long long)q->lost);
   free(e);
 }
 
 /* Appends `e` (takes it); drops the oldest while over either bound. */
 static void rq_push(retry_ev *e) {
+  ns_comment_rq *q = e->q;
   e->next = NULL;
-  if (rq.tail)
-    rq.tail->next = e;
+  if (q->tail)
+    q->tail->next = e;
   else
-    rq.head = e;
-  rq.tail = e;
-  rq.n++;
-  rq.bytes += e->len;
-  while (rq.head && (rq.n > NS_COMMENTS_RETRY_MAX_EVENTS ||
-                     rq.bytes > NS_COMMENTS_RETRY_MAX_BYTES)) {
-    retry_ev *old = rq.head;
-    rq.head = old->next;
-    if (!rq.head)
-      rq.tail = NULL;
-    rq.n--;
-    rq.bytes -= old->len;
+    q->head = e;
+  q->tail = e;
+  q->n++;
+  q->bytes += e->len;
+  while (q->head && (q->n > NS_COMMENTS_RETRY_MAX_EVENTS ||
+                     q->bytes > NS_COMMENTS_RETRY_MAX_BYTES)) {
+    retry_ev *old = q->head;
+    q->head = old->next;
+    if (!q->head)
+      q->tail = NULL;
+    q->n--;
+    q->bytes -= old->len;
     rq_drop(old, "retry queue full");
   }
 }
 
 static void on_event_published(struct redisReply *reply, void *arg) {
   retry_ev *e = arg;
+  ns_comment_rq *q = e->q;
   if (e->retry) {
-    rq.inflight--;
-    rq.n--;
-    rq.bytes -= e->len;
+    q->inflight--;
+    q->n--;
+    q->bytes -= e->len;
   }
   if (!reply) { /* the connection failed: Redis may or may not have it */
-    rq.deferred++;
+    q->deferred++;
     e->retry = 0;
     rq_push(e);
   } else if (reply->type == REDIS_REPLY_ERROR) {
     rq_drop(e, "redis error reply");
   } else {
     if (e->retry)
-      rq.retried++;
+      q->retried++;
     free(e);
   }
 }
@@ -243,17 +264,18 @@ static int send_event(ns_server *srv, retry_ev *e) {
  * (Redis down again, or at its in-flight bound): that one and the rest
  * stay queued. */
 static void rq_drain(ns_server *srv) {
-  while (rq.head) {
-    retry_ev *e = rq.head;
+  ns_comment_rq *q = rq_of(srv);
+  while (q->head) {
+    retry_ev *e = q->head;
     e->retry = 1;
     if (send_event(srv, e) != 0) {
       e->retry = 0;
       return;
     }
-    rq.head = e->next;
-    if (!rq.head)
-      rq.tail = NULL;
-    rq.inflight++;
+    q->head = e->next;
+    if (!q->head)
+      q->tail = NULL;
+    q->inflight++;
   }
 }
 
@@ -261,25 +283,27 @@ static void rq_drain(ns_server *srv) {
  * caller: an event that cannot be published now waits in the retry queue,
  * or is counted lost (no memory, or the queue's bounds). */
 static void publish_event(ns_server *srv, const char *type, json_object *data) {
+  ns_comment_rq *q = rq_of(srv);
   json_object *o = envelope(type, data);
   size_t len;
   const char *s = payload_of(o, &len);
   retry_ev *e = malloc(sizeof(*e) + len); /* sized by the comment */
   if (!e) {
     json_object_put(o);
-    rq.lost++;
+    q->lost++;
     return;
   }
   e->next = NULL;
+  e->q = q;
   e->retry = 0;
   e->len = len;
   memcpy(e->payload, s, len);
   json_object_put(o);
   retry_now(srv);
-  if (rq.head || send_event(srv, e) != 0) { /* behind the older ones */
-    rq.deferred++;
+  if (q->head || send_event(srv, e) != 0) { /* behind the older ones */
+    q->deferred++;
     ns_log(NS_LOG_WARN, "%s not broadcast (redis down): kept for a retry, "
-                        "%zu waiting", type, rq.n + 1);
+                        "%zu waiting", type, q->n + 1);
     rq_push(e);
   }
 }
@@ -289,33 +313,36 @@ static void publish_event(ns_server *srv, const char *type, json_object *data) {
  * of the bus under way (a PUBLISH before this instance's SUBSCRIBE is in
  * effect would miss its own WebSockets). */
 static void retry_now(ns_server *srv) {
-  if (rq.head && !rq.resub_pending && ns__server_redis_up(srv)) {
+  ns_comment_rq *q = rq_of(srv);
+  if (q->head && !q->resub_pending && ns__server_redis_up(srv)) {
     ns_log(NS_LOG_INFO, "redis up: re-publishing %zu comment event(s)",
-           rq.n - rq.inflight);
+           q->n - q->inflight);
     rq_drain(srv);
   }
 }
 
 void ns_comments_on_redis_state(ns_server *srv, int up, int sub_reconnected) {
+  ns_comment_rq *q = rq_of(srv);
   if (sub_reconnected)
-    rq.resub_pending = 1; /* until the bus's resubscribed handler runs */
+    q->resub_pending = 1; /* until the bus's resubscribed handler runs */
   else if (up)
     retry_now(srv);
 }
 
 /* The bus's resubscribed handler: bcast is subscribed again. */
 static void on_resubscribed(ns_server *srv) {
-  rq.resub_pending = 0;
+  rq_of(srv)->resub_pending = 0;
   retry_now(srv);
 }
 
 void ns_comments_retry_stats(const ns_server *srv, ns_comments_retry *out) {
-  (void)srv;
-  out->pending = rq.n;
-  out->pending_bytes = rq.bytes;
-  out->deferred = rq.deferred;
-  out->retried = rq.retried;
-  out->lost = rq.lost;
+  static const ns_comment_rq none;
+  const ns_comment_rq *q = srv->comment_rq ? srv->comment_rq : &none;
+  out->pending = q->n;
+  out->pending_bytes = q->bytes;
+  out->deferred = q->deferred;
+  out->retried = q->retried;
+  out->lost = q->lost;
 }
 
 /* ---- rows ---- */

@@ -51,4 +51,7 @@ typedef struct ns_comments_retry {
 } ns_comments_retry;
 void ns_comments_retry_stats(const ns_server *srv, ns_comments_retry *out);
 
+/* Frees the retry queue (what is still in it is gone: the process ends). */
+void ns_comments_free(ns_server *srv);
+
 #endif

@@ -643,6 +643,7 @@ void ns_server_free(ns_server **sp) {
   if (uv_loop_close(&srv->loop) != 0)
     ns_log(NS_LOG_WARN, "loop closed with handles still open");
   ns_auth_free(&srv->auth);
+  ns_comments_free(srv);
   ns_bus_free(&srv->bus);
   ns_hub_free(&srv->hub);
   ns_iplimit_free(&srv->iplimit);

@@ -66,6 +66,7 @@ struct ns_server {
   int64_t redis_up_since_ms; /* monotonic; 0 while Redis is down */
   unsigned long long canary_losses_seen; /* already in the metrics */
   uv_poll_t accept_poll;  /* readable listen_fd */
+  struct ns_comment_rq *comment_rq; /* comment events waiting for Redis */
   int accepting;          /* accept_poll started (see maybe_accept) */
   char instance_id[80]; /* configured (<= 64) + "-w<k>" of a worker */
   char prefix[64];       /* redis_prefix */

@@ -117,7 +117,15 @@ static void free_devauth(ns_session *s) {
 }
 
 static void on_established(ns_server *srv, struct lws *wsi, ns_session *s) {
-  ns_conn *c = ns_conn_new(srv, wsi, s->kind == 2);
+  ns_conn *c;
+  /* A WebSocket that skipped the protocol filter (no endpoint, no device
+   * auth: an upgrade path lws might add, as RFC 8441 over h2 did before
+   * ALPN was pinned to http/1.1) is never served. */
+  if (s->kind == 0 || (s->kind == 1 && !s->da && s->auth_rc == 0)) {
+    s->auth_rc = NS_EAUTH;
+    s->auth_reason = "handshake not checked";
+  }
+  c = ns_conn_new(srv, wsi, s->kind == 2);
   s->conn = c;
   if (s->auth_rc != 0) { /* never READY: nothing is delivered */
     ns_metrics_inc(&srv->metrics, NS_M_HANDSHAKES, s->auth_reason);
