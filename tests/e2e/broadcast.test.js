@@ -232,15 +232,19 @@ test('broadcasts are ephemeral: an offline device and a later connection never g
   await dev.close();
   const marker = uid('m');
   const live = await publicClient(b, '/');
+  /* a listener on A too: the broadcast reaches each instance through its
+   * own subscription, and a connection made on A before A's copy arrived
+   * is present for it (ephemeral means "not stored", not "not yet seen") */
+  const liveA = await publicClient(a, '/');
   assert.equal((await broadcast(a, 'system_notification', { message: 'now only', level: 'info', marker })).status, 202);
-  await allGot([live], marker);
+  await allGot([live, liveA], marker);
   const late = await publicClient(a, '/api/v1/ws');
   const back = await a.device(user, 'phone');
   assert.equal(back.welcome.data.queued, 0, JSON.stringify(back.welcome));
   await sleep(1500);
   assert.deepEqual(marked(back, marker), [], back.describe());
   assert.deepEqual(marked(late, marker), [], late.describe());
-  for (const c of [live, late, back]) await c.close();
+  for (const c of [live, liveA, late, back]) await c.close();
 });
 
 test('broadcasts posted one after another arrive in order on every connection; a client leaving mid-stream disturbs nobody', async () => {
