@@ -44,7 +44,7 @@ const {
   postComment, newPostId,
 } = require('./lib/harness');
 
-const WSCAT = path.join(__dirname, 'node_modules', '.bin', 'wscat');
+const { runWscat } = require('./lib/wscat');
 const READY_TIMEOUT_MS = 20000;
 const START_FAIL_TIMEOUT_MS = 20000;
 
@@ -656,50 +656,6 @@ test('workers = 2 with TLS: both workers serve wss and https on the shared port'
 });
 
 /* --------------------------------------------------------------- wscat */
-
-function shq(s) {
-  return `'${String(s).replace(/'/g, "'\\''")}'`;
-}
-
-/* wscat prints nothing without a TTY: run it under script(1), bounded. */
-function runWscat(args, timeoutMs = 30000) {
-  assert.ok(fs.existsSync(WSCAT), `${WSCAT} missing: run npm install in tests/e2e`);
-  const cmd = [WSCAT, ...args].map(shq).join(' ');
-  return new Promise((resolve, reject) => {
-    const p = spawn('script', ['-qc', cmd, '/dev/null'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    p.stdout.on('data', (d) => { out += d.toString(); });
-    p.stderr.on('data', (d) => { out += d.toString(); });
-    const timer = setTimeout(() => {
-      try {
-        process.kill(p.pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-      reject(new Error(`wscat did not finish within ${timeoutMs} ms; output so far:\n${out}`));
-    }, timeoutMs);
-    p.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    p.on('exit', (code) => {
-      clearTimeout(timer);
-      // eslint-disable-next-line no-control-regex
-      const text = out.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '');
-      const msgs = [];
-      for (let line of text.split(/\r\n|\r|\n/)) {
-        line = line.replace(/^[>\s]+/, '').trim();
-        if (!line.startsWith('{')) continue;
-        try {
-          msgs.push(JSON.parse(line));
-        } catch {
-          /* not a whole JSON line */
-        }
-      }
-      resolve({ code, text, msgs });
-    });
-  });
-}
 
 for (const [how, extra] of [['--ca with the test CA', () => ['--ca', certs.caFile]], ['--no-check', () => ['--no-check']]]) {
   test(`wscat over wss (${how}): welcome, then pong with its ref`, async () => {
