@@ -571,6 +571,7 @@ async function parent() {
     c.send(msg);
   });
 
+  const netErrors = {};
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   const u = new URL(base);
   function request(method, p, body, tok, timeoutMs = 15000) {
@@ -586,7 +587,11 @@ async function parent() {
         res.on('error', () => resolve({ status: 'net' }));
       });
       req.setTimeout(timeoutMs, () => req.destroy(new Error('timeout')));
-      req.on('error', () => resolve({ status: 'net' }));
+      req.on('error', (e) => {
+        const why = e.code || e.message;
+        netErrors[why] = (netErrors[why] || 0) + 1;
+        resolve({ status: 'net', why });
+      });
       if (data) req.write(data);
       req.end();
     });
@@ -729,7 +734,24 @@ async function parent() {
   if (deadKids) log(`${deadKids} device process(es) died before reporting: their devices are not counted`);
   const results = got.filter((x) => x.r);
   for (const c of kids) c.send({ t: 'exit' });
+  await sleep(3000);
   await sample();
+  /* what is still queued after the drain (every device was connected and
+   * then closed normally): device, length, first and last entry id */
+  const leftover = [];
+  {
+    const keys = (await sh('redis-cli', ['-p', redisPort, '--scan', '--pattern', 'q:*'])).split('\n').filter(Boolean);
+    const lens = (await sh('redis-cli', ['-p', redisPort], keys.map((k) => `XLEN "${k}"`).join('\n') + '\n')).split('\n');
+    keys.forEach((k, i) => { const n = Number(String(lens[i]).replace(/^\(integer\) /, '')); if (n > 0) leftover.push({ key: k, len: n }); });
+    for (const l of leftover.slice(0, 20)) {
+      const m = /^q:\{(.*)\}:(.*)$/.exec(l.key);
+      const u = m && users.find((x) => x.name === m[1]);
+      const d = u && u.devices.find((x) => x.id === m[2]);
+      l.ack = d ? d.ack : null;
+      l.entries = (await sh('redis-cli', ['-p', redisPort, '--no-raw', 'XRANGE', l.key, '-', '+', 'COUNT', '3'])).split('\n').filter((x) => /\d+-\d+/.test(x)).slice(0, 3).map((x) => x.replace(/^.*"(\d+-\d+)".*$/, '$1'));
+    }
+  }
+  if (leftover.length) log(`after the drain ${leftover.length} queue(s) still hold entries: ${JSON.stringify(leftover.slice(0, 8))}`);
 
   /* ---- figures ---- */
   const sum = (objs) => {
@@ -765,7 +787,7 @@ async function parent() {
   const summary = {
     runId, started: new Date(t0).toISOString(), ended: new Date().toISOString(), minutes, runS,
     users: nUsers, devices: nUsers * 3, ackDevices, plainDevices: nUsers * 3 - ackDevices, procs, rate,
-    deadDeviceProcesses: deadKids, posts: { ...post, lat: undefined, p50: pct(0.5), p99: pct(0.99), max: lat[lat.length - 1], maybe: maybe.length },
+    deadDeviceProcesses: deadKids, leftoverQueues: leftover.slice(0, 50), leftoverQueueCount: leftover.length, netErrors, posts: { ...post, lat: undefined, p50: pct(0.5), p99: pct(0.99), max: lat[lat.length - 1], maybe: maybe.length },
     broadcasts: bc, comments: cm, ack, plain, stats: { ...st, unexpectedKeys: undefined }, unexpectedUnexplained,
     drainMs: results.map((r) => r.r.drainMs), lostSamples: results.flatMap((r) => r.r.lostSamples).slice(0, 20),
     rss: {
@@ -781,7 +803,7 @@ async function parent() {
   fs.closeSync(csv);
 
   log('=== SOAK FIGURES ===');
-  log(`posts: ${post.sent} sent, status ${JSON.stringify(post.status)}, skipped ${post.skipped}; POST p50 ${pct(0.5)} ms p99 ${pct(0.99)} ms`);
+  log(`posts: ${post.sent} sent, status ${JSON.stringify(post.status)}, skipped ${post.skipped}; POST p50 ${pct(0.5)} ms p99 ${pct(0.99)} ms max ${lat[lat.length - 1]} ms; HTTP errors without an answer ${JSON.stringify(netErrors)}`);
   log(`broadcasts ${JSON.stringify(bc.status)}; comments ${JSON.stringify(cm.status)}; actions sent ${st.actionsSent} ok ${st.actionsOk} err ${JSON.stringify(st.actionsErr)} unanswered ${st.unansweredActions}`);
   log(`ack mode (${ack.devices} devices): expected ${ack.expected}, deliveries ${ack.deliveries}, lost ${ack.lost} (syncs ${ack.lostSync}), doubled ${ack.doubled} (queued twice ${ack.doubledQueuedTwice}, in one connection ${ack.doubledInConn}, after a confirmed ack ${ack.doubledAfterAck}), replayed ${ack.replayed}, out of order ${ack.disorder}, sync to source ${ack.syncToSource}`);
   log(`plain mode (${plain.devices} devices): expected ${plain.expected}, deliveries ${plain.deliveries}, lost ${plain.lost} (syncs ${plain.lostSync}) + at a RST ${plain.lostAtRst} (syncs ${plain.lostSyncAtRst}), doubled ${plain.doubled} (queued twice ${plain.doubledQueuedTwice}, in one connection ${plain.doubledInConn}), replayed ${plain.replayed}, out of order ${plain.disorder}, sync to source ${plain.syncToSource}`);
