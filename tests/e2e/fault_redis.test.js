@@ -23,13 +23,13 @@ const assert = require('node:assert/strict');
 const {
   test, setup, newServer, PrivateRedis, sleep, until,
 } = require('./lib/harness');
-const { FaultLoad, DurableRedis, assertNoLoss } = require('./lib/faultload');
+const { FaultLoad, assertNoLoss } = require('./lib/faultload');
 const { TcpProxy } = require('./lib/tcpproxy');
 
 const BASELINE_MS = 4000;    /* load before the fault */
 const AFTER_MS = 4000;       /* load after recovery */
 
-const aof = new DurableRedis();
+const aof = new PrivateRedis({ aof: true });
 const restartSrv = newServer({ env: {} });
 
 const holeRedis = new PrivateRedis();

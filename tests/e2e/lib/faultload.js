@@ -37,18 +37,11 @@
  *              at-least-once for what was not yet acknowledged);
  *   disorder   a delivery id first seen after a later one (SPEC §5.3).
  *
- * Also DurableRedis: a private redis-server with appendonly yes and
- * appendfsync always (what SPEC §5.5 asks of production), in the
- * foreground, that a test may kill and restart on the same port and data.
+ * A durable Redis for a row is the harness's `new PrivateRedis({aof: true})`.
  */
-const fs = require('node:fs');
-const os = require('node:os');
-const path = require('node:path');
-const { spawn } = require('node:child_process');
-const nodeTest = require('node:test');
 const {
   uid, sleep, until, newId, notificationBody, postNotification, cmpStreamId,
-  drainUntilIdle, freePort, redisPing, tailFile,
+  drainUntilIdle,
 } = require('./harness');
 
 const DURABLE = new Set(['new_notification', 'notification_sync']);
@@ -450,78 +443,4 @@ function assertNoLoss(assert, f) {
   assert.equal(f.disorder, 0, 'every device got its queue in order');
 }
 
-/* ------------------------------------------------------- DurableRedis */
-
-const durables = [];
-
-class DurableRedis {
-  constructor() {
-    this.proc = null;
-    this.exit = null;
-  }
-
-  get url() {
-    return `redis://127.0.0.1:${this.port}/0`;
-  }
-
-  async start() {
-    if (this.proc && !this.exit) throw new Error('redis already running');
-    this.port = this.port || (await freePort());
-    this.dir = this.dir || fs.mkdtempSync(path.join(os.tmpdir(), 'notisync-e2e-aof-'));
-    this.logFile = this.logFile || path.join(this.dir, 'redis.log');
-    const fd = fs.openSync(this.logFile, 'a');
-    this.exit = null;
-    this.proc = spawn('redis-server', [
-      '--port', String(this.port), '--bind', '127.0.0.1', '--save', '',
-      '--appendonly', 'yes', '--appendfsync', 'always', '--dir', this.dir, '--daemonize', 'no',
-    ], { stdio: ['ignore', fd, fd] });
-    fs.closeSync(fd);
-    this.pid = this.proc.pid;
-    this.exitPromise = new Promise((resolve) => {
-      this.proc.on('exit', (code, signal) => {
-        this.exit = { code, signal };
-        resolve(this.exit);
-      });
-      this.proc.on('error', (e) => {
-        this.exit = { error: e.message };
-        resolve(this.exit);
-      });
-    });
-    if (!durables.includes(this)) durables.push(this);
-    await until(async () => {
-      if (this.exit) throw new Error(`redis-server exited: ${JSON.stringify(this.exit)} ${tailFile(this.logFile, 20)}`);
-      return redisPing(this.port);
-    }, { timeoutMs: 15000, intervalMs: 50, what: `redis-server (aof) on port ${this.port}` });
-    return this;
-  }
-
-  /* Sends `sig` and waits (bounded) for the exit. */
-  async kill(sig = 'SIGKILL') {
-    if (!this.proc || this.exit) return this.exit;
-    try {
-      process.kill(this.pid, sig);
-    } catch {
-      /* gone */
-    }
-    return Promise.race([this.exitPromise, sleep(10000).then(() => null)]);
-  }
-
-  async stop() {
-    let res = await this.kill('SIGTERM');
-    if (!res) res = await this.kill('SIGKILL');
-    return res;
-  }
-
-  remove() {
-    if (this.dir) fs.rmSync(this.dir, { recursive: true, force: true });
-  }
-}
-
-nodeTest.after(async () => {
-  for (const r of durables) {
-    await r.stop();
-    r.remove();
-  }
-});
-
-module.exports = { FaultLoad, FaultDevice, DurableRedis, assertNoLoss, DURABLE };
+module.exports = { FaultLoad, FaultDevice, assertNoLoss, DURABLE };

@@ -666,12 +666,15 @@ function redisPing(port, timeoutMs = 1000) {
   });
 }
 
-/* A private redis-server (no persistence) on a free port, run in the
- * foreground so it is stopped by PID. */
+/* A private redis-server on a free port, run in the foreground so it is
+ * stopped by PID.  No persistence, or with {aof: true} an append-only file
+ * fsynced at every write (appendfsync always), kept across restarts on the
+ * same port: what a restart of a durable Redis keeps. */
 class PrivateRedis {
-  constructor() {
+  constructor(opts = {}) {
     this.proc = null;
     this.exit = null;
+    this.aof = !!opts.aof;
   }
 
   get url() {
@@ -686,8 +689,9 @@ class PrivateRedis {
     this.logFile = this.logFile || logName('redis');
     const fd = fs.openSync(this.logFile, 'a');
     this.exit = null;
+    const persist = this.aof ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
     this.proc = spawn('redis-server', [
-      '--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+      '--port', String(this.port), '--bind', '127.0.0.1', '--save', '', ...persist,
       '--dir', this.dir, '--daemonize', 'no',
     ], { stdio: ['ignore', fd, fd] });
     fs.closeSync(fd);
@@ -706,8 +710,19 @@ class PrivateRedis {
     await until(async () => {
       if (this.exit) throw new Error(`redis-server exited: ${JSON.stringify(this.exit)} ${tailFile(this.logFile, 20)}`);
       return redisPing(this.port);
-    }, { timeoutMs: 10000, intervalMs: 100, what: `redis-server on port ${this.port}` });
+    }, { timeoutMs: 15000, intervalMs: 100, what: `redis-server on port ${this.port}` });
     return this;
+  }
+
+  /* Sends `sig` and waits (bounded) for the exit: null if it did not. */
+  async kill(sig = 'SIGKILL') {
+    if (!this.proc || this.exit) return this.exit;
+    try {
+      process.kill(this.pid, sig);
+    } catch {
+      /* gone */
+    }
+    return Promise.race([this.exitPromise, sleep(STOP_GRACE_MS).then(() => null)]);
   }
 
   /* SIGTERM (SIGKILL after 10 s) and wait for the exit. */
@@ -757,7 +772,10 @@ nodeTest.after(async () => {
     await s.stop();
     if (SANITIZER_RE.test(s.log())) problems.push(`sanitizer report in ${s.logFile}`);
   }
-  for (const r of redises) await r.stop();
+  for (const r of redises) {
+    await r.stop();
+    if (r.dir && r.exit) fs.rmSync(r.dir, { recursive: true, force: true });
+  }
   if (problems.length) {
     dumpLogs('sanitizer');
     throw new Error(problems.join('; '));
