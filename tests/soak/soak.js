@@ -107,7 +107,7 @@ function child() {
   const stats = {
     connects: 0, connectFailures: 0, graceful: 0, rsts: 0, unexpectedCloses: {}, overflow: 0,
     ticks: 0, comments: 0, commentLists: 0, deviceStatus: 0, welcomes: 0, welcomeQueued: 0,
-    actionsSent: 0, actionsOk: 0, actionsErr: {}, errors: {}, unexpected: 0, unexpectedKeys: [],
+    actionsSent: 0, actionsOk: 0, actionsErr: {}, errors: {}, unexpected: 0, unexpectedKeys: [], rateLimitedCtx: [],
   };
 
   for (const u of cfg.users) {
@@ -120,7 +120,7 @@ function child() {
         seenDid: new Set(), lastFirst: null, conns: 0,
         lastAckSent: null, ackLog: [], ackConfirmed: null,
         rstAt: [], doubledQueuedTwice: 0, doubledInConn: 0, doubledAfterAck: 0, replayed: 0,
-        disorder: 0, syncToSource: 0, dropTimer: null, backTimer: null, received: 0,
+        disorder: 0, syncToSource: 0, dropTimer: null, backTimer: null, received: 0, sentAt: [],
       };
       rec.devs.push(dev);
       devices.push(dev);
@@ -133,6 +133,8 @@ function child() {
     if (!dev.ws || dev.ws.readyState !== WebSocket.OPEN) return false;
     try {
       dev.ws.send(JSON.stringify(obj));
+      dev.sentAt.push(Date.now());
+      if (dev.sentAt.length > 128) dev.sentAt.splice(0, 64);
       return true;
     } catch {
       return false;
@@ -236,6 +238,15 @@ function child() {
             stats.actionsErr[code] = (stats.actionsErr[code] || 0) + 1;
           } else {
             stats.errors[code] = (stats.errors[code] || 0) + 1;
+            if (code === 'rate_limited' && stats.rateLimitedCtx.length < 20) {
+              /* what this device had sent: messages in the last 1 s / 5 s */
+              const now = Date.now();
+              stats.rateLimitedCtx.push({
+                device: `${dev.user.name}/${dev.id}`, ack: dev.ack, conn: no,
+                sent1s: dev.sentAt.filter((t) => t > now - 1000).length,
+                sent5s: dev.sentAt.filter((t) => t > now - 5000).length,
+              });
+            }
           }
           break;
         }
@@ -788,7 +799,8 @@ async function parent() {
     runId, started: new Date(t0).toISOString(), ended: new Date().toISOString(), minutes, runS,
     users: nUsers, devices: nUsers * 3, ackDevices, plainDevices: nUsers * 3 - ackDevices, procs, rate,
     deadDeviceProcesses: deadKids, leftoverQueues: leftover.slice(0, 50), leftoverQueueCount: leftover.length, netErrors, posts: { ...post, lat: undefined, p50: pct(0.5), p99: pct(0.99), max: lat[lat.length - 1], maybe: maybe.length },
-    broadcasts: bc, comments: cm, ack, plain, stats: { ...st, unexpectedKeys: undefined }, unexpectedUnexplained,
+    broadcasts: bc, comments: cm, ack, plain, stats: { ...st, unexpectedKeys: undefined },
+    rateLimitedCtx: st.rateLimitedCtx, unexpectedUnexplained,
     drainMs: results.map((r) => r.r.drainMs), lostSamples: results.flatMap((r) => r.r.lostSamples).slice(0, 20),
     rss: {
       startKB: first.total, endKB: last.total, minKB: Math.min(...runSamples.map((s) => s.total)), maxKB: Math.max(...runSamples.map((s) => s.total)),
@@ -812,6 +824,7 @@ async function parent() {
   log(`RSS (supervisor + workers) start ${(first.total / 1024).toFixed(1)} MB end ${(last.total / 1024).toFixed(1)} MB; slope over the last ${lastWin / 60} min ${rssReg.slope.toFixed(3)} MB/min (workers ${wRssReg.slope.toFixed(3)}), n=${rssReg.n}`);
   log(`fds start ${first.fds} end ${last.fds}; slope ${fdReg.slope.toFixed(2)} /min; fds minus open WebSockets: slope ${fdNetReg.slope.toFixed(2)} /min`);
   log(`redis used_memory start ${(first.redisMem / 1048576).toFixed(1)} MB end ${(last.redisMem / 1048576).toFixed(1)} MB max ${(summary.redis.maxBytes / 1048576).toFixed(1)} MB; queue length sum max ${summary.queues.maxLenSum} end ${last.qsum} after drain ${summary.queues.afterDrainLenSum}`);
+  if (st.rateLimitedCtx && st.rateLimitedCtx.length) log('rate_limited replies (device: messages it sent in the last 1 s / 5 s):', JSON.stringify(st.rateLimitedCtx.slice(0, 8)));
   if (summary.lostSamples.length) log('lost samples:', JSON.stringify(summary.lostSamples.slice(0, 5)));
   const bad = (ack.lost || 0) + (ack.doubled || 0) + deadKids;
   log(bad ? `FAIL: ack mode lost ${ack.lost}, doubled ${ack.doubled}` : 'OK: ack mode 0 lost, 0 doubled');
