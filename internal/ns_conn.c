@@ -160,6 +160,14 @@ static int write_msg(ns_conn *c, ns_msg *m) {
   return lws_partial_buffered(c->wsi) ? 0 : 1;
 }
 
+/* A write the kernel refused: the peer reset or is gone.  Dropped like an
+ * idle connection (no close handshake to wait for), counted as 1006
+ * (closed abnormally), not as a server error. */
+static void write_failed(ns_conn *c) {
+  c->drop = 1;
+  ns_conn_close(c, 1006, "write failed");
+}
+
 void ns_conn_send(ns_conn *c, ns_msg *m) {
   int rc;
   if (!admit(c, m))
@@ -177,7 +185,7 @@ void ns_conn_send(ns_conn *c, ns_msg *m) {
       c->unflushed = ns_msg_ref(m);
       lws_callback_on_writable(c->wsi);
     } else {
-      ns_conn_close(c, 1011, "write failed");
+      write_failed(c);
     }
     return;
   }
@@ -292,7 +300,7 @@ void ns_conn_flush(ns_conn *c) {
   if (c->unflushed || c->want_ping || lws_partial_buffered(c->wsi))
     lws_callback_on_writable(c->wsi);
   else if (ns_conn_on_writable(c) < 0)
-    ns_conn_close(c, 1011, "write failed");
+    write_failed(c);
 }
 
 void ns_conn_heartbeat(ns_conn *c, int64_t now) {
@@ -313,7 +321,7 @@ void ns_conn_heartbeat(ns_conn *c, int64_t now) {
      * round trip per ping cost two uv_poll_start (four epoll_ctl) each. */
     if (can_write_now(c)) {
       if (write_ping(c) < 0)
-        ns_conn_close(c, 1011, "write failed");
+        write_failed(c);
     } else {
       c->want_ping = 1;
       lws_callback_on_writable(c->wsi);

@@ -114,7 +114,7 @@ struct ns_conn {
   unsigned ack_mode : 1;
   unsigned in_hub : 1;
   unsigned want_ping : 1; /* heartbeat: a ping waits for the next WRITEABLE */
-  unsigned drop : 1;      /* idle: dropped at the next TIMER, no close frame */
+  unsigned drop : 1;      /* idle or write failed: dropped at the next TIMER, no close frame */
   unsigned close_started : 1; /* lws has the close in hand */
   unsigned q_attached : 1; /* first fetch started */
   unsigned q_fetching : 1, q_refetch : 1, q_more : 1;

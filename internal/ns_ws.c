@@ -253,6 +253,18 @@ static void handle_subscribe(ns_conn *c, const ns_cmd *cmd, const char *ref) {
     on_snapshot(NS_EUNAVAIL, NULL, a);
 }
 
+/* The answer to a message over the rate: not handled, but its `ref` is
+ * echoed (SPEC §4) so the client can tell which request was refused; the
+ * decode is bounded by max_message_bytes like any other. */
+static void refuse_rate_limited(ns_conn *c, const char *p, size_t n) {
+  ns_cmd cmd;
+  ns_proto_err err;
+  ns_proto_decode(p, n, &cmd, &err);
+  ns_conn_send_error(c, "rate_limited", "too many messages",
+                     cmd.has_ref ? cmd.ref : NULL);
+  ns_cmd_reset(&cmd);
+}
+
 static void handle_message(ns_conn *c, const char *p, size_t n) {
   ns_cmd cmd;
   ns_proto_err err;
@@ -321,7 +333,7 @@ static int on_receive(ns_conn *c, struct lws *wsi, const char *in,
   if (lws_frame_is_binary(wsi))
     ns_conn_send_error(c, "bad_message", "binary frames are not accepted", NULL);
   else if (rate_limited(c))
-    ns_conn_send_error(c, "rate_limited", "too many messages", NULL);
+    refuse_rate_limited(c, in, len);
   else
     handle_message(c, in, len);
   ns_conn_free_rx(c);

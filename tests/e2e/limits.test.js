@@ -25,6 +25,8 @@ test('messages past the burst get error rate_limited and are not answered', asyn
   assert.equal(pongs.length, 3, JSON.stringify(frames));
   assert.equal(limited.length, 3, JSON.stringify(frames));
   assert.deepEqual(pongs.map((m) => m.ref), ['p0', 'p1', 'p2']);
+  /* SPEC §4: an error echoes the ref of the message it answers */
+  assert.deepEqual(limited.map((m) => m.ref), ['p3', 'p4', 'p5'], JSON.stringify(limited));
   /* After a pause the bucket has refilled and the connection still works. */
   await sleep(1200);
   assert.equal((await c.ping()).type, 'pong');
