@@ -382,31 +382,44 @@ static int method_of(struct lws *wsi) {
   return M_OTHER;
 }
 
-/* Runs ns_rest_check_query() over the request's query arguments (lws
- * keeps them url-decoded, one fragment each).  Each fragment is copied
- * whole into `frag` (no fragment is longer than all of them) and its first
- * NS_REST_QUERY_ARG_MAX + 1 bytes, enough to be refused as too long, into
- * the list; a fragment past NS_REST_QUERY_ARGS_MAX is copied only to be
- * refused as one too many.  Returns 0, or NS_EINVAL with `err` filled. */
-static int check_query(struct lws *wsi, ns_rest_err *err) {
-  enum { ARG = NS_REST_QUERY_ARG_MAX + 2 }; /* the kept bytes and a NUL */
-  char list[(NS_REST_QUERY_ARGS_MAX + 1) * ARG], *frag;
-  int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS), i, k, rc;
-  size_t used = 0;
+/* The query arguments as ns_upgrade.h and ns_rest_check_query want them: every URI_ARGS fragment,
+ * url-decoded by lws, each followed by a NUL, in a heap buffer (NULL and
+ * *len 0 when there is no query).  No fragment is longer than all of them,
+ * so one scratch buffer of the total length holds any. */
+char *ns__http_query_args(struct lws *wsi, size_t *len) {
+  int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS), i, k;
+  size_t used = 0, cap;
+  char *frag, *list;
+  *len = 0;
   if (total <= 0)
-    return 0;
+    return NULL;
+  cap = (size_t)total * 2 + 2;
   frag = ns_xmalloc((size_t)total + 1); /* bounded: max_http_header_data */
-  for (i = 0; i <= NS_REST_QUERY_ARGS_MAX; i++) {
+  list = ns_xmalloc(cap);
+  for (i = 0;; i++) {
     k = lws_hdr_copy_fragment(wsi, frag, total + 1, WSI_TOKEN_HTTP_URI_ARGS, i);
     if (k < 0)
       break; /* no fragment i: the end */
-    k = NS_MIN(k, ARG - 1);
+    if (used + (size_t)k + 1 > cap) {
+      cap = (used + (size_t)k + 1) * 2;
+      list = ns_xrealloc(list, cap);
+    }
     memcpy(list + used, frag, (size_t)k);
     used += (size_t)k;
     list[used++] = '\0';
   }
   free(frag);
-  rc = ns_rest_check_query(list, used, err);
+  *len = used;
+  return list;
+}
+
+/* ns_rest_check_query() over the request's query arguments: 0, or
+ * NS_EINVAL with `err` filled. */
+static int check_query(struct lws *wsi, ns_rest_err *err) {
+  size_t len;
+  char *args = ns__http_query_args(wsi, &len);
+  int rc = ns_rest_check_query(args, len, err);
+  free(args);
   return rc;
 }
 

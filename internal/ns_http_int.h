@@ -51,6 +51,10 @@ void ns__http_reply_empty(ns_req *r, int status);
 int ns__http_need_token(ns_req *r);
 void ns__http_unavailable(ns_req *r);
 void ns__http_add_ts(struct json_object *o, const char *key, int64_t ms);
+/* The request's query arguments, url-decoded by lws, each followed by a
+ * NUL, in a heap buffer for the caller to free (NULL and *len 0 when there
+ * is no query); shared by the REST check and the WebSocket upgrade. */
+char *ns__http_query_args(struct lws *wsi, size_t *len);
 
 /* Notification routes (ns_notify.c): /api/v1/notifications and below. */
 void ns__notify_root(ns_req *r, const char *arg);

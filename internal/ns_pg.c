@@ -18,8 +18,8 @@
 /* A slow PostgreSQL must not make requests pile up behind it (issue 10: at
  * 2 s per statement a producer's POST waited 10 s and the queue grew by
  * every request): a query not yet sent PG_WAIT_MAX_MS after it was queued
- * is failed (its callback gets NULL: the caller answers 503, truthfully,
- * since PostgreSQL never saw it), and while the oldest waiting query has
+ * is failed by the next tick (its callback gets NULL: the caller answers
+ * 503, truthfully, since PostgreSQL never saw it), and while the oldest waiting query has
  * waited PG_ADMIT_WAIT_MS a new one is refused at once (NS_EUNAVAIL). */
 #define PG_WAIT_MAX_MS 3000
 #define PG_ADMIT_WAIT_MS 1000
@@ -369,7 +369,8 @@ int ns_pg_query(ns_pg *pg, const char *sql, int nparams,
 int ns_pg_query_prepared(ns_pg *pg, const char *stmt, const char *sql,
                          int nparams, const char *const *params, ns_pg_cb cb,
                          void *arg) {
-  query *q;
+  query *q, *w;
+  int64_t now = ns_mono_ms();
   int i;
   if (!pg || !pg->up)
     return NS_EUNAVAIL;
@@ -377,18 +378,15 @@ int ns_pg_query_prepared(ns_pg *pg, const char *stmt, const char *sql,
     pg->overloads++;
     return NS_EUNAVAIL;
   }
-  {
-    int64_t now = ns_mono_ms();
-    query *w;
-    expire_waiting(pg, now);
-    w = *first_waiting(pg);
-    if (w && now - w->queued_ms >= PG_ADMIT_WAIT_MS) {
-      pg->overloads++; /* PostgreSQL is not keeping up: refuse at once */
-      return NS_EUNAVAIL;
-    }
+  /* Expiry runs from the tick only (ns_pg_tick): failing other queries
+   * here would run their callbacks inside this caller's. */
+  w = *first_waiting(pg);
+  if (w && now - w->queued_ms >= PG_ADMIT_WAIT_MS) {
+    pg->overloads++; /* PostgreSQL is not keeping up: refuse at once */
+    return NS_EUNAVAIL;
   }
   q = ns_xcalloc(1, sizeof(*q));
-  q->queued_ms = ns_mono_ms();
+  q->queued_ms = now;
   q->sql = ns_xstrdup(sql);
   q->nparams = nparams;
   if (nparams > 0) {

@@ -621,7 +621,7 @@ static int connect_eval(ns_conn *c, const char *checked, const char *dead);
  * EXISTS each, before the script runs again with the dead ones. */
 
 #define NS_INST_CHECK_MAX 16 /* LUA_CONNECT names at most this many */
-#define NS_INST_ID_MAX 79    /* sizeof(srv->instance_id) - 1 */
+#define NS_INST_ID_MAX (sizeof(((ns_server *)0)->instance_id) - 1)
 
 typedef struct inst_check inst_check;
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ns_comments.h"
+#include "ns_http_int.h"
 #include "ns_log.h"
 #include "ns_queue.h"
 #include "ns_rest.h"
@@ -50,43 +51,12 @@ static int origin_allowed(ns_server *srv, struct lws *wsi) {
   return ok;
 }
 
-/* The query arguments as ns_upgrade.h wants them: every URI_ARGS fragment,
- * url-decoded by lws, each followed by a NUL, in a heap buffer (NULL and
- * *len 0 when there is no query).  No fragment is longer than all of them,
- * so one scratch buffer of the total length holds any. */
-static char *copy_args(struct lws *wsi, size_t *len) {
-  int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS), i, k;
-  size_t used = 0, cap;
-  char *frag, *list;
-  *len = 0;
-  if (total <= 0)
-    return NULL;
-  cap = (size_t)total * 2 + 2;
-  frag = ns_xmalloc((size_t)total + 1); /* bounded: max_http_header_data */
-  list = ns_xmalloc(cap);
-  for (i = 0;; i++) {
-    k = lws_hdr_copy_fragment(wsi, frag, total + 1, WSI_TOKEN_HTTP_URI_ARGS, i);
-    if (k < 0)
-      break; /* no fragment i: the end */
-    if (used + (size_t)k + 1 > cap) {
-      cap = (used + (size_t)k + 1) * 2;
-      list = ns_xrealloc(list, cap);
-    }
-    memcpy(list + used, frag, (size_t)k);
-    used += (size_t)k;
-    list[used++] = '\0';
-  }
-  free(frag);
-  *len = used;
-  return list;
-}
-
 static void authenticate(ns_server *srv, struct lws *wsi, ns_session *s) {
   char hdr[NS_UPGRADE_AUTHZ_MAX + 1];
   ns_upgrade_device up;
   ns_devauth *da = s->da = ns_xcalloc(1, sizeof(*s->da));
   size_t alen;
-  char *args = copy_args(wsi, &alen);
+  char *args = ns__http_query_args(wsi, &alen);
   int n = lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION);
   ns_upgrade_parse_device(hdr, n, args, alen, &up); /* up.token: hdr or args */
   s->auth_rc = NS_EAUTH;
