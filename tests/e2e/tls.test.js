@@ -39,13 +39,12 @@ const path = require('node:path');
 const tls = require('node:tls');
 const WebSocket = require('ws');
 const {
-  test, setup, Server, servers, uid, sleep, until, freePort, services, binPath, tailFile,
+  test, setup, Server, baseEnv, uid, sleep, until, freePort, services, binPath,
   SANITIZER_RE, newId, postNotification, postBatch, notifIds, broadcast, serviceToken,
   postComment, newPostId,
 } = require('./lib/harness');
 
 const { runWscat } = require('./lib/wscat');
-const READY_TIMEOUT_MS = 20000;
 const START_FAIL_TIMEOUT_MS = 20000;
 
 /* ------------------------------------------------------- certificates */
@@ -164,15 +163,6 @@ function httpsRequest(port, method, urlPath, { token, body, headers = {}, timeou
 
 /* ------------------------------------------------------------ server */
 
-/* The child's environment: ours minus NOTISYNC_*, sanitizer options set. */
-function childEnv() {
-  const env = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('NOTISYNC_')) env[k] = v;
-  if (!env.ASAN_OPTIONS) env.ASAN_OPTIONS = 'detect_leaks=1:abort_on_error=0';
-  if (!env.UBSAN_OPTIONS) env.UBSAN_OPTIONS = 'print_stacktrace=1';
-  return env;
-}
-
 let logSeq = 0;
 function logPath() {
   logSeq += 1;
@@ -195,60 +185,15 @@ class TlsServer extends Server {
     return super.wsUrl(params, wsPath).replace(/^ws:/, 'wss:');
   }
 
+  /* The harness's start (env, spawn, /health over this.http), with the
+   * certificate and this file's CA trusted for the port. */
   async start() {
-    const svc = services();
-    this.port = this.port || (await freePort());
-    tlsPorts.add(this.port);
-    const env = childEnv();
-    Object.assign(env, {
-      NOTISYNC_LISTEN: `127.0.0.1:${this.port}`,
-      NOTISYNC_REDIS_URL: svc.NOTISYNC_REDIS_URL,
-      NOTISYNC_DATABASE_URL: svc.NOTISYNC_DATABASE_URL,
-      NOTISYNC_JWT_SECRET: this.secret,
-      NOTISYNC_PRESENCE_GRACE: '0',
-      NOTISYNC_LOG_LEVEL: 'debug',
-      NOTISYNC_INSTANCE_ID: uid('e2e-tls'),
-      NOTISYNC_TLS_CERT: certs.certFile,
-      NOTISYNC_TLS_KEY: certs.keyFile,
-      ...(this.opts.env || {}),
-    });
-    this.env = env;
+    this.opts.port = this.opts.port || this.port || (await freePort());
+    tlsPorts.add(this.opts.port);
+    this.opts.instanceId = this.opts.instanceId || uid('e2e-tls');
+    this.opts.env = { NOTISYNC_TLS_CERT: certs.certFile, NOTISYNC_TLS_KEY: certs.keyFile, ...(this.opts.env || {}) };
     this.logFile = this.logFile || logPath();
-    const fd = fs.openSync(this.logFile, 'a');
-    fs.writeSync(fd, `=== ${new Date().toISOString()} start ${binPath()} serve (TLS) on port ${this.port}\n`);
-    this.exit = null;
-    this.stopped = false;
-    this.proc = spawn(binPath(), ['serve'], { env, stdio: ['ignore', fd, fd] });
-    fs.closeSync(fd);
-    this.pid = this.proc.pid;
-    this.exitPromise = new Promise((resolve) => {
-      this.proc.on('exit', (code, signal) => {
-        this.exit = { code, signal, at: Date.now() };
-        resolve(this.exit);
-      });
-      this.proc.on('error', (e) => {
-        this.exit = { code: null, signal: null, error: e.message, at: Date.now() };
-        resolve(this.exit);
-      });
-    });
-    if (!servers.includes(this)) servers.push(this);
-    const deadline = Date.now() + READY_TIMEOUT_MS;
-    for (;;) {
-      if (this.exit) {
-        throw new Error(`notisyncd (TLS) exited during start-up (${JSON.stringify(this.exit)}):\n${tailFile(this.logFile)}`);
-      }
-      try {
-        const r = await this.http('GET', '/health', { timeoutMs: 2000 });
-        if (r.status === 200) break;
-      } catch {
-        /* not listening yet */
-      }
-      if (Date.now() >= deadline) {
-        throw new Error(`notisyncd (TLS) not healthy over https within ${READY_TIMEOUT_MS} ms:\n${tailFile(this.logFile)}`);
-      }
-      await sleep(150);
-    }
-    return this;
+    return super.start();
   }
 }
 
@@ -540,7 +485,7 @@ test('ALPN offers http/1.1 only: an h2 client gets no HTTP/2, and an h2 extended
 async function startMustFail(env) {
   const svc = services();
   const port = await freePort();
-  const e = childEnv();
+  const e = baseEnv();
   Object.assign(e, {
     NOTISYNC_LISTEN: `127.0.0.1:${port}`,
     NOTISYNC_REDIS_URL: svc.NOTISYNC_REDIS_URL,

@@ -511,7 +511,7 @@ class Server {
         throw new Error(`notisyncd exited during start-up (${JSON.stringify(this.exit)}); log ${this.logFile}:\n${tailFile(this.logFile)}`);
       }
       try {
-        const r = await httpRequest(this.base, 'GET', '/health', { timeoutMs: 2000 });
+        const r = await this.http('GET', '/health', { timeoutMs: 2000 });
         if (r.status === 200) break;
         if (r.status === 503) {
           first503 = first503 || Date.now();
@@ -832,6 +832,7 @@ function isDateString(s) {
 }
 
 module.exports = {
+  baseEnv,
   TS_RE,
   SANITIZER_RE,
   DEFAULT_WAIT_MS,
