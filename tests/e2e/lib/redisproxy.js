@@ -20,6 +20,7 @@
  * dead subscriber.  close() destroys every socket and stops listening.
  */
 const net = require('node:net');
+const { listenLoopback } = require('./tcpproxy');
 
 /* A RESP bulk string "SUBSCRIBE" or "PSUBSCRIBE" (the command name). */
 const SUB_RE = /\$(9\r\nSUBSCRIBE|10\r\nPSUBSCRIBE)\r\n/i;
@@ -45,16 +46,10 @@ class RedisProxy {
     return `redis://127.0.0.1:${this.port}${this.dbPath}`;
   }
 
-  start() {
-    return new Promise((resolve, reject) => {
-      this.server = net.createServer((client) => this.accept(client));
-      this.server.on('error', reject);
-      this.server.listen(0, '127.0.0.1', () => {
-        this.port = this.server.address().port;
-        this.server.unref();
-        resolve(this);
-      });
-    });
+  /* Listens on 127.0.0.1:<free port>; resolves this. */
+  async start() {
+    ({ server: this.server, port: this.port } = await listenLoopback((client) => this.accept(client)));
+    return this;
   }
 
   accept(client) {

@@ -25,6 +25,19 @@
  */
 const net = require('node:net');
 
+/* A server on 127.0.0.1:<free port> handing each connection to `onConn`,
+ * unref'd (it never keeps a test file alive): resolves {server, port}. */
+function listenLoopback(onConn) {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer(onConn);
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      server.unref();
+      resolve({ server, port: server.address().port });
+    });
+  });
+}
+
 class TcpProxy {
   /* target: {host, port}, or a URL whose host and port are taken. */
   constructor(target) {
@@ -46,16 +59,10 @@ class TcpProxy {
     this.delayedChunks = 0;
   }
 
-  start() {
-    return new Promise((resolve, reject) => {
-      this.server = net.createServer((client) => this.accept(client));
-      this.server.on('error', reject);
-      this.server.listen(0, '127.0.0.1', () => {
-        this.port = this.server.address().port;
-        this.server.unref();
-        resolve(this);
-      });
-    });
+  /* Listens on 127.0.0.1:<free port>; resolves this. */
+  async start() {
+    ({ server: this.server, port: this.port } = await listenLoopback((client) => this.accept(client)));
+    return this;
   }
 
   accept(client) {
@@ -189,4 +196,4 @@ class TcpProxy {
   }
 }
 
-module.exports = { TcpProxy };
+module.exports = { TcpProxy, listenLoopback };
