@@ -31,6 +31,8 @@ typedef struct ns_config {
   int64_t max_body_bytes;     /* 64k */
   int64_t max_outbound_bytes; /* 1m */
   int64_t max_devices_per_user; /* 32 */
+  int64_t max_data_bytes;     /* 4k: a notification's serialized `data` */
+  int64_t notification_retention_ms; /* 90d, 0 = keep forever */
   int64_t presence_grace_ms;  /* 2s */
   int64_t client_msg_rate;    /* 20 per second */
   int64_t client_msg_burst;   /* 50 */

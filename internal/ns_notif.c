@@ -54,10 +54,12 @@ static int required(json_object *o, const char *key, size_t max,
 }
 
 int ns_notif_parse(json_object *o, const ns_principal *who, const char *prefix,
-                   ns_notif_in *out, ns_notif_err *err) {
+                   const ns_notif_limits *lim, ns_notif_in *out,
+                   ns_notif_err *err) {
   const char *s;
   json_object *v;
   int rc;
+  (void)lim;
   memset(out, 0, sizeof(*out));
   if (!o || !json_object_is_type(o, json_type_object))
     return bad(err, 400, prefix, "", "must be a JSON object");

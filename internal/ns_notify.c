@@ -198,12 +198,16 @@ static int collect(ns_req *r, json_object *items, int batch, json_object *input)
   size_t i, j, n = json_object_array_length(items);
   ns_notif_in *in = ns_xcalloc(n ? n : 1, sizeof(*in));
   ns_notif_err err;
+  ns_notif_limits lim;
   char prefix[40] = "";
+  lim.now_ms = ns_now_ms();
+  lim.max_data_bytes = r->srv->cfg->max_data_bytes;
+  lim.queue_ttl_ms = r->srv->cfg->queue_ttl_ms;
   for (i = 0; i < n; i++) {
     if (batch)
       snprintf(prefix, sizeof(prefix), "notifications[%zu].", i);
     if (ns_notif_parse(json_object_array_get_idx(items, i), &r->who, prefix,
-                       &in[i], &err) != 0) {
+                       &lim, &in[i], &err) != 0) {
       json_object *o = json_object_new_object(), *e = json_object_new_object();
       json_object_object_add(e, "code", json_object_new_string(
                                             err.status == 403 ? "forbidden" : "bad_request"));

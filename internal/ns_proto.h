@@ -50,8 +50,11 @@ typedef struct ns_cmd {
   int has_ref;
   char ref[NS_REF_MAX + 1];
   /* notification_action */
-  char notification_id[65];  /* a UUID in canonical text form */
+  char notification_id[65];  /* a UUID in canonical text form; "" when all */
   ns_action action;
+  int all;                   /* {"all": true}: a bulk action (SPEC §9.5):
+                                action is READ or DISMISS, no id */
+  char before[37];           /* bulk: lower-case UUID, "" when absent/null */
   /* ack */
   char id[NS_STREAM_ID_MAX + 1]; /* "ms-seq", validated */
   /* subscribe */

@@ -82,6 +82,14 @@ int ns_rest_valid_type(const char *t);
 int ns_rest_parse_action(const char *p, size_t n, ns_action *out,
                          ns_rest_err *err);
 
+/* A bulk action body {"action", "before"?} (SPEC §9.5): action "read" or
+ * "dismiss" ("unread" and anything else: NS_EINVAL, field "action");
+ * before absent, null or a UUID (field "before"), copied lower-case into
+ * `before` (37 bytes; "" when absent).  Returns 0, NS_EPARSE or NS_EINVAL
+ * with `err` filled.  Nothing to free either way. */
+int ns_rest_parse_bulk_action(const char *p, size_t n, ns_action *out,
+                              char *before, ns_rest_err *err);
+
 /* ---- headers and query values ---- */
 
 /* The optional X-Device-ID header of an action, `n` bytes at `s`: 0 when it
@@ -172,6 +180,8 @@ typedef enum {
   NS_REST_NPATH_BATCH,    /* "batch" */
   NS_REST_NPATH_ONE,      /* "{id}", no '/' */
   NS_REST_NPATH_ACTIONS,  /* "{id}/actions", id under 64 bytes */
+  NS_REST_NPATH_BULK,     /* "actions" (SPEC §9.5) */
+  NS_REST_NPATH_UNREAD,   /* "unread_count" (SPEC §9.4) */
 } ns_rest_npath_kind;
 
 typedef struct ns_rest_npath {

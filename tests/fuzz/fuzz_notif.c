@@ -14,7 +14,8 @@
 static void check(json_object *o, const ns_principal *who) {
   ns_notif_in in;
   ns_notif_err err;
-  if (ns_notif_parse(o, who, "", &in, &err) == 0) {
+  static const ns_notif_limits lim = {1780000000000LL, 4096, 7LL * 86400 * 1000};
+  if (ns_notif_parse(o, who, "", &lim, &in, &err) == 0) {
     if (strlen(in.id) != 36 || !ns_proto_valid_uuid(in.id, 36) ||
         !in.app_name || !in.title || !in.body || in.priority < -2 ||
         in.priority > 2 || strlen(in.title) > 512 || !in.user_id[0] ||

@@ -18,6 +18,9 @@
 static ns_principal user = {.sub = "alice"};
 static ns_principal svc = {.sub = "backend", .is_service = 1};
 
+/* The clock and settings of every check here. */
+static const ns_notif_limits lim = {1780000000000LL, 4096, 7LL * 86400 * 1000};
+
 /* Parses `text` and validates it; returns the rc, fills in/err. */
 static int run(const char *text, const ns_principal *who, ns_notif_in *in,
                ns_notif_err *err, json_object **keep) {
@@ -25,7 +28,7 @@ static int run(const char *text, const ns_principal *who, ns_notif_in *in,
   ns_proto_err perr;
   assert_int_equal(ns_proto_parse_json(text, strlen(text), &o, &perr), 0);
   *keep = o;
-  return ns_notif_parse(o, who, "", in, err);
+  return ns_notif_parse(o, who, "", &lim, in, err);
 }
 
 static void test_valid_minimal_and_full(void **state) {
@@ -117,7 +120,7 @@ static void test_prefix_in_batch_errors(void **state) {
   ns_notif_in in;
   ns_notif_err err;
   (void)state;
-  assert_int_not_equal(ns_notif_parse(o, &user, "notifications[3].", &in, &err), 0);
+  assert_int_not_equal(ns_notif_parse(o, &user, "notifications[3].", &lim, &in, &err), 0);
   assert_string_equal(err.field, "notifications[3].app_name");
   json_object_put(o);
 }
