@@ -436,19 +436,70 @@ static int read_ref(json_object *root, ns_cmd *out) {
   return 0;
 }
 
-static int decode_action(json_object *data, ns_cmd *out, ns_proto_err *err) {
+/* Copies the n-byte UUID s into dst (n + 1 bytes) in lower case, the form
+ * PostgreSQL prints, so ids compare equal in notification_sync messages
+ * whatever case the client used. */
+static void copy_uuid_lower(char *dst, const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    dst[i] = (char)((s[i] >= 'A' && s[i] <= 'F') ? s[i] - 'A' + 'a' : s[i]);
+  dst[n] = '\0';
+}
+
+/* 1 when `data` has member `key` with a value other than null. */
+static int has_non_null(json_object *data, const char *key) {
+  json_object *v;
+  return json_object_object_get_ex(data, key, &v) &&
+         !json_object_is_type(v, json_type_null);
+}
+
+/* The bulk form (SPEC §9.5), {"all": true, "action", "before"?}: action is
+ * read or dismiss, no notification_id (absent or null), before absent, null
+ * or a UUID. */
+static int decode_bulk_action(json_object *data, ns_cmd *out,
+                              ns_proto_err *err) {
   const char *s;
   size_t n;
 
+  if (has_non_null(data, "notification_id"))
+    return fail(err, "bad_message",
+                "data.notification_id must be absent with data.all");
+  if (get_string(data, "action", &s, &n)) {
+    if (n == 4 && memcmp(s, "read", 4) == 0)
+      out->action = NS_ACTION_READ;
+    else if (n == 7 && memcmp(s, "dismiss", 7) == 0)
+      out->action = NS_ACTION_DISMISS;
+  }
+  if (out->action == NS_ACTION_NONE)
+    return fail(err, "bad_message",
+                "data.action must be read or dismiss for all");
+  if (has_non_null(data, "before")) {
+    if (!get_string(data, "before", &s, &n) || !ns_proto_valid_uuid(s, n))
+      return fail(err, "bad_message", "data.before must be a UUID");
+    copy_uuid_lower(out->before, s, n);
+  }
+  out->all = 1;
+  return 0;
+}
+
+/* notification_action: one notification {"notification_id", "action"}, or
+ * with "all" (which must then be true) every notification of the user.
+ * "before" belongs to the bulk form only: a non-null one without "all" is
+ * refused rather than ignored, so a client that forgot "all" learns it. */
+static int decode_action(json_object *data, ns_cmd *out, ns_proto_err *err) {
+  json_object *all;
+  const char *s;
+  size_t n;
+
+  if (json_object_object_get_ex(data, "all", &all)) {
+    if (!json_object_is_type(all, json_type_boolean) ||
+        !json_object_get_boolean(all))
+      return fail(err, "bad_message", "data.all must be true");
+    return decode_bulk_action(data, out, err);
+  }
   if (!get_string(data, "notification_id", &s, &n) ||
       !ns_proto_valid_uuid(s, n))
     return fail(err, "bad_message", "data.notification_id must be a UUID");
-  /* Lower case, the form PostgreSQL prints, so ids compare equal in
-   * notification_sync messages whatever case the client used. */
-  for (size_t i = 0; i < n; i++)
-    out->notification_id[i] = (char)((s[i] >= 'A' && s[i] <= 'F')
-                                         ? s[i] - 'A' + 'a' : s[i]);
-  out->notification_id[n] = '\0';
+  copy_uuid_lower(out->notification_id, s, n);
   if (!get_string(data, "action", &s, &n))
     return fail(err, "bad_message",
                 "data.action must be one of read, unread, dismiss");
@@ -460,6 +511,8 @@ static int decode_action(json_object *data, ns_cmd *out, ns_proto_err *err) {
   if (out->action == NS_ACTION_NONE)
     return fail(err, "bad_message",
                 "data.action must be one of read, unread, dismiss");
+  if (has_non_null(data, "before"))
+    return fail(err, "bad_message", "data.before is only allowed with data.all");
   return 0;
 }
 

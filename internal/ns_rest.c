@@ -121,25 +121,67 @@ int ns_rest_parse_broadcast(const char *p, size_t n, ns_rest_broadcast *out,
   return 0;
 }
 
+/* The action named by the string member "action" of `root`, or
+ * NS_ACTION_NONE (absent, not a string, an escaped NUL, unknown). */
+static ns_action action_member(json_object *root) {
+  size_t len;
+  const char *s = string_member(root, "action", &len);
+  if (!s)
+    return NS_ACTION_NONE;
+  return strcmp(s, "read") == 0      ? NS_ACTION_READ
+         : strcmp(s, "unread") == 0  ? NS_ACTION_UNREAD
+         : strcmp(s, "dismiss") == 0 ? NS_ACTION_DISMISS
+                                     : NS_ACTION_NONE;
+}
+
 int ns_rest_parse_action(const char *p, size_t n, ns_action *out,
                          ns_rest_err *err) {
   json_object *root;
-  ns_action action = NS_ACTION_NONE;
-  const char *s;
-  size_t len;
+  ns_action action;
   *out = NS_ACTION_NONE;
   if (parse_body(p, n, &root, err) != 0)
     return NS_EPARSE;
-  if ((s = string_member(root, "action", &len)) != NULL) {
-    action = strcmp(s, "read") == 0      ? NS_ACTION_READ
-             : strcmp(s, "unread") == 0  ? NS_ACTION_UNREAD
-             : strcmp(s, "dismiss") == 0 ? NS_ACTION_DISMISS
-                                         : NS_ACTION_NONE;
-  }
+  action = action_member(root);
   json_object_put(root);
   if (action == NS_ACTION_NONE)
     return fail(err, NS_EINVAL, "bad_request", "action",
                 "action: must be read, unread or dismiss");
+  *out = action;
+  return 0;
+}
+
+/* The bulk form (SPEC §9.5).  A `before` that is present must be null or a
+ * UUID; it is copied in lower case, the form PostgreSQL prints. */
+int ns_rest_parse_bulk_action(const char *p, size_t n, ns_action *out,
+                              char *before, ns_rest_err *err) {
+  json_object *root, *v;
+  ns_action action;
+  const char *s;
+  size_t len = 0, i;
+  *out = NS_ACTION_NONE;
+  before[0] = '\0';
+  if (parse_body(p, n, &root, err) != 0)
+    return NS_EPARSE;
+  action = action_member(root);
+  if (action != NS_ACTION_READ && action != NS_ACTION_DISMISS) {
+    json_object_put(root);
+    return fail(err, NS_EINVAL, "bad_request", "action",
+                "action: must be read or dismiss");
+  }
+  /* action_member found an object, so get_ex reads a member; json-c gives
+   * NULL for the literal null, which counts as absent */
+  if (json_object_object_get_ex(root, "before", &v) && v) {
+    if (!(s = string_member(root, "before", &len)) ||
+        !ns_proto_valid_uuid(s, len)) {
+      json_object_put(root);
+      return fail(err, NS_EINVAL, "bad_request", "before",
+                  "before: must be a notification id (UUID)");
+    }
+    for (i = 0; i < len; i++)
+      before[i] = (char)(s[i] >= 'A' && s[i] <= 'F' ? s[i] - 'A' + 'a' : s[i]);
+    before[len] = '\0';
+  }
+  json_object_put(root);
   *out = action;
   return 0;
 }
@@ -342,16 +384,26 @@ int ns_rest_parse_comments_path(const char *s, size_t n, ns_rest_cpath *out) {
 
 int ns_rest_parse_notif_path(const char *s, size_t n, ns_rest_npath *out) {
   static const char sub[] = "/actions";
+  static const struct {
+    const char *name;
+    ns_rest_npath_kind kind;
+  } fixed[] = {{"batch", NS_REST_NPATH_BATCH},
+               {"actions", NS_REST_NPATH_BULK},
+               {"unread_count", NS_REST_NPATH_UNREAD}};
   const size_t sublen = sizeof(sub) - 1;
   const char *slash;
-  size_t idlen;
+  size_t idlen, i;
   memset(out, 0, sizeof(*out));
   out->kind = NS_REST_NPATH_NONE;
   if (memchr(s, '\0', n))
     return NS_ENOTFOUND;
-  if (n == 5 && memcmp(s, "batch", 5) == 0) {
-    out->kind = NS_REST_NPATH_BATCH;
-    return 0;
+  /* Fixed names first, compared whole: "actions/" or "unread_count/x"
+   * fall through to the {id}/... rule below, which refuses them. */
+  for (i = 0; i < NS_ARRAY_SIZE(fixed); i++) {
+    if (n == strlen(fixed[i].name) && memcmp(s, fixed[i].name, n) == 0) {
+      out->kind = fixed[i].kind;
+      return 0;
+    }
   }
   if (!(slash = memchr(s, '/', n))) {
     /* Any length: a GET of an id too long to be a UUID is a 404 like any

@@ -271,6 +271,9 @@ static void test_bad_message_table(void **state) {
   BD("{\"ref\":\"q\",\"type\":\"notification_action\",\"data\":" data "}", part)
 #define NID "data.notification_id must be a UUID"
 #define ACTION "data.action must be one of read, unread, dismiss"
+#define ALL "data.all must be true"
+#define BULK_ACTION "data.action must be read or dismiss for all"
+#define BEFORE "data.before must be a UUID"
 #define ACK(data) BD("{\"ref\":\"q\",\"type\":\"ack\",\"data\":" data "}", "data.id")
 #define SUB(data) \
   BD("{\"ref\":\"q\",\"type\":\"subscribe\",\"data\":" data "}", "data.postId")
@@ -310,6 +313,38 @@ static const err_case bad_data_cases[] = {
     ACT("{\"notification_id\":\"" UUID "\",\"action\":1}", ACTION),
     ACT("{\"notification_id\":\"" UUID "\",\"action\":null}", ACTION),
     ACT("{\"notification_id\":\"" UUID "\",\"action\":[\"read\"]}", ACTION),
+    /* bulk form (SPEC §9.5): all must be true, then no notification_id,
+     * action read or dismiss, before absent/null or a UUID */
+    ACT("{\"all\":false,\"action\":\"read\"}", ALL),
+    ACT("{\"all\":null,\"action\":\"read\"}", ALL),
+    ACT("{\"all\":\"true\",\"action\":\"read\"}", ALL),
+    ACT("{\"all\":1,\"action\":\"read\"}", ALL),
+    ACT("{\"all\":[true],\"action\":\"read\"}", ALL),
+    ACT("{\"all\":false,\"notification_id\":\"" UUID "\",\"action\":\"read\"}",
+        ALL),
+    ACT("{\"all\":true,\"notification_id\":\"" UUID "\",\"action\":\"read\"}",
+        "data.notification_id must be absent with data.all"),
+    ACT("{\"all\":true,\"notification_id\":\"x\",\"action\":\"read\"}",
+        "data.notification_id must be absent with data.all"),
+    ACT("{\"all\":true,\"action\":\"unread\"}", BULK_ACTION),
+    ACT("{\"all\":true}", BULK_ACTION),
+    ACT("{\"all\":true,\"action\":null}", BULK_ACTION),
+    ACT("{\"all\":true,\"action\":\"READ\"}", BULK_ACTION),
+    ACT("{\"all\":true,\"action\":\"read\\u0000\"}", BULK_ACTION),
+    ACT("{\"all\":true,\"action\":\"delete\"}", BULK_ACTION),
+    ACT("{\"all\":true,\"action\":1}", BULK_ACTION),
+    ACT("{\"all\":true,\"action\":\"read\",\"before\":\"x\"}", BEFORE),
+    ACT("{\"all\":true,\"action\":\"read\",\"before\":\"\"}", BEFORE),
+    ACT("{\"all\":true,\"action\":\"read\",\"before\":5}", BEFORE),
+    ACT("{\"all\":true,\"action\":\"read\",\"before\":[\"" UUID "\"]}", BEFORE),
+    ACT("{\"all\":true,\"action\":\"read\",\"before\":\"{" UUID "}\"}", BEFORE),
+    ACT("{\"all\":true,\"action\":\"read\",\"before\":\"" UUID "\\u0000\"}",
+        BEFORE),
+    /* before without all is refused, not ignored */
+    ACT("{\"notification_id\":\"" UUID "\",\"action\":\"read\",\"before\":"
+        "\"" UUID "\"}", "data.before is only allowed with data.all"),
+    ACT("{\"notification_id\":\"" UUID "\",\"action\":\"read\",\"before\":1}",
+        "data.before is only allowed with data.all"),
     NOT_OBJ_DATA("ack"),
     ACK("{}"),
     ACK("{\"id\":123}"),
@@ -464,6 +499,10 @@ static const ok_case ok_cases[] = {
               NS_ACTION_DISMISS),
     ACTION_OK("{\"type\":\"notification_action\",\"data\":{\"notification_id\":"
               "\"" UUID_UPPER "\",\"action\":\"read\"}}", NS_ACTION_READ),
+    /* before: null is as absent, also without all */
+    ACTION_OK("{\"type\":\"notification_action\",\"data\":{\"notification_id\":"
+              "\"" UUID "\",\"action\":\"read\",\"before\":null}}",
+              NS_ACTION_READ),
     ACK_OK("{\"type\":\"ack\",\"data\":{\"id\":\"1737000000123-0\"}}",
            "1737000000123-0"),
     ACK_OK("{\"type\":\"ack\",\"data\":{\"id\":\"0-0\"}}", "0-0"),
@@ -513,6 +552,8 @@ static void test_ok_table(void **state) {
     assert_int_equal(c.has_ref, t->ref != NULL);
     expect_str("ref", c.ref, t->ref, i);
     assert_int_equal(c.action, t->action);
+    assert_int_equal(c.all, 0);
+    expect_str("before", c.before, NULL, i);
     expect_str("notification_id", c.notification_id, t->nid, i);
     expect_str("id", c.id, t->id, i);
     expect_str("post_id", c.post_id, t->post_id, i);
@@ -522,6 +563,46 @@ static void test_ok_table(void **state) {
     } else {
       assert_null(c.token);
     }
+    ns_cmd_reset(&c);
+  }
+}
+
+/* The bulk form of notification_action (SPEC §9.5). */
+static const struct {
+  const char *in;
+  size_t n;
+  ns_action action;
+  const char *before;
+} bulk_ok_cases[] = {
+    {IN("{\"type\":\"notification_action\",\"data\":{\"all\":true,"
+        "\"action\":\"read\"}}"), NS_ACTION_READ, ""},
+    {IN("{\"type\":\"notification_action\",\"data\":{\"action\":\"dismiss\","
+        "\"all\":true,\"extra\":1}}"), NS_ACTION_DISMISS, ""},
+    {IN("{\"type\":\"notification_action\",\"data\":{\"all\":true,"
+        "\"action\":\"read\",\"before\":null,\"notification_id\":null}}"),
+     NS_ACTION_READ, ""},
+    {IN("{\"type\":\"notification_action\",\"data\":{\"all\":true,"
+        "\"action\":\"dismiss\",\"before\":\"" UUID "\"}}"),
+     NS_ACTION_DISMISS, UUID},
+    {IN("{\"type\":\"notification_action\",\"data\":{\"all\":true,"
+        "\"action\":\"read\",\"before\":\"" UUID_UPPER "\"}}"),
+     NS_ACTION_READ, UUID},
+};
+
+static void test_bulk_action_ok(void **state) {
+  (void)state;
+  for (size_t i = 0; i < NS_ARRAY_SIZE(bulk_ok_cases); i++) {
+    ns_cmd c;
+    ns_proto_err e;
+    int rc = decode_exact(bulk_ok_cases[i].in, bulk_ok_cases[i].n, &c, &e);
+    if (rc != 0)
+      print_error("case %zu: rc %d %s\n", i, rc, e.message);
+    assert_int_equal(rc, 0);
+    assert_int_equal(c.type, NS_CMD_ACTION);
+    assert_int_equal(c.all, 1);
+    assert_int_equal(c.action, bulk_ok_cases[i].action);
+    assert_string_equal(c.notification_id, "");
+    expect_str("before", c.before, bulk_ok_cases[i].before, i);
     ns_cmd_reset(&c);
   }
 }
@@ -949,6 +1030,7 @@ int main(void) {
       cmocka_unit_test(test_bad_data_table),
       cmocka_unit_test(test_length_limits),
       cmocka_unit_test(test_ok_table),
+      cmocka_unit_test(test_bulk_action_ok),
       cmocka_unit_test(test_type_name_truncation),
       cmocka_unit_test(test_decode_respects_length),
       cmocka_unit_test(test_bad_json_messages),

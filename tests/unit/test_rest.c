@@ -262,6 +262,76 @@ static void test_action(void **state) {
   assert_int_equal(ns_rest_parse_action(NULL, 0, &a, &e), NS_EPARSE);
 }
 
+/* ---- bulk action bodies (SPEC §9.5) ---- */
+
+static int bulk(const char *s, ns_action *a, char *before, ns_rest_err *e) {
+  char *buf = exact(s, strlen(s));
+  int rc = ns_rest_parse_bulk_action(buf, strlen(s), a, before, e);
+  free(buf);
+  return rc;
+}
+
+static void test_bulk_action(void **state) {
+  static const char *const bad_action[] = {
+      "{}", "{\"action\":\"unread\"}", "{\"action\":\"READ\"}",
+      "{\"action\":\"\"}", "{\"action\":1}", "{\"action\":null}",
+      "{\"action\":\"read\\u0000\"}", "{\"action\":\"delete\"}",
+      "[\"read\"]", "\"read\"", "null", "{\"before\":\"" UUID "\"}",
+      "{\"action\":\"unread\",\"before\":\"x\"}", /* action is checked first */
+  };
+  static const char *const bad_before[] = {
+      "{\"action\":\"read\",\"before\":\"x\"}",
+      "{\"action\":\"read\",\"before\":\"\"}",
+      "{\"action\":\"read\",\"before\":5}",
+      "{\"action\":\"dismiss\",\"before\":[\"" UUID "\"]}",
+      "{\"action\":\"read\",\"before\":\"{" UUID "}\"}",
+      "{\"action\":\"read\",\"before\":\"" UUID "\\u0000\"}",
+      "{\"action\":\"read\",\"before\":\"" UUID "0\"}",
+  };
+  ns_action a;
+  char before[37];
+  ns_rest_err e;
+  size_t i;
+  (void)state;
+  assert_int_equal(bulk("{\"action\":\"read\"}", &a, before, &e), 0);
+  assert_int_equal(a, NS_ACTION_READ);
+  assert_string_equal(before, "");
+  assert_int_equal(bulk("{\"action\":\"dismiss\",\"before\":null,\"x\":1}", &a,
+                        before, &e), 0);
+  assert_int_equal(a, NS_ACTION_DISMISS);
+  assert_string_equal(before, "");
+  assert_int_equal(bulk("{\"before\":\"" UUID "\",\"action\":\"read\"}", &a,
+                        before, &e), 0);
+  assert_int_equal(a, NS_ACTION_READ);
+  assert_string_equal(before, UUID);
+  assert_int_equal(bulk("{\"action\":\"dismiss\",\"before\":"
+                        "\"3F2504E0-4F89-41D3-9A0C-0305E82C3301\"}", &a, before,
+                        &e), 0);
+  assert_string_equal(before, UUID); /* lower case */
+  for (i = 0; i < NS_ARRAY_SIZE(bad_action); i++) {
+    memset(before, 'z', sizeof(before));
+    assert_int_equal(bulk(bad_action[i], &a, before, &e), NS_EINVAL);
+    assert_int_equal(a, NS_ACTION_NONE);
+    assert_string_equal(before, "");
+    assert_string_equal(e.code, "bad_request");
+    assert_string_equal(e.field, "action");
+    assert_string_equal(e.message, "action: must be read or dismiss");
+  }
+  for (i = 0; i < NS_ARRAY_SIZE(bad_before); i++) {
+    assert_int_equal(bulk(bad_before[i], &a, before, &e), NS_EINVAL);
+    assert_int_equal(a, NS_ACTION_NONE);
+    assert_string_equal(before, "");
+    assert_string_equal(e.code, "bad_request");
+    assert_string_equal(e.field, "before");
+    assert_int_equal(strncmp(e.message, "before: ", 8), 0);
+  }
+  assert_int_equal(bulk("{\"action\":\"read\"", &a, before, &e), NS_EPARSE);
+  assert_string_equal(e.code, "bad_json");
+  assert_string_equal(e.field, "");
+  assert_int_equal(ns_rest_parse_bulk_action(NULL, 0, &a, before, &e), NS_EPARSE);
+  assert_int_equal(a, NS_ACTION_NONE);
+}
+
 /* ---- X-Device-ID ---- */
 
 static void test_device_header(void **state) {
@@ -618,7 +688,8 @@ static int npath(const char *s, size_t n, ns_rest_npath *r) {
 static void test_notif_path(void **state) {
   static const char *const none[] = {
       "x/", "x/action", "x/actions/", "x/actions/y", "x/Actions", "batch/",
-      UUID "/read",
+      UUID "/read", "actions/", "unread_count/", "unread_count/x",
+      "actions/x", "unread_count/actions/",
   };
   ns_rest_npath r;
   char *long_id = repeat('a', 100, ""), *id63 = repeat('a', 63, "/actions"),
@@ -658,6 +729,32 @@ static void test_notif_path(void **state) {
     assert_int_equal(npath(none[i], strlen(none[i]), &r), NS_ENOTFOUND);
     assert_int_equal(r.kind, NS_REST_NPATH_NONE);
   }
+  /* the two fixed names of SPEC §9, compared whole */
+  assert_int_equal(npath(IN("actions"), &r), 0);
+  assert_int_equal(r.kind, NS_REST_NPATH_BULK);
+  assert_string_equal(r.id, "");
+  assert_false(r.id_ok);
+  assert_int_equal(npath(IN("unread_count"), &r), 0);
+  assert_int_equal(r.kind, NS_REST_NPATH_UNREAD);
+  assert_string_equal(r.id, "");
+  assert_false(r.id_ok);
+  /* near misses stay ONE ids (404 as unknown ids) */
+  assert_int_equal(npath(IN("Actions"), &r), 0);
+  assert_int_equal(r.kind, NS_REST_NPATH_ONE);
+  assert_int_equal(npath(IN("action"), &r), 0);
+  assert_int_equal(r.kind, NS_REST_NPATH_ONE);
+  assert_int_equal(npath(IN("unread_count2"), &r), 0);
+  assert_int_equal(r.kind, NS_REST_NPATH_ONE);
+  assert_int_equal(npath(IN("unread"), &r), 0);
+  assert_int_equal(r.kind, NS_REST_NPATH_ONE);
+  /* "{id}/actions" with the id "unread_count" or "actions" stays ACTIONS */
+  assert_int_equal(npath(IN("unread_count/actions"), &r), 0);
+  assert_int_equal(r.kind, NS_REST_NPATH_ACTIONS);
+  assert_string_equal(r.id, "unread_count");
+  assert_int_equal(npath(IN("actions/actions"), &r), 0);
+  assert_int_equal(r.kind, NS_REST_NPATH_ACTIONS);
+  assert_int_equal(npath(IN("actions\0"), &r), NS_ENOTFOUND);
+  assert_int_equal(npath(IN("unread_count\0"), &r), NS_ENOTFOUND);
   assert_int_equal(npath(IN("batch\0"), &r), NS_ENOTFOUND);
   assert_int_equal(npath(IN(UUID "\0"), &r), NS_ENOTFOUND);
   free(long_id);
@@ -690,6 +787,7 @@ int main(void) {
       cmocka_unit_test(test_broadcast_bad),
       cmocka_unit_test(test_valid_type),
       cmocka_unit_test(test_action),
+      cmocka_unit_test(test_bulk_action),
       cmocka_unit_test(test_device_header),
       cmocka_unit_test(test_query_ok),
       cmocka_unit_test(test_query_bad),
