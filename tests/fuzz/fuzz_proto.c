@@ -8,7 +8,9 @@
  *     NS_ENOMEM: that would mean json-c refused input our strict JSON check
  *     accepted (the two parsers disagree);
  *   - a decoded cmd holds the invariants ns_proto.c promises (validated
- *     fields, bounded UTF-8 strings, token only for refresh);
+ *     fields, bounded UTF-8 strings, token only for refresh; a bulk
+ *     notification_action has all == 1 exactly when its data.all is true,
+ *     no id, read or dismiss, and before "" or a lower-case UUID);
  *   - the error reply for the frame, echoing its ref, decodes again with
  *     the same ref: ns_proto's own output is strict JSON;
  *   - any strictly valid JSON wrapped by ns_proto_envelope as `data` comes
@@ -70,6 +72,35 @@ static int bounded_text(const char *s, size_t max) {
   return n <= max && ns_proto_utf8_valid(s, n);
 }
 
+/* A UUID in the lower-case form decode promises for ids. */
+static int lower_uuid(const char *s) {
+  if (!ns_proto_valid_uuid(s, strlen(s)))
+    return 0;
+  for (size_t i = 0; s[i]; i++)
+    if (s[i] >= 'A' && s[i] <= 'F')
+      return 0;
+  return 1;
+}
+
+/* The frame's data.all, when it is an object frame: 1 when it is the
+ * boolean true, 0 otherwise (absent too). */
+static int frame_says_all(const uint8_t *data, size_t size) {
+  json_tokener *tok = json_tokener_new();
+  json_object *o, *d, *a;
+  int all = 0;
+  CHECK(tok != NULL);
+  o = json_tokener_parse_ex(tok, (const char *)data, (int)size);
+  if (!o && json_tokener_get_error(tok) == json_tokener_continue)
+    o = json_tokener_parse_ex(tok, "", 1);
+  json_tokener_free(tok);
+  if (json_object_object_get_ex(o, "data", &d) &&
+      json_object_object_get_ex(d, "all", &a) &&
+      json_object_is_type(a, json_type_boolean))
+    all = json_object_get_boolean(a);
+  json_object_put(o);
+  return all;
+}
+
 static void check_cmd(const ns_cmd *c) {
   CHECK(bounded_text(c->type_name, 64));
   for (size_t i = 0; c->type_name[i]; i++)
@@ -79,13 +110,21 @@ static void check_cmd(const ns_cmd *c) {
   CHECK((c->token != NULL) == (c->type == NS_CMD_REFRESH));
   switch (c->type) {
   case NS_CMD_ACTION:
-    CHECK(ns_proto_valid_uuid(c->notification_id,
-                              strlen(c->notification_id)));
-    for (size_t i = 0; c->notification_id[i]; i++)
-      CHECK(c->notification_id[i] < 'A' || c->notification_id[i] > 'F');
-    CHECK(c->action >= NS_ACTION_READ && c->action <= NS_ACTION_DISMISS);
+    CHECK(c->all == 0 || c->all == 1);
+    CHECK(memchr(c->before, '\0', sizeof(c->before)) != NULL);
+    if (c->all) {
+      /* bulk: no id, read or dismiss, before "" or a lower-case UUID */
+      CHECK(c->notification_id[0] == '\0');
+      CHECK(c->action == NS_ACTION_READ || c->action == NS_ACTION_DISMISS);
+      CHECK(c->before[0] == '\0' || lower_uuid(c->before));
+    } else {
+      CHECK(lower_uuid(c->notification_id));
+      CHECK(c->action >= NS_ACTION_READ && c->action <= NS_ACTION_DISMISS);
+      CHECK(c->before[0] == '\0');
+    }
     break;
   case NS_CMD_ACK:
+    CHECK(!c->all && !c->before[0] && !c->notification_id[0]);
     CHECK(ns_proto_valid_stream_id(c->id, strlen(c->id)));
     break;
   case NS_CMD_SUBSCRIBE:
@@ -156,6 +195,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   ref = c.has_ref ? c.ref : NULL;
   if (rc == 0) {
     check_cmd(&c);
+    if (c.type == NS_CMD_ACTION)
+      CHECK(c.all == frame_says_all(data, size));
     buf = ns_proto_error("unknown_type", c.type_name, ref, 1768473000123, 16,
                          &len);
     check_reply(buf, len, "error", ref);

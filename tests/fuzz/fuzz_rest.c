@@ -4,8 +4,11 @@
  * readable '0'..'7'); the rest is that parser's input:
  *
  *   0 comment body {"content"}        4 comment path "{post}/comments[/{cid}]"
- *   1 broadcast body {"type","data"}  5 notification path "{id}[/actions]"|"batch"
- *   2 action body {"action"}          6 X-Device-ID header value
+ *   1 broadcast body {"type","data"}  5 notification path "{id}[/actions]"|
+ *                                       "batch"|"actions"|"unread_count"
+ *   2 action body {"action"}, and the same bytes as a bulk action body
+ *     {"action","before"?} (each checked, and the two against each other)
+ *                                     6 X-Device-ID header value
  *   3 list query "limit=..&before=..&unread=.." (split like lws: '&', first
  *     match wins)                     7 device path "{device_id}"
  *   8 request query arguments, NUL-separated as lws keeps them
@@ -202,6 +205,46 @@ static void action(const char *p, size_t n) {
   json_object_put(root);
 }
 
+/* The bulk form (SPEC §9.5), on the bytes case 2 gives the single form:
+ * it accepts exactly what the single form accepts as read or dismiss with
+ * a `before` that is absent, null or a UUID, which it copies lower-cased. */
+static void bulk_action(const char *p, size_t n) {
+  ns_action a, single;
+  char before[37];
+  ns_rest_err err, serr;
+  json_object *root = NULL, *v;
+  ns_proto_err perr;
+  int rc = ns_rest_parse_bulk_action(p, n, &a, before, &err);
+  int src = ns_rest_parse_action(p, n, &single, &serr);
+  size_t i;
+  CHECK(memchr(before, '\0', sizeof(before)));
+  if (rc != 0) {
+    check_err(&err);
+    CHECK(a == NS_ACTION_NONE && before[0] == '\0');
+    CHECK((rc == NS_EPARSE) == (src == NS_EPARSE));
+    if (rc == NS_EINVAL && strcmp(err.field, "before") == 0)
+      CHECK(src == 0 && single != NS_ACTION_UNREAD);
+    else if (rc == NS_EINVAL)
+      CHECK(strcmp(err.field, "action") == 0 &&
+            (src != 0 || single == NS_ACTION_UNREAD));
+    return;
+  }
+  CHECK(src == 0 && single == a);
+  CHECK(a == NS_ACTION_READ || a == NS_ACTION_DISMISS);
+  CHECK(ns_proto_parse_json(p, n, &root, &perr) == 0);
+  if (json_object_object_get_ex(root, "before", &v) && v) {
+    const char *b = json_object_get_string(v);
+    CHECK(json_object_is_type(v, json_type_string));
+    CHECK(is_uuid(b, (size_t)json_object_get_string_len(v)) &&
+          strlen(before) == 36);
+    for (i = 0; i < 36; i++)
+      CHECK(before[i] == (b[i] >= 'A' && b[i] <= 'F' ? b[i] + 32 : b[i]));
+  } else {
+    CHECK(before[0] == '\0');
+  }
+  json_object_put(root);
+}
+
 /* The value of the first "name=" piece of "a=1&b=2" as a fresh C string
  * (cut at a NUL, as lws hands over C strings), or NULL. */
 static char *arg(const char *p, size_t n, const char *name) {
@@ -308,8 +351,17 @@ static void notif_path(const char *p, size_t n) {
   case NS_REST_NPATH_BATCH:
     CHECK(n == 5 && memcmp(p, "batch", 5) == 0);
     break;
+  case NS_REST_NPATH_BULK:
+    CHECK(n == 7 && memcmp(p, "actions", 7) == 0 && il == 0 && !r.id_ok);
+    break;
+  case NS_REST_NPATH_UNREAD:
+    CHECK(n == 12 && memcmp(p, "unread_count", 12) == 0 && il == 0 &&
+          !r.id_ok);
+    break;
   case NS_REST_NPATH_ONE:
     CHECK(!has_nul && !slash && !(n == 5 && memcmp(p, "batch", 5) == 0));
+    CHECK(!(n == 7 && memcmp(p, "actions", 7) == 0));
+    CHECK(!(n == 12 && memcmp(p, "unread_count", 12) == 0));
     CHECK(n <= NS_REST_PIECE_MAX ? il == n && memcmp(r.id, p, n) == 0 : il == 0);
     CHECK(r.id_ok == is_uuid(p, n));
     break;
@@ -437,7 +489,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   switch (data[0] >= '0' && data[0] <= '9' ? data[0] - '0' : data[0] % 10) {
   case 0: comment(p, n); break;
   case 1: broadcast(p, n); break;
-  case 2: action(p, n); break;
+  case 2: action(p, n); bulk_action(p, n); break;
   case 3: query(p, n); break;
   case 4: comments_path(p, n); break;
   case 5: notif_path(p, n); break;
