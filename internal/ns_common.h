@@ -28,7 +28,8 @@
   XX(EIO, -1010, "i/o error")                            \
   XX(ERANGE, -1011, "value out of range")                \
   XX(EPARSE, -1012, "parse error")                       \
-  XX(ELIMIT, -1013, "limit reached")
+  XX(ELIMIT, -1013, "limit reached")                     \
+  XX(ECANCELED, -1014, "canceled")
 
 typedef enum {
 #define XX(name, code, msg) NS_##name = (code),

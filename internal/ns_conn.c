@@ -26,9 +26,11 @@ ns_conn *ns_conn_new(ns_server *srv, struct lws *wsi, int is_public) {
   c->refs = 1;
   c->is_public = is_public != 0;
   c->seq = ++srv->conn_seq;
-  if (!is_public)
+  if (!is_public) {
     snprintf(c->id, sizeof(c->id), "%s-%llu", srv->instance_id,
              (unsigned long long)c->seq);
+    c->born_ms = ns_now_ms();
+  }
   c->last_rx_ms = now;
   /* Pings are spread over the interval (by a hash of the sequence number),
    * so that connections made together -- a reconnect storm -- are not all

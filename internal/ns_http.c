@@ -321,7 +321,7 @@ static const route routes[] = {
     {"/api/v1/devices", M_GET, h_devices},
     {"/api/v1/devices/", M_DELETE, h_device_delete},
     {"/api/v1/notifications", M_GET | M_POST, ns__notify_root},
-    {"/api/v1/notifications/*", M_GET | M_POST, ns__notify_sub},
+    {"/api/v1/notifications/*", M_GET | M_POST | M_DELETE, ns__notify_sub},
     {"/api/v1/notes/*", M_GET | M_POST | M_PUT | M_DELETE, ns__comments_route},
     {"/notes/*", M_GET | M_POST | M_PUT | M_DELETE, ns__comments_route},
     {"/me/notes/*", M_GET | M_POST | M_PUT | M_DELETE, ns__comments_route},

@@ -169,6 +169,22 @@ char *ns_metrics_render(const ns_metrics *m, const ns_metrics_gauges *g,
           m->queue_appends);
   counter(&o, "notisync_slow_consumer_closes_total",
           "Connections closed with 1013", m->slow_consumer_closes);
+  counter(&o, "notisync_notifications_expired_total",
+          "Notifications deleted by notification_retention", m->notif_expired);
+  counter(&o, "notisync_scheduled_queued_total",
+          "Scheduled notifications queued at their deliver_at", m->sched_queued);
+  counter(&o, "notisync_scheduled_canceled_total",
+          "Scheduled notifications found canceled when their time came",
+          m->sched_canceled);
+  gauge(&o, "notisync_scheduler_round_rows",
+        "Due notifications claimed by the latest scheduler round",
+        m->sched_round_last);
+  gauge(&o, "notisync_scheduler_round_limit_rows",
+        "Due notifications one scheduler round claims at most",
+        m->sched_round_max);
+  outf(&o, "# HELP notisync_scheduler_lag_seconds deliver_at to queued, worst "
+           "of the latest round\n# TYPE notisync_scheduler_lag_seconds gauge\n"
+           "notisync_scheduler_lag_seconds %g\n", m->sched_lag_s);
   for (f = 0; f < NS_M__FAMILIES; f++) {
     const ns_metric_family_data *d = &m->fam[f];
     outf(&o, "# HELP %s %s\n# TYPE %s counter\n", families[f].name,

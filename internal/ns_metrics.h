@@ -37,6 +37,13 @@ typedef struct ns_metrics {
   ns_metric_family_data fam[NS_M__FAMILIES];
   uint64_t queue_appends;
   uint64_t slow_consumer_closes;
+  /* SPEC §9 (ns_sched.c) */
+  uint64_t notif_expired;       /* deleted by notification_retention */
+  uint64_t sched_queued;        /* scheduled notifications queued at deliver_at */
+  uint64_t sched_canceled;      /* found canceled when their time came */
+  uint64_t sched_round_max;     /* rows one scheduler round claims at most */
+  uint64_t sched_round_last;    /* rows the latest round claimed */
+  double sched_lag_s;           /* deliver_at to queued, latest round's worst */
   uint64_t lat_bucket[NS_LAT_BUCKETS + 1]; /* last = +Inf */
   uint64_t lat_count;
   double lat_sum;

@@ -13,6 +13,7 @@
  * Query values, action bodies, X-Device-ID and the paths below
  * /api/v1/notifications are parsed by ns_rest.c (pure, fuzzed).
  */
+#include <ctype.h>
 #include <hiredis/hiredis.h>
 #include <json.h>
 #include <stdio.h>
@@ -20,50 +21,75 @@
 #include <string.h>
 
 #include "ns_http_int.h"
+#include "ns_notify_int.h"
 #include "ns_log.h"
 #include "ns_notif.h"
 #include "ns_queue.h"
 #include "ns_rest.h"
 
-#define NCOLS                                                              \
-  "id, user_id, app_name, title, body, category, priority, source_device, " \
-  "(extract(epoch FROM created_at) * 1000)::bigint, is_read, is_dismissed"
-
+/* One statement per request: the gate (an id of another user refuses the
+ * whole request), the insert, the unread counts (SPEC §9.4: a queued
+ * notification is unread; the count row's RETURNING is the exact value
+ * after this statement, under its row lock), and per row its target
+ * devices and the user's unread count right after that row: the user's
+ * new count less the rows of this request that come after it. */
 static const char SQL_INSERT[] =
     "WITH input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x("
     "  ord int, id uuid, user_id text, app_name text, title text, body text,"
-    "  category text, priority smallint, source_device text)),"
+    "  category text, priority smallint, source_device text, data jsonb,"
+    "  url text, tags text[], collapse_key text, expires_ms bigint,"
+    "  deliver_ms bigint)),"
     " clash AS (SELECT 1 FROM input i JOIN notifications n"
     "  ON n.id = i.id AND n.user_id <> i.user_id),"
     " ins AS (INSERT INTO notifications (id, user_id, app_name, title, body,"
-    "  category, priority, source_device, created_at)"
+    "  category, priority, source_device, data, url, tags, collapse_key,"
+    "  expires_at, deliver_at, status, created_at)"
     "  SELECT id, user_id, app_name, title, body, category, priority,"
-    "  source_device, clock_timestamp() FROM input"
+    "  source_device, data, url, coalesce(tags, '{}'), collapse_key,"
+    "  to_timestamp(expires_ms / 1000.0), to_timestamp(deliver_ms / 1000.0),"
+    "  CASE WHEN deliver_ms IS NULL THEN 'queued' ELSE 'scheduled' END,"
+    "  clock_timestamp() FROM input"
     "  WHERE NOT EXISTS (SELECT 1 FROM clash) ORDER BY ord"
     "  ON CONFLICT (id) DO NOTHING RETURNING *),"
+    " cnt AS (INSERT INTO notification_counts AS c (user_id, unread)"
+    "  SELECT user_id, count(*) FILTER (WHERE status = 'queued') FROM ins"
+    "  GROUP BY user_id ORDER BY user_id ON CONFLICT (user_id) DO UPDATE"
+    "  SET unread = c.unread + excluded.unread RETURNING user_id, unread),"
     " rows AS (SELECT i.ord, true AS fresh, ins.* FROM input i"
     "  JOIN ins ON ins.id = i.id"
     "  UNION ALL SELECT i.ord, false, n.* FROM input i"
     "  JOIN notifications n ON n.id = i.id AND n.user_id = i.user_id"
-    "  WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.id = i.id))"
-    " SELECT ord, fresh, " NCOLS ", coalesce((SELECT string_agg(d.device_id,"
-    "  ',' ORDER BY d.device_id) FROM devices d WHERE d.user_id = rows.user_id"
-    "  AND d.device_id IS DISTINCT FROM rows.source_device), '')"
-    " FROM rows ORDER BY ord";
+    "  WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.id = i.id)),"
+    " ranked AS (SELECT rows.*, count(*) FILTER (WHERE fresh AND status ="
+    "  'queued') OVER (PARTITION BY user_id ORDER BY ord DESC ROWS BETWEEN"
+    "  UNBOUNDED PRECEDING AND 1 PRECEDING) AS later FROM rows)"
+    " SELECT ord, fresh, " NS_NCOLS ", " NS_TARGETS("ranked.user_id",
+                                              "ranked.source_device") ","
+    " coalesce((SELECT unread FROM cnt WHERE cnt.user_id = ranked.user_id),"
+    "  (SELECT unread FROM notification_counts k"
+    "   WHERE k.user_id = ranked.user_id), 0) - coalesce(later, 0)"
+    " FROM ranked ORDER BY ord";
 
 /* ---- rows ---- */
 
-/* The notification at `row`, columns from `col` in NCOLS order. */
+/* The notification at `row`, columns from `col` in NS_NCOLS order. */
 static json_object *row_json(const PGresult *res, int row, int col,
                              int with_user) {
   json_object *o = json_object_new_object();
   char ts[NS_TS_LEN];
+#define NUL(i) PQgetisnull(res, row, col + (i))
+#define VAL(i) PQgetvalue(res, row, col + (i))
 #define STR(k, i)                                                          \
-  json_object_object_add(o, k,                                             \
-                         PQgetisnull(res, row, col + (i))                  \
-                             ? NULL                                        \
-                             : json_object_new_string(                     \
-                                   PQgetvalue(res, row, col + (i))))
+  json_object_object_add(o, k, NUL(i) ? NULL : json_object_new_string(VAL(i)))
+#define TS(k, i)                                                           \
+  do {                                                                     \
+    if (NUL(i)) {                                                          \
+      json_object_object_add(o, k, NULL);                                  \
+    } else {                                                               \
+      ns_format_ts(atoll(VAL(i)), ts);                                     \
+      json_object_object_add(o, k, json_object_new_string(ts));            \
+    }                                                                      \
+  } while (0)
   STR("id", 0);
   if (with_user)
     STR("user_id", 1);
@@ -71,17 +97,26 @@ static json_object *row_json(const PGresult *res, int row, int col,
   STR("title", 3);
   STR("body", 4);
   STR("category", 5);
-  json_object_object_add(o, "priority",
-                         json_object_new_int(atoi(PQgetvalue(res, row, col + 6))));
+  json_object_object_add(o, "priority", json_object_new_int(atoi(VAL(6))));
   STR("source_device", 7);
+  TS("created_at", 8);
+  json_object_object_add(o, "is_read", json_object_new_boolean(VAL(9)[0] == 't'));
+  json_object_object_add(o, "is_dismissed",
+                         json_object_new_boolean(VAL(10)[0] == 't'));
+  /* data and tags were validated JSON when stored (jsonb, text[]) */
+  json_object_object_add(o, "data", NUL(11) ? NULL : json_tokener_parse(VAL(11)));
+  STR("url", 12);
+  json_object_object_add(o, "tags", NUL(13) ? json_object_new_array()
+                                            : json_tokener_parse(VAL(13)));
+  STR("collapse_key", 14);
+  TS("expires_at", 15);
+  TS("deliver_at", 16);
+  STR("status", 17);
+  json_object_object_add(o, "expired", json_object_new_boolean(VAL(18)[0] == 't'));
+#undef TS
 #undef STR
-  ns_format_ts(atoll(PQgetvalue(res, row, col + 8)), ts);
-  json_object_object_add(o, "created_at", json_object_new_string(ts));
-  json_object_object_add(
-      o, "is_read", json_object_new_boolean(PQgetvalue(res, row, col + 9)[0] == 't'));
-  json_object_object_add(
-      o, "is_dismissed",
-      json_object_new_boolean(PQgetvalue(res, row, col + 10)[0] == 't'));
+#undef VAL
+#undef NUL
   return o;
 }
 
@@ -128,6 +163,36 @@ static void on_enqueued(int rc, long long appended, void *arg) {
     post_finish(op);
 }
 
+/* Column offsets of SQL_INSERT's rows: ord, fresh, NS_NCOLS, targets, unread. */
+#define I_ROW 2
+#define I_TARGETS (I_ROW + NS_NCOLS_N)
+#define I_UNREAD (I_TARGETS + 1)
+
+/* The queueing options of the stored notification at (`row`, `col`). */
+void ns__notify_row_opts(const PGresult *res, int row, int col,
+                         ns_queue_opts *o) {
+  memset(o, 0, sizeof(*o));
+  o->marker = PQgetvalue(res, row, col);
+  o->commit_ms = ns_now_ms();
+  if (!PQgetisnull(res, row, col + NS_C_COLLAPSE))
+    o->collapse_key = PQgetvalue(res, row, col + NS_C_COLLAPSE);
+  if (!PQgetisnull(res, row, col + NS_C_EXPIRES)) {
+    o->expires_ms = atoll(PQgetvalue(res, row, col + NS_C_EXPIRES));
+    /* ttl 0: expires_at = created_at (SPEC §9.2) */
+    o->live_only = o->expires_ms <= atoll(PQgetvalue(res, row, col + NS_C_CREATED));
+  }
+}
+
+/* new_notification's data: the stored notification and the unread count
+ * right after it (SPEC §9.4). */
+json_object *ns__notify_delivered_json(const PGresult *res, int row, int col,
+                                       int unread_col) {
+  json_object *d = row_json(res, row, col, 0);
+  json_object_object_add(d, "unread",
+                         json_object_new_int64(atoll(PQgetvalue(res, row, unread_col))));
+  return d;
+}
+
 static void on_inserted(PGresult *res, void *arg) {
   post_op *op = arg;
   int i, n;
@@ -142,7 +207,7 @@ static void on_inserted(PGresult *res, void *arg) {
   n = PQntuples(res);
   op->out = json_object_new_array();
   for (i = 0; i < n; i++) {
-    json_object_array_add(op->out, row_json(res, i, 2, 1));
+    json_object_array_add(op->out, row_json(res, i, I_ROW, 1));
   }
   if (n != op->nrows) {
     /* The gate refused the insert: an id belongs to another user. */
@@ -154,18 +219,20 @@ static void on_inserted(PGresult *res, void *arg) {
   }
   op->waiting = 1; /* released below, after every push is on its way */
   for (i = 0; i < n; i++) {
-    const char *targets = PQgetvalue(res, i, 13);
+    const char *targets = PQgetvalue(res, i, I_TARGETS);
     json_object *data;
-    long long commit = ns_now_ms();
+    ns_queue_opts qo;
     if (PQgetvalue(res, i, 1)[0] == 't')
       op->any_fresh = 1;
-    if (!*targets)
+    /* scheduled ones are queued by ns_sched at deliver_at; canceled never */
+    if (!*targets || strcmp(PQgetvalue(res, i, I_ROW + NS_C_STATUS), "queued") != 0)
       continue;
-    data = row_json(res, i, 2, 0);
+    data = ns__notify_delivered_json(res, i, I_ROW, I_UNREAD);
+    ns__notify_row_opts(res, i, I_ROW, &qo);
     op->waiting++;
-    if (ns_queue_push(op->r->srv, PQgetvalue(res, i, 3), targets,
-                      "new_notification", json_text(data), PQgetvalue(res, i, 2),
-                      commit, on_enqueued, op) != 0) {
+    if (ns_queue_push(op->r->srv, PQgetvalue(res, i, I_ROW + 1), targets,
+                      "new_notification", json_text(data), &qo, on_enqueued,
+                      op) != 0) {
       op->waiting--;
       op->failed = 1;
     }
@@ -190,6 +257,18 @@ static void add_input(json_object *arr, int ord, const ns_notif_in *n) {
                          n->source_device[0]
                              ? json_object_new_string(n->source_device)
                              : NULL);
+  json_object_object_add(o, "data", n->data ? json_object_get(n->data) : NULL);
+  json_object_object_add(o, "url", n->url ? json_object_new_string(n->url) : NULL);
+  json_object_object_add(o, "tags", n->tags ? json_object_get(n->tags) : NULL);
+  json_object_object_add(o, "collapse_key",
+                         n->collapse_key ? json_object_new_string(n->collapse_key)
+                                         : NULL);
+  json_object_object_add(o, "expires_ms", n->expires_ms
+                                              ? json_object_new_int64(n->expires_ms)
+                                              : NULL);
+  json_object_object_add(o, "deliver_ms", n->deliver_ms
+                                              ? json_object_new_int64(n->deliver_ms)
+                                              : NULL);
   json_object_array_add(arr, o);
 }
 
@@ -302,11 +381,11 @@ static void on_list(PGresult *res, void *arg) {
   for (i = 0; i < n; i++)
     json_object_array_add(arr, row_json(res, i, 0, 1));
   json_object_object_add(o, "notifications", arr);
-  if (n > 0 && n == atoi(PQgetvalue(res, 0, 11))) {
+  if (n > 0 && n == atoi(PQgetvalue(res, 0, NS_NCOLS_N))) {
     /* The cursor keeps microseconds: created_at is stored that precisely,
      * and a millisecond cursor would repeat rows at a page boundary. */
     json_object_object_add(o, "next_before",
-                           json_object_new_string(PQgetvalue(res, n - 1, 12)));
+                           json_object_new_string(PQgetvalue(res, n - 1, NS_NCOLS_N + 1)));
   } else {
     json_object_object_add(o, "next_before", NULL);
   }
@@ -315,10 +394,10 @@ static void on_list(PGresult *res, void *arg) {
 
 static void list(ns_req *r) {
   static const char sql[] =
-      "SELECT " NCOLS ", $4::int, to_char(created_at AT TIME ZONE 'UTC',"
+      "SELECT " NS_NCOLS ", $4::int, to_char(created_at AT TIME ZONE 'UTC',"
       " 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM notifications WHERE user_id = $1"
       " AND ($2 = '' OR created_at < $2::timestamptz)"
-      " AND ($3 = '0' OR NOT is_read)"
+      " AND status = 'queued' AND ($3 = '0' OR NOT is_read)"
       " ORDER BY created_at DESC, id DESC LIMIT $4::int";
   char limit[16], before[64], lbuf[96], bbuf[96], ubuf[96];
   const char *params[4];
@@ -362,7 +441,7 @@ static void on_one(PGresult *res, void *arg) {
  * is checked). */
 static void get_one(ns_req *r, const char *id, int id_ok) {
   static const char sql[] =
-      "SELECT " NCOLS " FROM notifications WHERE id = $1::uuid AND user_id = $2";
+      "SELECT " NS_NCOLS " FROM notifications WHERE id = $1::uuid AND user_id = $2";
   const char *params[2] = {id, r->who.sub};
   if (!ns__http_need_token(r))
     return;
@@ -410,12 +489,18 @@ static void on_status_cached(redisReply *reply, void *arg) {
   action_done(op);
 }
 
+/* Columns of SQL_ACTION's row: NS_NCOLS, targets, source device, unread. */
+#define A_TARGETS NS_NCOLS_N
+#define A_SRC (NS_NCOLS_N + 1)
+#define A_UNREAD (NS_NCOLS_N + 2)
+
 static void on_updated(PGresult *res, void *arg) {
   action_op *op = arg;
   ns_server *srv = op->srv;
   json_object *sync;
   char key[128], ttl[24];
   const char *user, *id, *targets, *src;
+  ns_queue_opts qo;
   if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) == 0) {
     op->cb(res && PQresultStatus(res) == PGRES_TUPLES_OK ? NS_ENOTFOUND
                                                          : NS_EUNAVAIL,
@@ -426,8 +511,8 @@ static void on_updated(PGresult *res, void *arg) {
   op->row = row_json(res, 0, 0, 1);
   id = PQgetvalue(res, 0, 0);
   user = PQgetvalue(res, 0, 1);
-  targets = PQgetvalue(res, 0, 11);
-  src = PQgetvalue(res, 0, 12);
+  targets = PQgetvalue(res, 0, A_TARGETS);
+  src = PQgetvalue(res, 0, A_SRC);
   op->waiting = 1;
   ns__key(srv, key, sizeof(key), "notif:%s", id);
   snprintf(ttl, sizeof(ttl), "%lld", (long long)(srv->cfg->queue_ttl_ms / 1000));
@@ -447,9 +532,13 @@ static void on_updated(PGresult *res, void *arg) {
                            json_object_new_boolean(PQgetvalue(res, 0, 10)[0] == 't'));
     json_object_object_add(sync, "source_device",
                            *src ? json_object_new_string(src) : NULL);
+    json_object_object_add(sync, "unread",
+                           json_object_new_int64(atoll(PQgetvalue(res, 0, A_UNREAD))));
+    memset(&qo, 0, sizeof(qo));
+    qo.commit_ms = ns_now_ms();
     op->waiting++;
     if (ns_queue_push(srv, user, targets, "notification_sync", json_text(sync),
-                      NULL, ns_now_ms(), on_sync_queued, op) != 0) {
+                      &qo, on_sync_queued, op) != 0) {
       op->waiting--;
       op->failed = 1;
     }
@@ -458,23 +547,34 @@ static void on_updated(PGresult *res, void *arg) {
   action_done(op);
 }
 
+/* One notification's action and the unread count under the count row's
+ * lock: the count moves by what this update changed (old vs new state). */
+static const char SQL_ACTION[] =
+    "WITH old AS (SELECT id AS oid, is_read AS o_read, is_dismissed AS o_dis,"
+    "  status AS o_status FROM notifications WHERE id = $1::uuid"
+    "  AND user_id = $2 FOR UPDATE),"
+    " upd AS (UPDATE notifications n SET"
+    "  is_read = CASE $3 WHEN 'read' THEN true WHEN 'unread' THEN false"
+    "   ELSE is_read END,"
+    "  read_at = CASE $3 WHEN 'read' THEN coalesce(read_at, now())"
+    "   WHEN 'unread' THEN NULL ELSE read_at END,"
+    "  is_dismissed = is_dismissed OR $3 = 'dismiss',"
+    "  dismissed_at = CASE WHEN $3 = 'dismiss' THEN coalesce(dismissed_at,"
+    "   now()) ELSE dismissed_at END,"
+    "  updated_at = now()"
+    "  FROM old WHERE n.id = old.oid"
+    "  RETURNING n.*, (NOT o_read AND NOT o_dis AND o_status = 'queued')::int"
+    "   - (NOT n.is_read AND NOT n.is_dismissed AND n.status = 'queued')::int"
+    "   AS dec),"
+    " cnt AS (INSERT INTO notification_counts AS c (user_id, unread)"
+    "  SELECT user_id, -dec FROM upd ON CONFLICT (user_id) DO UPDATE"
+    "  SET unread = c.unread + excluded.unread RETURNING unread)"
+    " SELECT " NS_NCOLS ", " NS_TARGETS("$2", "nullif($4, '')") ", $4,"
+    " (SELECT unread FROM cnt) FROM upd";
+
 int ns_notify_action(ns_server *srv, const char *user, const char *id,
                      ns_action action, const char *source_device,
                      ns_action_cb cb, void *arg) {
-  static const char sql[] =
-      "UPDATE notifications SET"
-      " is_read = CASE $3 WHEN 'read' THEN true WHEN 'unread' THEN false"
-      "  ELSE is_read END,"
-      " read_at = CASE $3 WHEN 'read' THEN coalesce(read_at, now())"
-      "  WHEN 'unread' THEN NULL ELSE read_at END,"
-      " is_dismissed = is_dismissed OR $3 = 'dismiss',"
-      " dismissed_at = CASE WHEN $3 = 'dismiss' THEN coalesce(dismissed_at,"
-      "  now()) ELSE dismissed_at END,"
-      " updated_at = now()"
-      " WHERE id = $1::uuid AND user_id = $2"
-      " RETURNING " NCOLS ", coalesce((SELECT string_agg(d.device_id, ','"
-      "  ORDER BY d.device_id) FROM devices d WHERE d.user_id = $2"
-      "  AND d.device_id IS DISTINCT FROM nullif($4, '')), ''), $4";
   const char *params[4];
   action_op *op;
   if (!srv->pg_ready || !ns__server_redis_up(srv))
@@ -491,7 +591,133 @@ int ns_notify_action(ns_server *srv, const char *user, const char *id,
   op->srv = srv;
   op->cb = cb;
   op->arg = arg;
-  if (ns_pg_query(ns__pg(srv), sql, 4, params, on_updated, op) != 0) {
+  if (ns_pg_query_prepared(ns__pg(srv), "ns_action", SQL_ACTION, 4, params,
+                           on_updated, op) != 0) {
+    free(op);
+    return NS_EUNAVAIL;
+  }
+  return 0;
+}
+
+/* ---- bulk actions (SPEC §9.5) ---- */
+
+/* Every delivered notification of the user that the action changes (up to
+ * `before`'s created_at), locked in id order so that two bulk actions of a
+ * user cannot deadlock; one UPDATE; the count moves by the rows that were
+ * unread: for read those not dismissed, for dismiss those not read.
+ * Row: before found (0 or 1), updated, unread, targets. */
+static const char SQL_BULK[] =
+    "WITH b AS (SELECT created_at FROM notifications WHERE user_id = $1"
+    "  AND $3 <> '' AND id = nullif($3, '')::uuid),"
+    " sel AS (SELECT id FROM notifications WHERE user_id = $1"
+    "  AND status = 'queued'"
+    "  AND ($3 = '' OR created_at <= (SELECT created_at FROM b))"
+    "  AND CASE $2 WHEN 'read' THEN NOT is_read ELSE NOT is_dismissed END"
+    "  ORDER BY id FOR UPDATE),"
+    " upd AS (UPDATE notifications n SET"
+    "  is_read = is_read OR $2 = 'read',"
+    "  read_at = CASE WHEN $2 = 'read' THEN coalesce(read_at, now())"
+    "   ELSE read_at END,"
+    "  is_dismissed = is_dismissed OR $2 = 'dismiss',"
+    "  dismissed_at = CASE WHEN $2 = 'dismiss' THEN coalesce(dismissed_at,"
+    "   now()) ELSE dismissed_at END,"
+    "  updated_at = now()"
+    "  FROM sel WHERE n.id = sel.id"
+    "  RETURNING CASE $2 WHEN 'read' THEN NOT n.is_dismissed"
+    "   ELSE NOT n.is_read END AS was_unread),"
+    " cnt AS (INSERT INTO notification_counts AS c (user_id, unread)"
+    "  SELECT $1, -count(*) FILTER (WHERE was_unread) FROM upd"
+    "  ON CONFLICT (user_id) DO UPDATE SET unread = c.unread + excluded.unread"
+    "  RETURNING unread)"
+    " SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM upd),"
+    " (SELECT unread FROM cnt), " NS_TARGETS("$1", "nullif($4, '')");
+
+typedef struct bulk_op {
+  ns_bulk_cb cb;
+  void *arg;
+  ns_server *srv;
+  long long updated, unread;
+  ns_action action;
+  char before[37];
+  char source[NS_DEVICE_ID_MAX + 1];
+  char user[NS_SUB_MAX + 1];
+} bulk_op;
+
+static void on_bulk_synced(int rc, long long appended, void *arg) {
+  bulk_op *op = arg;
+  (void)appended;
+  op->cb(rc == 0 ? 0 : NS_EUNAVAIL, op->updated, op->unread, op->arg);
+  free(op);
+}
+
+
+static void on_bulk_updated(PGresult *res, void *arg) {
+  bulk_op *op = arg;
+  bulk_op *q = op;
+  json_object *sync;
+  const char *targets;
+  ns_queue_opts qo;
+  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+    if (res && PQresultStatus(res) != PGRES_TUPLES_OK)
+      ns_log(NS_LOG_ERROR, "bulk action: %s", PQresultErrorMessage(res));
+    op->cb(NS_EUNAVAIL, 0, 0, op->arg);
+    free(op);
+    return;
+  }
+  if (q->before[0] && atoi(PQgetvalue(res, 0, 0)) == 0) {
+    op->cb(NS_ENOTFOUND, 0, 0, op->arg);
+    free(op);
+    return;
+  }
+  op->updated = atoll(PQgetvalue(res, 0, 1));
+  op->unread = atoll(PQgetvalue(res, 0, 2));
+  targets = PQgetvalue(res, 0, 3);
+  if (!*targets) {
+    on_bulk_synced(0, 0, op);
+    return;
+  }
+  sync = json_object_new_object();
+  json_object_object_add(sync, "all", json_object_new_boolean(1));
+  json_object_object_add(sync, "action",
+                         json_object_new_string(ns_action_name(q->action)));
+  json_object_object_add(sync, "before", q->before[0]
+                                             ? json_object_new_string(q->before)
+                                             : NULL);
+  json_object_object_add(sync, "updated", json_object_new_int64(op->updated));
+  json_object_object_add(sync, "unread", json_object_new_int64(op->unread));
+  json_object_object_add(sync, "source_device",
+                         q->source[0] ? json_object_new_string(q->source) : NULL);
+  memset(&qo, 0, sizeof(qo));
+  qo.commit_ms = ns_now_ms();
+  if (ns_queue_push(op->srv, q->user, targets, "notification_sync",
+                    json_text(sync), &qo, on_bulk_synced, op) != 0)
+    on_bulk_synced(NS_EUNAVAIL, 0, op);
+  json_object_put(sync);
+}
+
+int ns_notify_bulk(ns_server *srv, const char *user, ns_action action,
+                   const char *before, const char *source_device,
+                   ns_bulk_cb cb, void *arg) {
+  const char *params[4];
+  bulk_op *op, *q;
+  if (!srv->pg_ready || !ns__server_redis_up(srv))
+    return NS_EUNAVAIL;
+  if (action != NS_ACTION_READ && action != NS_ACTION_DISMISS)
+    return NS_EINVAL;
+  op = q = ns_xcalloc(1, sizeof(*op));
+  op->cb = cb;
+  op->arg = arg;
+  op->srv = srv;
+  q->action = action;
+  snprintf(q->before, sizeof(q->before), "%s", before ? before : "");
+  snprintf(q->source, sizeof(q->source), "%s", source_device ? source_device : "");
+  snprintf(q->user, sizeof(q->user), "%s", user);
+  params[0] = user;
+  params[1] = ns_action_name(action);
+  params[2] = q->before;
+  params[3] = q->source;
+  if (ns_pg_query_prepared(ns__pg(srv), "ns_bulk", SQL_BULK, 4, params,
+                           on_bulk_updated, op) != 0) {
     free(op);
     return NS_EUNAVAIL;
   }
@@ -508,25 +734,225 @@ static void on_rest_action(int rc, json_object *row, void *arg) {
     ns__http_unavailable(r);
 }
 
+/* The optional X-Device-ID of an action: 1 when absent or valid, else
+ * answers 400 and returns 0. */
+static int device_header_ok(ns_req *r) {
+  ns_rest_err err;
+  if (ns_rest_check_device_header(r->device_hdr, strlen(r->device_hdr), &err) != 0) {
+    ns__http_reply_bad(r, &err);
+    return 0;
+  }
+  if (r->device_hdr_too_long) {
+    ns__http_reply_field_error(r, 400, "bad_request", "X-Device-ID",
+                               "X-Device-ID: not a device_id");
+    return 0;
+  }
+  return 1;
+}
+
 static void rest_action(ns_req *r, const char *id) {
   ns_action action;
   ns_rest_err err;
   if (!ns__http_need_token(r))
     return;
-  if (ns_rest_parse_action(r->body, r->body_len, &action, &err) != 0 ||
-      ns_rest_check_device_header(r->device_hdr, strlen(r->device_hdr), &err) != 0) {
+  if (ns_rest_parse_action(r->body, r->body_len, &action, &err) != 0) {
     ns__http_reply_bad(r, &err);
     return;
   }
-  if (r->device_hdr_too_long) {
-    ns__http_reply_field_error(r, 400, "bad_request", "X-Device-ID",
-                               "X-Device-ID: not a device_id");
+  if (!device_header_ok(r))
     return;
-  }
   r->pending = 1;
   if (ns_notify_action(r->srv, r->who.sub, id, action, r->device_hdr,
                        on_rest_action, r) != 0)
     ns__http_unavailable(r);
+}
+
+static void on_rest_bulk(int rc, long long updated, long long unread, void *arg) {
+  ns_req *r = arg;
+  json_object *o;
+  if (rc == NS_ENOTFOUND) {
+    ns__http_reply_field_error(r, 404, "not_found", "before",
+                               "before: no such notification");
+    return;
+  }
+  if (rc != 0) {
+    ns__http_unavailable(r);
+    return;
+  }
+  o = json_object_new_object();
+  json_object_object_add(o, "updated", json_object_new_int64(updated));
+  json_object_object_add(o, "unread", json_object_new_int64(unread));
+  ns__http_reply_json(r, 200, o);
+}
+
+/* POST /api/v1/notifications/actions (SPEC §9.5). */
+static void rest_bulk(ns_req *r) {
+  ns_action action;
+  ns_rest_err err;
+  char before[37];
+  if (!ns__http_need_token(r))
+    return;
+  if (ns_rest_parse_bulk_action(r->body, r->body_len, &action, before, &err) != 0) {
+    ns__http_reply_bad(r, &err);
+    return;
+  }
+  if (!device_header_ok(r))
+    return;
+  r->pending = 1;
+  if (ns_notify_bulk(r->srv, r->who.sub, action, before, r->device_hdr,
+                     on_rest_bulk, r) != 0)
+    ns__http_unavailable(r);
+}
+
+/* ---- unread count (SPEC §9.4) ---- */
+
+static void on_unread(PGresult *res, void *arg) {
+  ns_req *r = arg;
+  json_object *o;
+  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+    ns__http_unavailable(r);
+    return;
+  }
+  o = json_object_new_object();
+  json_object_object_add(o, "unread",
+                         json_object_new_int64(atoll(PQgetvalue(res, 0, 0))));
+  ns__http_reply_json(r, 200, o);
+}
+
+static void unread_count(ns_req *r) {
+  static const char sql[] =
+      "SELECT coalesce((SELECT unread FROM notification_counts"
+      " WHERE user_id = $1), 0)";
+  const char *params[1] = {r->who.sub};
+  if (!ns__http_need_token(r))
+    return;
+  r->pending = 1;
+  if (!r->srv->pg_ready ||
+      ns_pg_query_prepared(ns__pg(r->srv), "ns_unread", sql, 1, params,
+                           on_unread, r) != 0)
+    ns__http_unavailable(r);
+}
+
+/* ---- cancel (SPEC §9.3) ---- */
+
+/* Marks a notification canceled (also one whose queueing an instance has
+ * claimed but not finished: the Redis marker decided) and takes it out of
+ * the unread count if it was counted.  $1 id.  Returns NS_NCOLS. */
+const char ns__sql_cancel[] =
+    "WITH old AS (SELECT id AS oid, status AS o_status, is_read AS o_read,"
+    "  is_dismissed AS o_dis FROM notifications WHERE id = $1::uuid"
+    "  FOR UPDATE),"
+    " upd AS (UPDATE notifications n SET status = 'canceled',"
+    "  claim_until = NULL, updated_at = now() FROM old WHERE n.id = old.oid"
+    "  RETURNING n.*, (o_status = 'queued' AND NOT o_read AND NOT o_dis)::int"
+    "  AS dec),"
+    " cnt AS (UPDATE notification_counts c SET unread = c.unread - upd.dec"
+    "  FROM upd WHERE c.user_id = upd.user_id AND upd.dec > 0)"
+    " SELECT " NS_NCOLS " FROM upd";
+
+typedef struct cancel_req {
+  ns_req *r;
+  char id[37];
+} cancel_req;
+
+static void on_cancel_stored(PGresult *res, void *arg) {
+  cancel_req *q = arg;
+  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+    ns__http_unavailable(q->r);
+  else
+    ns__http_reply_json(q->r, 200, row_json(res, 0, 0, 1));
+  free(q);
+}
+
+static void on_cancel_marked(int rc, void *arg) {
+  cancel_req *q = arg;
+  const char *params[1] = {q->id};
+  if (rc == NS_ELIMIT) {
+    ns__http_reply_error(q->r, 409, "not_scheduled",
+                         "the notification was already queued");
+  } else if (rc != 0 || !q->r->srv->pg_ready ||
+             ns_pg_query_prepared(ns__pg(q->r->srv), "ns_cancel", ns__sql_cancel,
+                                  1, params, on_cancel_stored, q) != 0) {
+    ns__http_unavailable(q->r);
+  } else {
+    return;
+  }
+  free(q);
+}
+
+/* Columns of the cancel lookup: NS_NCOLS, queueing claimed, deliver_at ms. */
+static void on_cancel_found(PGresult *res, void *arg) {
+  cancel_req *q = arg;
+  ns_server *srv = q->r->srv;
+  const char *status;
+  int claimed;
+  int64_t ttl_s;
+  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+    ns__http_unavailable(q->r);
+    free(q);
+    return;
+  }
+  if (PQntuples(res) == 0) {
+    ns__http_reply_error(q->r, 404, "not_found", "no such notification");
+    free(q);
+    return;
+  }
+  status = PQgetvalue(res, 0, NS_C_STATUS);
+  claimed = PQgetvalue(res, 0, NS_NCOLS_N)[0] == 't';
+  if (strcmp(status, "canceled") == 0) {
+    ns__http_reply_json(q->r, 200, row_json(res, 0, 0, 1));
+    free(q);
+    return;
+  }
+  if (strcmp(status, "scheduled") != 0 && !claimed) {
+    ns__http_reply_error(q->r, 409, "not_scheduled",
+                         "the notification was already queued");
+    free(q);
+    return;
+  }
+  /* Redis decides between this cancel and the scheduler's queueing: the
+   * first to set the marker wins.  The cancel marker outlives the due time
+   * by queue_ttl, as a queued marker would. */
+  ttl_s = (NS_MAX(atoll(PQgetvalue(res, 0, NS_NCOLS_N + 1)) - ns_now_ms(), 0) +
+           srv->cfg->queue_ttl_ms) / 1000;
+  if (ns_queue_cancel(srv, PQgetvalue(res, 0, 1), q->id, ttl_s,
+                      on_cancel_marked, q) != 0) {
+    ns__http_unavailable(q->r);
+    free(q);
+  }
+}
+
+/* DELETE /api/v1/notifications/{id}: the owner, or a service token. */
+static void cancel(ns_req *r, const char *id, int id_ok) {
+  static const char sql[] =
+      "SELECT " NS_NCOLS ", claim_until IS NOT NULL,"
+      " coalesce((extract(epoch FROM deliver_at) * 1000)::bigint, 0)"
+      " FROM notifications WHERE id = $1::uuid AND ($2 = '' OR user_id = $2)";
+  const char *params[2];
+  cancel_req *q;
+  size_t i;
+  if (!ns__http_need_token(r))
+    return;
+  if (!id_ok) {
+    ns__http_reply_error(r, 404, "not_found", "no such notification");
+    return;
+  }
+  if (!r->srv->pg_ready || !ns__server_redis_up(r->srv)) {
+    r->pending = 1;
+    ns__http_unavailable(r);
+    return;
+  }
+  q = ns_xcalloc(1, sizeof(*q));
+  q->r = r;
+  for (i = 0; i < 36 && id[i]; i++)
+    q->id[i] = (char)tolower((unsigned char)id[i]);
+  params[0] = q->id;
+  params[1] = r->who.is_service ? "" : r->who.sub;
+  r->pending = 1;
+  if (ns_pg_query(ns__pg(r->srv), sql, 2, params, on_cancel_found, q) != 0) {
+    free(q);
+    ns__http_unavailable(r);
+  }
 }
 
 /* ---- routing below /api/v1/notifications ---- */
@@ -552,6 +978,20 @@ void ns__notify_sub(ns_req *r, const char *rest) {
   case NS_REST_NPATH_ONE:
     if (r->method == M_GET)
       get_one(r, path.id, path.id_ok);
+    else if (r->method == M_DELETE)
+      cancel(r, path.id, path.id_ok);
+    else
+      ns__http_reply_error(r, 405, "method_not_allowed", "method not allowed");
+    return;
+  case NS_REST_NPATH_BULK:
+    if (r->method == M_POST)
+      rest_bulk(r);
+    else
+      ns__http_reply_error(r, 405, "method_not_allowed", "method not allowed");
+    return;
+  case NS_REST_NPATH_UNREAD:
+    if (r->method == M_GET)
+      unread_count(r);
     else
       ns__http_reply_error(r, 405, "method_not_allowed", "method not allowed");
     return;

@@ -328,6 +328,7 @@ static void on_welcome_devices(int rc, const ns_devlist *l, void *arg) {
       d, "heartbeat_interval_s",
       json_object_new_int64(c->srv->cfg->heartbeat_interval_ms / 1000));
   json_object_object_add(d, "queued", json_object_new_int64(c->queued));
+  json_object_object_add(d, "unread", json_object_new_int64(c->unread));
   arr = json_object_new_array();
   for (i = 0; i < l->n; i++) {
     json_object *e = json_object_new_object();
@@ -423,11 +424,13 @@ static const char REG_SQL[] =
     "ON CONFLICT (user_id, device_id) DO UPDATE SET last_seen = now(), "
     "device_name = coalesce(excluded.device_name, devices.device_name), "
     "platform = coalesce(excluded.platform, devices.platform)) "
-    "SELECT user_id, device_id, coalesce(device_name, ''), "
-    "coalesce(platform, ''), (extract(epoch FROM first_seen) * 1000)::bigint, "
-    "(extract(epoch FROM last_seen) * 1000)::bigint FROM devices "
-    "WHERE user_id IN (SELECT user_id FROM input) "
-    "ORDER BY user_id COLLATE \"C\", first_seen, device_id";
+    "SELECT u.user_id, d.device_id, coalesce(d.device_name, ''), "
+    "coalesce(d.platform, ''), (extract(epoch FROM d.first_seen) * 1000)::bigint, "
+    "(extract(epoch FROM d.last_seen) * 1000)::bigint, coalesce(k.unread, 0) "
+    "FROM (SELECT DISTINCT user_id FROM input) u "
+    "LEFT JOIN devices d ON d.user_id = u.user_id "
+    "LEFT JOIN notification_counts k ON k.user_id = u.user_id "
+    "ORDER BY u.user_id COLLATE \"C\", d.first_seen, d.device_id";
 
 typedef struct reg_batch {
   ns_server *srv;
@@ -500,12 +503,17 @@ static void on_reg_batch(PGresult *res, void *arg) {
     }
     while (r < nrows && strcmp(PQgetvalue(res, r, 0), c->who.sub) < 0)
       r++;
+    /* One row per known device, or one without a device for a user who
+     * has none yet; each carries the user's unread count (SPEC §9.4). */
     for (start = r; start < nrows &&
                     strcmp(PQgetvalue(res, start, 0), c->who.sub) == 0;
-         start++)
-      list_add(&l, &cap, PQgetvalue(res, start, 1), PQgetvalue(res, start, 2),
-               PQgetvalue(res, start, 3), atoll(PQgetvalue(res, start, 4)),
-               atoll(PQgetvalue(res, start, 5)));
+         start++) {
+      c->unread = atoll(PQgetvalue(res, start, 6));
+      if (!PQgetisnull(res, start, 1))
+        list_add(&l, &cap, PQgetvalue(res, start, 1), PQgetvalue(res, start, 2),
+                 PQgetvalue(res, start, 3), atoll(PQgetvalue(res, start, 4)),
+                 atoll(PQgetvalue(res, start, 5)));
+    }
     /* The statement reads the table as it was before its own insert: a
      * device new in this batch (this one, or another of the user's) is
      * added here. */

@@ -23,40 +23,85 @@
 #define NS_QUEUE_PAGE 200
 /* A later read deletes at most this many pages of aged entries. */
 #define NS_QUEUE_AGE_ROUNDS "25"
+/* A live-only entry (ttl 0) not read within this long is not delivered. */
+#define NS_QUEUE_LIVE_MS 30000
 
-/* KEYS: marker, channel, ql:{user} (the last id issued for the user),
- * cur:{user} (the devices' cursors: kept alive as long as the queues), then
- * the target queues.  The new id is above the user's last id (and the
- * clock); without ql (first push, or after it expired) every target
- * stream's last-generated-id is read instead.
+/* KEYS: the marker qd:{user}:<id>, channel u:{user}, ql:{user} (the last
+ * id issued for the user), cur:{user} (the devices' cursors: kept alive as
+ * long as the queues), presence:{user}, then the n target queues, then --
+ * with a collapse key only -- the n targets' collapse indexes
+ * ck:{user}:<device> (hash: key -> stream id of the entry holding it).
+ * ARGV: 1 ttl s, 2 maxlen, 3 type, 4 data, 5 commit ms, 6 '1' = use the
+ * marker, 7 the targets (csv, in key order), 8 ttl ms, 9 collapse key or
+ * '', 10 expires ms or '', 11 '1' = live only, 12 n, 13 marker ttl s.
+ *
+ * The new id is above the user's last id (and the clock); without ql
+ * (first push, or after it expired) every target stream's
+ * last-generated-id is read instead.  A device is "connected" when its
+ * presence says online and its connection is not closed: it keeps every
+ * entry (it sees each one live) and is the only kind of target a
+ * live-only message goes to.  For any other target an older entry of the
+ * same collapse key leaves the stream; it counts as settled
+ * ("<device>:n") so it is never reported missed.  A collapse index is
+ * pruned of entries already gone from the stream once it holds twice
+ * maxlen keys, so it stays within that.
  *
  * Redis does not undo a script's writes when a later command fails, so
- * everything that can fail is checked before the first write (a target key
- * of another type), and the exactly-once marker is written last: a push
- * that fails leaves no marker, and its retry queues again. */
+ * everything that can fail is checked before the first write (a key of
+ * another type), and the exactly-once marker is written last: a push that
+ * fails leaves no marker, and its retry queues again.  A marker 'x' is a
+ * cancel (ns_queue_cancel): nothing is queued.
+ * Returns {appended, collapsed}, or {-1, 0} (queued before), {-2, 0}
+ * (canceled). */
 static const char LUA_PUSH[] =
-    "if ARGV[6] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then\n"
-    "  return -1 end\n"
-    "for i = 5, #KEYS do\n"
+    "if ARGV[6] == '1' then\n"
+    "  local m = redis.call('GET', KEYS[1])\n"
+    "  if m == 'x' then return {-2, 0} end\n"
+    "  if m then return {-1, 0} end\n"
+    "end\n"
+    "local n = tonumber(ARGV[12])\n"
+    "local ck = ARGV[9] ~= ''\n"
+    "local live = ARGV[11] == '1'\n"
+    "local last = 5 + n\n"
+    "if ck then last = 5 + 2 * n end\n"
+    "for i = 6, last do\n"
     "  local ty = redis.call('TYPE', KEYS[i])['ok']\n"
-    "  if ty ~= 'stream' and ty ~= 'none' then\n"
+    "  local want = 'stream'\n"
+    "  if i > 5 + n then want = 'hash' end\n"
+    "  if ty ~= want and ty ~= 'none' then\n"
     "    return redis.error_reply('queue key ' .. KEYS[i] .. ' holds a ' .. ty)\n"
     "  end\n"
+    "end\n"
+    "local devs = {}\n"
+    "for d in string.gmatch(ARGV[7], '[^,]+') do devs[#devs + 1] = d end\n"
+    "local function connected(d)\n"
+    "  local v = redis.call('HGET', KEYS[5], d)\n"
+    "  if not v then return false end\n"
+    "  local ok, t = pcall(cjson.decode, v)\n"
+    "  return ok and type(t) == 'table' and t.status == 'online' and not t.closed\n"
+    "end\n"
+    "local sel, conn = {}, {}\n"
+    "for i = 1, n do\n"
+    "  if live or ck then conn[i] = connected(devs[i]) end\n"
+    "  if not live or conn[i] then sel[#sel + 1] = i end\n"
     "end\n"
     "local t = redis.call('TIME')\n"
     "local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local seq = 0\n"
-    "local function above(last)\n"
-    "  local a, b = string.match(last, '^(%d+)-(%d+)$')\n"
+    "local function split(s)\n"
+    "  local a, b = string.match(s, '^(%d+)-(%d+)$')\n"
+    "  if a then return tonumber(a), tonumber(b) end\n"
+    "end\n"
+    "local function above(s)\n"
+    "  local a, b = split(s)\n"
     "  if not a then return end\n"
-    "  a = tonumber(a); b = tonumber(b)\n"
     "  if a > ms then ms = a; seq = b + 1\n"
     "  elseif a == ms and b + 1 > seq then seq = b + 1 end\n"
     "end\n"
-    "local last = redis.call('GET', KEYS[3])\n"
-    "if last then above(last) else\n"
-    "  for i = 5, #KEYS do\n"
-    "    local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[i])\n"
+    "local ql = redis.call('GET', KEYS[3])\n"
+    "if ql then above(ql) else\n"
+    "  for _, i in ipairs(sel) do\n"
+    "    local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[5 + i])\n"
     "    if ok then\n"
     "      for j = 1, #info, 2 do\n"
     "        if info[j] == 'last-generated-id' then above(info[j+1]) end\n"
@@ -65,18 +110,54 @@ static const char LUA_PUSH[] =
     "  end\n"
     "end\n"
     "local id = string.format('%.0f-%.0f', ms, seq)\n"
-    "for i = 5, #KEYS do\n"
-    "  redis.call('XADD', KEYS[i], 'MAXLEN', ARGV[2], id, 't', ARGV[3],\n"
-    "             'd', ARGV[4], 'c', ARGV[5])\n"
-    "  redis.call('EXPIRE', KEYS[i], ARGV[1])\n"
+    "local f = {'t', ARGV[3], 'd', ARGV[4], 'c', ARGV[5]}\n"
+    "if ARGV[10] ~= '' then f[#f + 1] = 'x'; f[#f + 1] = ARGV[10] end\n"
+    "if live then f[#f + 1] = 'l'; f[#f + 1] = '1' end\n"
+    "local function before(x, y)\n"
+    "  local xa, xb = split(x)\n"
+    "  local ya, yb = split(y)\n"
+    "  if not xa or not ya then return true end\n"
+    "  return xa < ya or (xa == ya and xb < yb)\n"
     "end\n"
-    "redis.call('SET', KEYS[3], id, 'EX', ARGV[1])\n"
-    "redis.call('EXPIRE', KEYS[4], ARGV[1])\n"
-    "if ARGV[6] == '1' then redis.call('SET', KEYS[1], '1', 'EX', ARGV[1]) end\n"
-    "if #KEYS > 4 then\n"
-    "  redis.call('PUBLISH', KEYS[2], '{\"k\":\"q\",\"t\":\"' .. ARGV[7] .. '\"}')\n"
+    "local collapsed, got = 0, {}\n"
+    "for _, i in ipairs(sel) do\n"
+    "  local q, h = KEYS[5 + i], KEYS[5 + n + i]\n"
+    "  if ck and not conn[i] then\n"
+    "    local old = redis.call('HGET', h, ARGV[9])\n"
+    "    if old then\n"
+    "      local k = redis.call('XDEL', q, old)\n"
+    "      if k > 0 then\n"
+    "        collapsed = collapsed + k\n"
+    "        redis.call('HINCRBY', KEYS[4], devs[i] .. ':n', k)\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  redis.call('XADD', q, 'MAXLEN', ARGV[2], id, unpack(f))\n"
+    "  redis.call('EXPIRE', q, ARGV[1])\n"
+    "  if ck then\n"
+    "    redis.call('HSET', h, ARGV[9], id)\n"
+    "    redis.call('EXPIRE', h, ARGV[1])\n"
+    "    if redis.call('HLEN', h) > 2 * tonumber(ARGV[2]) then\n"
+    "      local head = redis.call('XRANGE', q, '-', '+', 'COUNT', 1)\n"
+    "      local all = redis.call('HGETALL', h)\n"
+    "      for j = 1, #all, 2 do\n"
+    "        if not head[1] or before(all[j + 1], head[1][1]) then\n"
+    "          redis.call('HDEL', h, all[j])\n"
+    "        end\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  got[#got + 1] = devs[i]\n"
     "end\n"
-    "return #KEYS - 4\n";
+    "if #got > 0 then\n"
+    "  redis.call('SET', KEYS[3], id, 'EX', ARGV[1])\n"
+    "  redis.call('EXPIRE', KEYS[4], ARGV[1])\n"
+    "end\n"
+    "if ARGV[6] == '1' then redis.call('SET', KEYS[1], '1', 'EX', ARGV[13]) end\n"
+    "if #got > 0 then\n"
+    "  redis.call('PUBLISH', KEYS[2], '{\"k\":\"q\",\"t\":\"' .. table.concat(got, ',') .. '\"}')\n"
+    "end\n"
+    "return {#got, collapsed}\n";
 
 /* Every read first drops what is older than queue_ttl (SPEC §5.2: such an
  * entry is never delivered, also when a long replay reaches it pages
@@ -90,7 +171,15 @@ static const char LUA_PUSH[] =
  * cursor -- never sent -- counts them as settled for the missed arithmetic
  * ("<device>:n") and reports them as `aged`.  It deletes at most ARGV[6]
  * rounds of ARGV[3]; when more may be left it reads no page and says
- * `more`.  Reply: {missed, len, entries, aged, more}. */
+ * `more`.
+ *
+ * Expiry (SPEC §9.2): an entry of the page past its expiry (field x) is
+ * deleted instead of returned, and so is a live-only entry (field l, ttl
+ * 0) committed (field c) before this connection was born (ARGV[7]) or more
+ * than ARGV[8] ms ago; both count as settled, not missed.  Entries further
+ * on are judged when their page is read, so welcome.queued may still
+ * count some that expire before they are reached.
+ * Reply: {missed, len, entries, aged, more, expired}. */
 static const char LUA_FETCH[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
@@ -135,9 +224,30 @@ static const char LUA_FETCH[] =
     "      redis.call('PEXPIRE', KEYS[2], ARGV[4]) end\n"
     "  end\n"
     "end\n"
-    "if more == 1 then return {missed, len, {}, aged, 1} end\n"
-    "return {missed, len, redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', ARGV[3]),\n"
-    "        aged, 0}\n";
+    "if more == 1 then return {missed, len, {}, aged, 1, 0} end\n"
+    "local page = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', ARGV[3])\n"
+    "if #page == tonumber(ARGV[3]) then more = 1 end\n"
+    "local born, keep, gone = tonumber(ARGV[7]), {}, {}\n"
+    "for i = 1, #page do\n"
+    "  local fl, x, l, c = page[i][2], nil, false, nil\n"
+    "  for j = 1, #fl, 2 do\n"
+    "    if fl[j] == 'x' then x = tonumber(fl[j + 1])\n"
+    "    elseif fl[j] == 'l' then l = true\n"
+    "    elseif fl[j] == 'c' then c = tonumber(fl[j + 1]) end\n"
+    "  end\n"
+    "  local dead\n"
+    "  if l then dead = not c or c < born or now - c > tonumber(ARGV[8])\n"
+    "  else dead = x ~= nil and now >= x end\n"
+    "  if dead then gone[#gone + 1] = page[i][1] else keep[#keep + 1] = page[i] end\n"
+    "end\n"
+    "if #gone > 0 then\n"
+    "  redis.call('XDEL', KEYS[1], unpack(gone))\n"
+    "  redis.call('HINCRBY', KEYS[2], ARGV[1] .. ':n', #gone)\n"
+    "  if redis.call('PTTL', KEYS[2]) < 0 then\n"
+    "    redis.call('PEXPIRE', KEYS[2], ARGV[4]) end\n"
+    "  if ARGV[5] == '1' then len = len - #gone end\n"
+    "end\n"
+    "return {missed, len, keep, aged, more, #gone}\n";
 
 /* Trims the device's stream up to ARGV[2] and moves its cursor there.  The
  * cursor hash gets its TTL when a field is created (pushes and connect reads
@@ -184,27 +294,55 @@ typedef struct push_op {
 
 static void on_pushed(redisReply *r, void *arg) {
   push_op *op = arg;
-  if (!r || r->type != REDIS_REPLY_INTEGER) {
+  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+      r->element[0]->type != REDIS_REPLY_INTEGER ||
+      r->element[1]->type != REDIS_REPLY_INTEGER) {
     if (r && r->type == REDIS_REPLY_ERROR)
       ns_log(NS_LOG_ERROR, "queue push: %s", r->str);
     op->cb(NS_EUNAVAIL, 0, op->arg);
+  } else if (r->element[0]->integer == -2) {
+    op->cb(NS_ECANCELED, 0, op->arg);
   } else {
-    long long n = r->integer < 0 ? 0 : r->integer;
+    long long n = r->element[0]->integer < 0 ? 0 : r->element[0]->integer;
     op->srv->metrics.queue_appends += (uint64_t)n;
+    if (r->element[1]->integer > 0)
+      ns_metrics_add(&op->srv->metrics, NS_M_QUEUE_DROPPED, "collapsed",
+                     (uint64_t)r->element[1]->integer);
     op->cb(0, n, op->arg);
   }
   free(op);
 }
 
+/* The n device ids of `csv` as keys "<kind>:{user}:<device>", into argv
+ * from `at`; the copies go to owned[] (freed by the caller). */
+static void device_keys(const ns_server *srv, const char *kind,
+                        const char *user, const char *csv, size_t n,
+                        const char **argv, char **owned) {
+  const char *p = csv;
+  size_t i;
+  for (i = 0; i < n; i++) {
+    const char *end = strchr(p, ',');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    char key[300], dev[NS_DEVICE_ID_MAX + 1];
+    snprintf(dev, sizeof(dev), "%.*s", (int)NS_MIN(len, sizeof(dev) - 1), p);
+    ns__ukey(srv, key, sizeof(key), kind, user, dev);
+    owned[i] = ns_xstrdup(key);
+    argv[i] = owned[i];
+    p = end ? end + 1 : p + len;
+  }
+}
+
 int ns_queue_push(ns_server *srv, const char *user, const char *targets_csv,
-                  const char *type, const char *data_json, const char *marker,
-                  int64_t commit_ms, ns_queue_push_cb cb, void *arg) {
+                  const char *type, const char *data_json,
+                  const ns_queue_opts *o, ns_queue_push_cb cb, void *arg) {
   const ns_config *cfg = srv->cfg;
-  char ttl_s[24], maxlen[24], commit[24], ttl_ms[24], nkeys[16];
-  char mkey[128], ch[256], ql[256], cur[256];
+  char ttl_s[24], maxlen[24], commit[24], ttl_ms[24], nkeys[16], ndevs[16];
+  char expires[24] = "", mttl[24];
+  char mkey[300], ch[256], ql[256], cur[256], pres[256];
   const char **argv;
   char **owned;
-  size_t ndev = 0, i, argc;
+  size_t ndev = 0, nk, i, argc, at;
+  int ck = o->collapse_key && *o->collapse_key;
   const char *p;
   push_op *op;
   int rc;
@@ -213,19 +351,27 @@ int ns_queue_push(ns_server *srv, const char *user, const char *targets_csv,
     ndev += *p == ',';
   if (*targets_csv)
     ndev++;
+  nk = 5 + ndev * (ck ? 2 : 1);
   snprintf(ttl_s, sizeof(ttl_s), "%lld", (long long)(cfg->queue_ttl_ms / 1000));
   snprintf(ttl_ms, sizeof(ttl_ms), "%lld", (long long)cfg->queue_ttl_ms);
   snprintf(maxlen, sizeof(maxlen), "%lld", (long long)cfg->queue_max_messages);
-  snprintf(commit, sizeof(commit), "%lld", (long long)commit_ms);
-  snprintf(nkeys, sizeof(nkeys), "%zu", ndev + 4);
-  ns__key(srv, mkey, sizeof(mkey), "qd:%s", marker ? marker : "-");
+  snprintf(commit, sizeof(commit), "%lld", (long long)o->commit_ms);
+  snprintf(nkeys, sizeof(nkeys), "%zu", nk);
+  snprintf(ndevs, sizeof(ndevs), "%zu", ndev);
+  snprintf(mttl, sizeof(mttl), "%lld",
+           (long long)(o->marker_ttl_s > 0 ? o->marker_ttl_s
+                                           : cfg->queue_ttl_ms / 1000));
+  if (o->expires_ms > 0)
+    snprintf(expires, sizeof(expires), "%lld", (long long)o->expires_ms);
+  ns__ukey(srv, mkey, sizeof(mkey), "qd", user, o->marker ? o->marker : "-");
   ns__ukey(srv, ch, sizeof(ch), "u", user, NULL);
   ns__ukey(srv, ql, sizeof(ql), "ql", user, NULL);
   ns__ukey(srv, cur, sizeof(cur), "cur", user, NULL);
+  ns__ukey(srv, pres, sizeof(pres), "presence", user, NULL);
 
-  argc = 3 + (ndev + 4) + 8;
+  argc = 3 + nk + 13;
   argv = ns_xcalloc(argc, sizeof(*argv));
-  owned = ns_xcalloc(ndev + 1, sizeof(*owned));
+  owned = ns_xcalloc(2 * ndev + 1, sizeof(*owned));
   argv[0] = "EVAL";
   argv[1] = LUA_PUSH;
   argv[2] = nkeys;
@@ -233,34 +379,82 @@ int ns_queue_push(ns_server *srv, const char *user, const char *targets_csv,
   argv[4] = ch;
   argv[5] = ql;
   argv[6] = cur;
-  for (i = 0, p = targets_csv; i < ndev; i++) {
-    const char *end = strchr(p, ',');
-    size_t n = end ? (size_t)(end - p) : strlen(p);
-    char key[300], dev[NS_DEVICE_ID_MAX + 1];
-    snprintf(dev, sizeof(dev), "%.*s", (int)NS_MIN(n, sizeof(dev) - 1), p);
-    ns__ukey(srv, key, sizeof(key), "q", user, dev);
-    owned[i] = ns_xstrdup(key);
-    argv[7 + i] = owned[i];
-    p = end ? end + 1 : p + n;
-  }
-  argv[7 + ndev + 0] = ttl_s;
-  argv[7 + ndev + 1] = maxlen;
-  argv[7 + ndev + 2] = type;
-  argv[7 + ndev + 3] = data_json;
-  argv[7 + ndev + 4] = commit;
-  argv[7 + ndev + 5] = marker ? "1" : "0";
-  argv[7 + ndev + 6] = targets_csv;
-  argv[7 + ndev + 7] = ttl_ms;
+  argv[7] = pres;
+  device_keys(srv, "q", user, targets_csv, ndev, argv + 8, owned);
+  if (ck)
+    device_keys(srv, "ck", user, targets_csv, ndev, argv + 8 + ndev,
+                owned + ndev);
+  at = 3 + nk;
+  argv[at + 0] = ttl_s;
+  argv[at + 1] = maxlen;
+  argv[at + 2] = type;
+  argv[at + 3] = data_json;
+  argv[at + 4] = commit;
+  argv[at + 5] = o->marker ? "1" : "0";
+  argv[at + 6] = targets_csv;
+  argv[at + 7] = ttl_ms;
+  argv[at + 8] = ck ? o->collapse_key : "";
+  argv[at + 9] = expires;
+  argv[at + 10] = o->live_only ? "1" : "0";
+  argv[at + 11] = ndevs;
+  argv[at + 12] = mttl;
   op = ns_xmalloc(sizeof(*op));
   op->cb = cb;
   op->arg = arg;
   op->srv = srv;
   rc = ns_redis_cmdargv(srv->redis, on_pushed, op, (int)argc, argv, NULL);
-  for (i = 0; i < ndev; i++)
+  for (i = 0; i < 2 * ndev; i++)
     free(owned[i]);
   free(owned);
   free(argv);
   if (rc != 0) {
+    free(op);
+    return NS_EUNAVAIL;
+  }
+  return 0;
+}
+
+/* ---- cancel ---- */
+
+typedef struct cancel_op {
+  ns_queue_cancel_cb cb;
+  void *arg;
+} cancel_op;
+
+/* SET NX of the marker, or the marker as it is: {set, value}. */
+static const char LUA_CANCEL[] =
+    "if redis.call('SET', KEYS[1], 'x', 'NX', 'EX', ARGV[1]) then\n"
+    "  return 'x' end\n"
+    "return redis.call('GET', KEYS[1])\n";
+
+static void on_canceled(redisReply *r, void *arg) {
+  cancel_op *op = arg;
+  if (!r || r->type == REDIS_REPLY_ERROR)
+    op->cb(NS_EUNAVAIL, op->arg);
+  else if (r->type == REDIS_REPLY_STRING && strcmp(r->str, "x") == 0)
+    op->cb(0, op->arg);
+  else if (r->type == REDIS_REPLY_STRING)
+    op->cb(NS_ELIMIT, op->arg);
+  else /* the marker expired between SET and GET: try again */
+    op->cb(NS_EUNAVAIL, op->arg);
+  free(op);
+}
+
+int ns_queue_cancel(ns_server *srv, const char *user, const char *id,
+                    int64_t ttl_s, ns_queue_cancel_cb cb, void *arg) {
+  char mkey[300], ttl[24];
+  const char *argv[5];
+  cancel_op *op = ns_xmalloc(sizeof(*op));
+  ns__ukey(srv, mkey, sizeof(mkey), "qd", user, id);
+  snprintf(ttl, sizeof(ttl), "%lld", (long long)NS_MAX(ttl_s, 1));
+  argv[0] = "EVAL";
+  argv[1] = LUA_CANCEL;
+  argv[2] = "1";
+  argv[3] = mkey;
+  argv[4] = ttl;
+  op->cb = cb;
+  op->arg = arg;
+  if (ns_redis_cmdargv(srv->redis, on_canceled, op, 5, argv, NULL) != 0) {
     free(op);
     return NS_EUNAVAIL;
   }
@@ -342,7 +536,7 @@ static void on_fetched(redisReply *r, void *arg) {
     ns_conn_unref(c);
     return;
   }
-  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 5) {
+  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 6) {
     if (r && r->type == REDIS_REPLY_ERROR)
       ns_log(NS_LOG_ERROR, "queue fetch: %s", r->str);
     if (first)
@@ -360,8 +554,10 @@ static void on_fetched(redisReply *r, void *arg) {
     /* entries that aged out before this page was read: never sent */
     send_overflow(c, r->element[3]->integer, r->element[3]->integer);
   }
-  c->q_more = r->element[2]->elements == NS_QUEUE_PAGE ||
-              r->element[4]->integer != 0;
+  if (r->element[5]->integer > 0)
+    ns_metrics_add(&c->srv->metrics, NS_M_QUEUE_DROPPED, "expired",
+                   (uint64_t)r->element[5]->integer);
+  c->q_more = r->element[4]->integer != 0;
   for (i = 0; i < r->element[2]->elements; i++) {
     ns_msg *m = entry_msg(r->element[2]->element[i]);
     if (!m)
@@ -390,8 +586,8 @@ static void on_fetched(redisReply *r, void *arg) {
 }
 
 static void fetch(ns_conn *c, int first) {
-  char q[300], cur[256], count[16], ttl[24];
-  const char *argv[11];
+  char q[300], cur[256], count[16], ttl[24], born[24], live[24];
+  const char *argv[13];
   if (c->q_fetching) {
     c->q_refetch = 1;
     return;
@@ -410,9 +606,13 @@ static void fetch(ns_conn *c, int first) {
   argv[8] = ttl;
   argv[9] = first ? "1" : "0";
   argv[10] = NS_QUEUE_AGE_ROUNDS;
+  snprintf(born, sizeof(born), "%lld", (long long)c->born_ms);
+  snprintf(live, sizeof(live), "%d", NS_QUEUE_LIVE_MS);
+  argv[11] = born;
+  argv[12] = live;
   ns_conn_ref(c);
   c->q_fetching = 1;
-  if (ns_redis_cmdargv(c->srv->redis, on_fetched, c, 11, argv, NULL) != 0) {
+  if (ns_redis_cmdargv(c->srv->redis, on_fetched, c, 13, argv, NULL) != 0) {
     c->q_fetching = 0;
     on_fetched(NULL, c);
   }

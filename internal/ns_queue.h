@@ -18,16 +18,37 @@
 
 #include "ns_server_int.h"
 
+/* How one durable message is queued (SPEC §5, §9). */
+typedef struct ns_queue_opts {
+  const char *marker;       /* notification id: queued at most once (the
+                               marker qd:{user}:<id>); NULL for none */
+  int64_t marker_ttl_s;     /* the marker's lifetime; 0: queue_ttl */
+  int64_t commit_ms;        /* producer commit, for the latency histogram */
+  const char *collapse_key; /* NULL: none (SPEC §9.1) */
+  int64_t expires_ms;       /* 0: none; an entry past it is never sent */
+  int live_only;            /* ttl 0: only devices connected now get it */
+} ns_queue_opts;
+
 /* Enqueues one durable message for every device in `targets_csv` (device
  * ids joined with ','), then PUBLISHes {"k":"q","t":targets} on u:{user}.
- * With a `marker` (the notification id) the enqueue happens at most once:
- * a retry finds the marker and appends nothing.  cb(rc, appended): rc 0
- * (appended may be 0 when the marker existed) or NS_EUNAVAIL.  Returns 0
- * (cb called later) or NS_EUNAVAIL (never called). */
+ * With a marker the enqueue happens at most once: a retry finds the marker
+ * and appends nothing.  A device not connected loses its older undelivered
+ * entry of the same collapse key; a live-only message goes to connected
+ * devices only.  cb(rc, appended): rc 0 (appended may be 0 when the marker
+ * existed), NS_ECANCELED (the marker says canceled: nothing queued) or
+ * NS_EUNAVAIL.  Returns 0 (cb called later) or NS_EUNAVAIL (never
+ * called).  Every key is in the user's hash slot. */
 typedef void (*ns_queue_push_cb)(int rc, long long appended, void *arg);
 int ns_queue_push(ns_server *srv, const char *user, const char *targets_csv,
-                  const char *type, const char *data_json, const char *marker,
-                  int64_t commit_ms, ns_queue_push_cb cb, void *arg);
+                  const char *type, const char *data_json,
+                  const ns_queue_opts *o, ns_queue_push_cb cb, void *arg);
+
+/* Marks notification `id` of `user` canceled unless it was queued: SET NX
+ * of its marker.  cb(rc): 0 canceled (now or before), NS_ELIMIT already
+ * queued, NS_EUNAVAIL.  Returns 0 or NS_EUNAVAIL (cb never called). */
+typedef void (*ns_queue_cancel_cb)(int rc, void *arg);
+int ns_queue_cancel(ns_server *srv, const char *user, const char *id,
+                    int64_t ttl_s, ns_queue_cancel_cb cb, void *arg);
 
 /* Starts a connecting device's delivery: the first page of its queue, the
  * missed count and the queue length are read; `done` runs with rc 0 when

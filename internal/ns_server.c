@@ -27,6 +27,7 @@
 #include "ns_comments.h"
 #include "ns_log.h"
 #include "ns_migrate.h"
+#include "ns_sched.h"
 #include "ns_queue.h"
 #include "ns_server_int.h"
 
@@ -207,6 +208,7 @@ static void on_cron(uv_timer_t *t) {
   else if (srv->cron_ticks % 5 == 2 && ns__server_redis_up(srv) &&
            ns_mono_ms() - srv->redis_up_since_ms > REAP_AFTER_UP_MS)
     ns_liveness_reap(srv);
+  ns_sched_cron(srv);
   maybe_accept(srv);
   sweep_conns(srv);
 }
@@ -229,6 +231,7 @@ static void finish_stop(ns_server *srv) {
   ns_comments_flush(srv); /* releases what a last read left */
   uv_close((uv_handle_t *)&srv->bcast_check, on_handle_closed);
   uv_close((uv_handle_t *)&srv->cron, on_handle_closed);
+  ns_sched_stop(srv);
   uv_close((uv_handle_t *)&srv->stop_timer, on_handle_closed);
   uv_close((uv_handle_t *)&srv->sig_term, on_handle_closed);
   uv_close((uv_handle_t *)&srv->sig_int, on_handle_closed);
@@ -591,6 +594,7 @@ int ns_server_new(ns_server **out, const ns_config *cfg, int listen_fd,
   uv_timer_init(&srv->loop, &srv->cron);
   srv->cron.data = srv;
   uv_timer_start(&srv->cron, on_cron, CRON_MS, CRON_MS);
+  ns_sched_start(srv);
   uv_timer_init(&srv->loop, &srv->stop_timer);
   srv->stop_timer.data = srv;
   uv_signal_init(&srv->loop, &srv->sig_term);

@@ -95,6 +95,11 @@ struct ns_server {
   int reg_inflight;
   int stopping;
   int retired;           /* liveness key and stats entry removed */
+  /* ns_sched.c */
+  uv_timer_t sched_timer;
+  int sched_busy, sched_rounds;
+  int ret_busy, ret_rounds;
+  unsigned ret_ticks;
   int64_t stop_started_ms;
   unsigned cron_ticks;
   int pending_ops;       /* shutdown waits for these Redis/PG writes */
@@ -151,7 +156,11 @@ struct ns_conn {
   char device_name[NS_DEVICE_NAME_MAX + 1];
   char platform[NS_PLATFORM_MAX + 1];
   /* durable delivery (ns_queue.c) */
+  int64_t born_ms;         /* wall clock at the handshake: a live-only
+                              entry (ttl 0) queued before it is this
+                              connection's, one queued after is not */
   long long queued;        /* queue length at connect (welcome.queued) */
+  long long unread;        /* the user's unread count at connect (welcome) */
   char q_last[NS_STREAM_ID_MAX + 1];    /* last id put in the ring */
   char q_written[NS_STREAM_ID_MAX + 1]; /* last id delivered (written/acked) */
   char q_trimmed[NS_STREAM_ID_MAX + 1]; /* last id trimmed in Redis */
@@ -304,6 +313,18 @@ typedef void (*ns_action_cb)(int rc, struct json_object *row, void *arg);
 int ns_notify_action(ns_server *srv, const char *user, const char *id,
                      ns_action action, const char *source_device,
                      ns_action_cb cb, void *arg);
+
+/* A bulk action (SPEC §9.5): READ or DISMISS every delivered notification
+ * of `user` (created at or before `before`'s, when not ""), then one
+ * notification_sync to the user's other devices.  cb(rc, updated, unread):
+ * rc 0, NS_ENOTFOUND (no such `before`) or NS_EUNAVAIL.  Returns 0 (cb
+ * called later), NS_EINVAL (another action) or NS_EUNAVAIL (never
+ * called). */
+typedef void (*ns_bulk_cb)(int rc, long long updated, long long unread,
+                           void *arg);
+int ns_notify_bulk(ns_server *srv, const char *user, ns_action action,
+                   const char *before, const char *source_device,
+                   ns_bulk_cb cb, void *arg);
 
 /* Key / channel names with the configured prefix (ns_bus.c). */
 void ns__key(const ns_server *srv, char *buf, size_t n, const char *fmt, ...)

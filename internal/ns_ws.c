@@ -179,6 +179,28 @@ static void on_action_done(int rc, json_object *row, void *arg) {
   free(a);
 }
 
+/* A bulk action's reply (SPEC §9.5): ok {updated, unread}. */
+static void on_bulk_done(int rc, long long updated, long long unread,
+                         void *arg) {
+  action_req *a = arg;
+  const char *ref = a->has_ref ? a->ref : NULL;
+  if (a->c->wsi && a->c->state != NS_CONN_CLOSING) {
+    if (rc == 0) {
+      json_object *d = json_object_new_object();
+      json_object_object_add(d, "updated", json_object_new_int64(updated));
+      json_object_object_add(d, "unread", json_object_new_int64(unread));
+      ns_conn_send_json(a->c, "ok", d, ref);
+    } else if (rc == NS_ENOTFOUND) {
+      ns_conn_send_error(a->c, "not_found", "data.before: no such notification",
+                         ref);
+    } else {
+      ns_conn_send_error(a->c, "unavailable", "storage backend unavailable", ref);
+    }
+  }
+  ns_conn_unref(a->c);
+  free(a);
+}
+
 static void handle_action(ns_conn *c, const ns_cmd *cmd, const char *ref) {
   action_req *a = ns_xcalloc(1, sizeof(*a));
   a->c = c;
@@ -186,6 +208,12 @@ static void handle_action(ns_conn *c, const ns_cmd *cmd, const char *ref) {
   if (ref)
     snprintf(a->ref, sizeof(a->ref), "%s", ref);
   ns_conn_ref(c);
+  if (cmd->all) {
+    if (ns_notify_bulk(c->srv, c->who.sub, cmd->action, cmd->before, c->device,
+                       on_bulk_done, a) != 0)
+      on_bulk_done(NS_EUNAVAIL, 0, 0, a);
+    return;
+  }
   if (ns_notify_action(c->srv, c->who.sub, cmd->notification_id, cmd->action,
                        c->device, on_action_done, a) != 0)
     on_action_done(NS_EUNAVAIL, NULL, a);

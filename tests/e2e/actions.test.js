@@ -65,7 +65,8 @@ test('WS read: ok to the source, notification_sync to the other devices (offline
   const s = await b.waitFor(isSync(id), 5000, 'notification_sync on B');
   assert.equal(typeof s.id, 'string', `durable: top-level delivery id: ${JSON.stringify(s)}`);
   assert.ok(isTimestamp(s.timestamp));
-  assert.deepEqual(s.data, { notification_id: id, is_read: true, is_dismissed: false, source_device: 'A' });
+  /* SPEC §9.4: the user's unread count right after the change */
+  assert.deepEqual(s.data, { notification_id: id, is_read: true, is_dismissed: false, source_device: 'A', unread: 0 });
   const n = await getOne(user, id);
   assert.equal(n.is_read, true);
   assert.equal(n.is_dismissed, false);

@@ -188,7 +188,7 @@ test('an action on C (WS and REST) → notification_sync on A and B, never to th
   assert.equal(reply.type, 'ok', JSON.stringify(reply));
   for (const x of [a, b]) {
     const s = await x.waitFor(isSync(n.id), 10000, `sync of the WS read on ${x.label}`);
-    assert.deepEqual(s.data, { notification_id: n.id, is_read: true, is_dismissed: false, source_device: 'c' });
+    assert.deepEqual(s.data, { notification_id: n.id, is_read: true, is_dismissed: false, source_device: 'c', unread: 0 });
     assert.equal(typeof s.id, 'string', `durable: delivery id ${JSON.stringify(s)}`);
   }
 
