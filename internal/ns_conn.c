@@ -277,6 +277,12 @@ int ns_conn_on_writable(ns_conn *c) {
     c->ring_len--;
     c->out_bytes -= m->len;
     c->srv->outbound_bytes -= m->len;
+    if (m->expires_ms > 0 && ns_now_ms() >= m->expires_ms) {
+      /* read before its expiry, held behind a slow socket past it */
+      ns_queue_on_expired(c, m);
+      ns_msg_unref(&m);
+      continue;
+    }
     rc = write_msg(c, m);
     if (rc < 0) {
       ns_msg_unref(&m); /* never wholly sent: stays queued (durable) */

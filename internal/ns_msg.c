@@ -24,6 +24,7 @@ ns_msg *ns_msg_wrap(char *buf, size_t len, const char *type) {
   m->nframes = 0;
   m->qid[0] = '\0';
   m->commit_ms = 0;
+  m->expires_ms = 0;
   return m;
 }
 

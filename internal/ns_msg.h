@@ -24,6 +24,7 @@ typedef struct ns_msg {
   unsigned nframes;
   char qid[42];      /* durable: the stream id (same in every device's queue) */
   long long commit_ms; /* durable: producer commit time, for the latency metric */
+  long long expires_ms; /* durable: 0, or when it may no longer be written */
 } ns_msg;
 
 /* Wraps `buf` (from ns_proto_envelope with LWS_PRE headroom; ownership is

@@ -24,6 +24,17 @@
 static int bad(ns_notif_err *err, int status, const char *prefix,
                const char *field, const char *msg) {
   err->status = status;
+  err->stale = 0;
+  if (!*field) {
+    /* the item itself: "notifications[3]", or "" for a single body */
+    size_t n = strlen(prefix);
+    if (n && prefix[n - 1] == '.')
+      n--;
+    snprintf(err->field, sizeof(err->field), "%.*s", (int)n, prefix);
+    snprintf(err->message, sizeof(err->message), "%s%s%s", err->field,
+             n ? ": " : "the body ", msg);
+    return status == 403 ? NS_EFORBIDDEN : NS_EINVAL;
+  }
   snprintf(err->field, sizeof(err->field), "%s%s", prefix, field);
   snprintf(err->message, sizeof(err->message), "%s%s: %s", prefix, field, msg);
   return status == 403 ? NS_EFORBIDDEN : NS_EINVAL;
@@ -223,8 +234,11 @@ static int time_in_window(json_object *v, const char *prefix, const char *key,
   if (!plain_string(v, &s, &n) || ns_notif_parse_time(s, ms) != 0)
     return bad(err, 400, prefix, key,
                "must be an RFC 3339 timestamp with an offset");
-  if (*ms <= lim->now_ms)
-    return bad(err, 400, prefix, key, "must be in the future");
+  if (*ms <= lim->now_ms) {
+    bad(err, 400, prefix, key, "must be in the future");
+    err->stale = 1;
+    return NS_EINVAL;
+  }
   if (*ms - lim->now_ms > horizon_ms) {
     snprintf(msg, sizeof(msg), "must be at most %s from now", horizon);
     return bad(err, 400, prefix, key, msg);

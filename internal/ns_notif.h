@@ -47,6 +47,9 @@ typedef struct ns_notif_err {
   int status;           /* 400 or 403 */
   char field[48];       /* "title", "notifications[3].title", "" */
   char message[160];
+  int stale;            /* 1: refused only because a time (deliver_at,
+                           expires_at) is no longer in the future -- a
+                           retry of a stored notification answers 200 */
 } ns_notif_err;
 
 /* Validates `o` as a notification from `who`.  `prefix` ("" or

@@ -241,6 +241,45 @@ static void on_inserted(PGresult *res, void *arg) {
   on_enqueued(0, 0, op);
 }
 
+static void reply_notif_err(ns_req *r, const ns_notif_err *err) {
+  ns__http_reply_field_error(r, err->status,
+                             err->status == 403 ? "forbidden" : "bad_request",
+                             err->field, err->message);
+}
+
+/* A late retry (collect() returned 1): the stored notification with that
+ * id, or the refusal. */
+typedef struct late_op {
+  ns_req *r;
+  ns_notif_err err;
+} late_op;
+
+static void on_late_found(PGresult *res, void *arg) {
+  late_op *op = arg;
+  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK)
+    ns__http_unavailable(op->r);
+  else if (PQntuples(res) == 0)
+    reply_notif_err(op->r, &op->err);
+  else
+    ns__http_reply_json(op->r, 200, row_json(res, 0, 0, 1));
+  free(op);
+}
+
+static void late_retry(ns_req *r, const ns_notif_in *in, const ns_notif_err *err) {
+  static const char sql[] =
+      "SELECT " NS_NCOLS " FROM notifications WHERE id = $1::uuid AND user_id = $2";
+  const char *params[2] = {in->id, in->user_id};
+  late_op *op = ns_xmalloc(sizeof(*op));
+  op->r = r;
+  op->err = *err;
+  r->pending = 1;
+  if (!r->srv->pg_ready ||
+      ns_pg_query(ns__pg(r->srv), sql, 2, params, on_late_found, op) != 0) {
+    free(op);
+    ns__http_unavailable(r);
+  }
+}
+
 /* Adds one validated notification to the PostgreSQL input array. */
 static void add_input(json_object *arr, int ord, const ns_notif_in *n) {
   json_object *o = json_object_new_object();
@@ -272,8 +311,13 @@ static void add_input(json_object *arr, int ord, const ns_notif_in *n) {
   json_object_array_add(arr, o);
 }
 
-/* Validates the items of a request into `input`; replies on error. */
-static int collect(ns_req *r, json_object *items, int batch, json_object *input) {
+/* Validates the items of a request into `input`.  Returns 0; -1 after
+ * replying with the error; or 1 (not replied) when a single notification
+ * was refused only for a time no longer in the future: `stale` holds its
+ * id and the error, for post() to answer 200 if it is a stored one's
+ * retry (SPEC §9.3, §5.5). */
+static int collect(ns_req *r, json_object *items, int batch, json_object *input,
+                   ns_notif_in *stale, ns_notif_err *stale_err) {
   size_t i, j, n = json_object_array_length(items);
   ns_notif_in *in = ns_xcalloc(n ? n : 1, sizeof(*in));
   ns_notif_err err;
@@ -287,13 +331,13 @@ static int collect(ns_req *r, json_object *items, int batch, json_object *input)
       snprintf(prefix, sizeof(prefix), "notifications[%zu].", i);
     if (ns_notif_parse(json_object_array_get_idx(items, i), &r->who, prefix,
                        &lim, &in[i], &err) != 0) {
-      json_object *o = json_object_new_object(), *e = json_object_new_object();
-      json_object_object_add(e, "code", json_object_new_string(
-                                            err.status == 403 ? "forbidden" : "bad_request"));
-      json_object_object_add(e, "message", json_object_new_string(err.message));
-      json_object_object_add(e, "field", json_object_new_string(err.field));
-      json_object_object_add(o, "error", e);
-      ns__http_reply_json(r, err.status, o);
+      if (!batch && err.stale) {
+        *stale = in[i];
+        *stale_err = err;
+        free(in);
+        return 1;
+      }
+      reply_notif_err(r, &err);
       free(in);
       return -1;
     }
@@ -319,6 +363,9 @@ static void post(ns_req *r, int batch) {
   ns_proto_err perr;
   post_op *op;
   const char *param;
+  ns_notif_in stale;
+  ns_notif_err stale_err;
+  int rc;
   if (!ns__http_need_token(r))
     return;
   if (ns_proto_parse_json(r->body ? r->body : "", r->body_len, &root, &perr) != 0) {
@@ -332,8 +379,8 @@ static void post(ns_req *r, int batch) {
         json_object_array_length(items) < 1 ||
         json_object_array_length(items) > NS_NOTIF_BATCH_MAX) {
       json_object_put(root);
-      ns__http_reply_error(r, 400, "bad_request",
-                           "notifications: must be an array of 1-500 objects");
+      ns__http_reply_field_error(r, 400, "bad_request", "notifications",
+                                 "notifications: must be an array of 1-500 objects");
       return;
     }
     json_object_get(items);
@@ -342,7 +389,9 @@ static void post(ns_req *r, int batch) {
     json_object_array_add(items, json_object_get(root));
   }
   input = json_object_new_array();
-  if (collect(r, items, batch, input) != 0) {
+  if ((rc = collect(r, items, batch, input, &stale, &stale_err)) != 0) {
+    if (rc > 0)
+      late_retry(r, &stale, &stale_err);
     json_object_put(input);
     json_object_put(items);
     json_object_put(root);

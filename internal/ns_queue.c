@@ -469,7 +469,7 @@ static void fetch(ns_conn *c, int first);
 static ns_msg *entry_msg(redisReply *e) {
   redisReply *f;
   const char *type = NULL, *data = NULL;
-  long long commit = 0;
+  long long commit = 0, expires = 0;
   size_t i, len;
   char *buf;
   ns_msg *m;
@@ -487,6 +487,8 @@ static ns_msg *entry_msg(redisReply *e) {
       data = v;
     else if (strcmp(k, "c") == 0)
       commit = atoll(v);
+    else if (strcmp(k, "x") == 0)
+      expires = atoll(v);
   }
   if (!type || !data)
     return NULL;
@@ -500,6 +502,7 @@ static ns_msg *entry_msg(redisReply *e) {
   m->durable = 1;
   snprintf(m->qid, sizeof(m->qid), "%s", e->element[0]->str);
   m->commit_ms = commit;
+  m->expires_ms = expires;
   return m;
 }
 
@@ -694,6 +697,15 @@ void ns_queue_on_written(ns_conn *c, const ns_msg *m) {
                                (double)(ns_now_ms() - m->commit_ms) / 1000.0);
   if (c->ack_mode)
     return;
+  if (id_cmp(m->qid, c->q_written) > 0)
+    snprintf(c->q_written, sizeof(c->q_written), "%s", m->qid);
+  trim(c, 0);
+}
+
+void ns_queue_on_expired(ns_conn *c, const ns_msg *m) {
+  ns_metrics_inc(&c->srv->metrics, NS_M_QUEUE_DROPPED, "expired");
+  if (c->ack_mode)
+    return; /* the ack of a later entry trims it, or the next connect read */
   if (id_cmp(m->qid, c->q_written) > 0)
     snprintf(c->q_written, sizeof(c->q_written), "%s", m->qid);
   trim(c, 0);

@@ -64,6 +64,11 @@ void ns_queue_kick(ns_conn *c);
 /* Called after a durable message has been written whole to the socket. */
 void ns_queue_on_written(ns_conn *c, const ns_msg *m);
 
+/* A durable message reached the head of the ring past its expiry (SPEC
+ * §9.2: never delivered, also not live): it is not written, and settled
+ * as if it had been. */
+void ns_queue_on_expired(ns_conn *c, const ns_msg *m);
+
 /* The device acknowledged everything up to `id` (ack mode). */
 void ns_queue_ack(ns_conn *c, const char *id);
 
