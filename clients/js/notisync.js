@@ -765,7 +765,9 @@ export class NotiSync {
       if (this._subs.size >= this._o.maxSubscriptions) this._subs.delete(this._subs.values().next().value);
       this._subs.add(id);
     }
-    return this._request('subscribe', { postId: id }, { expect: 'comments.list' });
+    const p = this._request('subscribe', { postId: id }, { expect: 'comments.list' });
+    p.catch(() => {}); // often called without awaiting: a close() must not raise an unhandled rejection
+    return p;
   }
 
   /** Stops re-asking `postId`'s snapshot after reconnects. */
