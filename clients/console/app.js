@@ -340,6 +340,9 @@ function connect(ev) {
   });
   client.on('new_notification', (x, m) => {
     const d = payload(x, m);
+    // how often the module handed each notification over (tests: 1 each)
+    const seen = window.notisyncConsole.deliveries;
+    if (typeof d.id === 'string' && (seen.has(d.id) || seen.size < 10000)) seen.set(d.id, (seen.get(d.id) || 0) + 1);
     takeUnread(d);
     upsertNotif(d, true);
     renderNotifs();
@@ -515,7 +518,7 @@ $('comment-form').addEventListener('submit', async (ev) => {
 
 /* --------------------------------------------------------------- start */
 
-window.notisyncConsole = { client: null, pub: null, ui };
+window.notisyncConsole = { client: null, pub: null, ui, deliveries: new Map() };
 $('device').value = sessionStorage.getItem('notisync.console.device') || randomDevice();
 $('note-id').value = ui.noteId;
 renderState({ status: 'closed', reconnects: 0 });
