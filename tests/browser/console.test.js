@@ -207,6 +207,9 @@ test('kill -9 and restart: both pages reconnect by themselves, show what was pos
   }
   await shot(pages.A, '05b-after-restart-A');
   await shot(pages.B, '05c-after-restart-B');
+  await pages.A.setViewportSize({ width: 1200, height: 900 }); // the README's picture
+  await shot(pages.A, '05d-after-restart-A-wide');
+  await pages.A.setViewportSize(VIEWPORT);
 });
 
 test('an anonymous page sees a new comment', async () => {
