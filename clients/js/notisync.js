@@ -82,16 +82,17 @@ function resolveWsUrl(url) {
 
 /* The REST base (http(s)://host[/prefix]) of a WebSocket endpoint URL. */
 function httpBaseOf(wsUrl) {
-  const u = new URL(wsUrl);
-  const proto = u.protocol === 'wss:' ? 'https:' : 'http:';
-  let p = u.pathname.replace(/\/+$/, '');
+  // a regex, not URL: React Native's URL has no pathname/host getters
+  const m = /^(wss?):\/\/([^/?#]+)([^?#]*)/i.exec(wsUrl);
+  const proto = m[1].toLowerCase() === 'wss' ? 'https:' : 'http:';
+  let p = m[3].replace(/\/+$/, '');
   for (const suffix of ['/api/v1/ws', '/ws/public', '/ws']) {
     if (p.endsWith(suffix)) {
       p = p.slice(0, -suffix.length);
       break;
     }
   }
-  return `${proto}//${u.host}${p}`;
+  return `${proto}//${m[2]}${p}`;
 }
 
 function defaultClock() {
