@@ -29,12 +29,16 @@
 #include <string.h>
 #include <sys/types.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 typedef enum {
   KEY_STR,  /* any text, stored as a heap copy */
   KEY_INT,  /* decimal integer */
   KEY_DUR,  /* integer + ms|s|m|h|d (bare = seconds), stored in ms */
   KEY_SIZE, /* integer + optional k|m (x1024), stored in bytes */
   KEY_ENUM, /* one of the '|'-separated `choices`, stored as a heap copy */
+  KEY_BOOL, /* true|false (also yes|no, on|off, 1|0), stored as 1 or 0 */
 } key_type;
 
 typedef struct {
@@ -129,6 +133,8 @@ static const key_def keys[] = {
         "this instance's name in Redis (empty = generated at start-up)"),
     NUM("workers", KEY_INT, workers, 1, 64, "1",
         "server processes sharing the listen port (N > 1: a supervisor and N workers)"),
+    NUM("dev_console", KEY_BOOL, dev_console, 0, 1, "false",
+        "/console may mint 1-hour dev tokens (loopback `listen` only)"),
 };
 
 #define KEY_NAME_MAX 64 /* longer than any key name */
@@ -258,6 +264,19 @@ static int parse_int(const char *s, int64_t *out) {
   return rc;
 }
 
+/* A boolean key: true|yes|on|1 or false|no|off|0 (lower case). */
+static int parse_bool(const char *s, int64_t *out) {
+  static const char *const yes[] = {"true", "yes", "on", "1"},
+                           *const no[] = {"false", "no", "off", "0"};
+  for (size_t i = 0; i < NS_ARRAY_SIZE(yes); i++) {
+    if (strcmp(s, yes[i]) == 0 || strcmp(s, no[i]) == 0) {
+      *out = strcmp(s, yes[i]) == 0;
+      return 0;
+    }
+  }
+  return NS_EINVAL;
+}
+
 /* Writes `v` (in the key's stored unit) the way a user would type it:
  * the largest unit that divides it exactly. */
 static void format_value(key_type t, int64_t v, char *buf, size_t n) {
@@ -269,6 +288,10 @@ static void format_value(key_type t, int64_t v, char *buf, size_t n) {
                {KEY_DUR, MS_MIN, "m"}, {KEY_DUR, MS_SEC, "s"},
                {KEY_DUR, 1, "ms"},     {KEY_SIZE, MIB, "m"},
                {KEY_SIZE, KIB, "k"}};
+  if (t == KEY_BOOL) {
+    snprintf(buf, n, "%s", v ? "true" : "false");
+    return;
+  }
   for (size_t i = 0; i < NS_ARRAY_SIZE(units); i++) {
     if (units[i].t == t && v != 0 && v % units[i].mult == 0) {
       snprintf(buf, n, "%lld%s", (long long)(v / units[i].mult), units[i].unit);
@@ -298,6 +321,8 @@ static const char *expected_text(key_type t) {
            "h or d; bare = seconds)";
   case KEY_SIZE:
     return "expected a size like 64k, 1m (bytes, optional suffix k or m)";
+  case KEY_BOOL:
+    return "expected true or false";
   default:
     return "expected an integer";
   }
@@ -320,6 +345,7 @@ static int set_number(ns_config *c, const key_def *k, const char *value,
   int64_t v = 0;
   int rc = k->type == KEY_DUR    ? ns_parse_duration_ms(value, &v)
            : k->type == KEY_SIZE ? ns_parse_size(value, &v)
+           : k->type == KEY_BOOL ? parse_bool(value, &v)
                                  : parse_int(value, &v);
   if (rc == NS_EINVAL) {
     seterr(err, errlen, "bad value for key '%s': %s, got '%.*s'", k->name,
@@ -337,7 +363,8 @@ static int set_number(ns_config *c, const key_def *k, const char *value,
 static int set_key(ns_config *c, const key_def *k, const char *value, char *err,
                    size_t errlen) {
   char **sp;
-  if (k->type == KEY_INT || k->type == KEY_DUR || k->type == KEY_SIZE)
+  if (k->type == KEY_INT || k->type == KEY_DUR || k->type == KEY_SIZE ||
+      k->type == KEY_BOOL)
     return set_number(c, k, value, err, errlen);
   if (k->type == KEY_ENUM && !enum_has(k->choices, value)) {
     seterr(err, errlen,
@@ -698,6 +725,29 @@ static bool listen_ok(const char *s) {
   return port >= 1 && port <= 65535;
 }
 
+/* The host part of a `listen` already checked by listen_ok() is a loopback
+ * address: 127.0.0.0/8 or ::1 (literal addresses only; a name such as
+ * "localhost" could resolve to anything). */
+static bool listen_is_loopback(const char *s) {
+  const char *colon = strrchr(s, ':');
+  char host[64];
+  unsigned char a[16];
+  size_t n = (size_t)(colon - s);
+  if (s[0] == '[') { /* "[addr]:port" */
+    if (n < 2 || n - 2 >= sizeof host)
+      return false;
+    memcpy(host, s + 1, n - 2);
+    host[n - 2] = '\0';
+    return inet_pton(AF_INET6, host, a) == 1 &&
+           memcmp(a, in6addr_loopback.s6_addr, 16) == 0;
+  }
+  if (n >= sizeof host)
+    return false;
+  memcpy(host, s, n);
+  host[n] = '\0';
+  return inet_pton(AF_INET, host, a) == 1 && a[0] == 127;
+}
+
 /* instance_id ends up inside Redis key names and log lines. */
 static bool instance_id_ok(const char *s) {
   size_t n = strlen(s);
@@ -714,6 +764,15 @@ int ns_config_need_jwt_key(const ns_config *c, char *err, size_t errlen) {
     seterr(err, errlen,
            "no JWT key configured: set 'jwt_secret' (HS256) or "
            "'jwt_public_key_file' (RS256/ES256)");
+    return NS_EINVAL;
+  }
+  if (c->dev_console && (c->jwt_secret[0] == '\0' ||
+                         c->jwt_public_key_file[0] != '\0' ||
+                         c->jwt_issuer[0] != '\0' || c->jwt_audience[0] != '\0')) {
+    seterr(err, errlen,
+           "bad value for key 'dev_console': true needs 'jwt_secret' (HS256) "
+           "without 'jwt_public_key_file', 'jwt_issuer' or 'jwt_audience' "
+           "(dev tokens carry none of them)");
     return NS_EINVAL;
   }
   return 0;
@@ -745,6 +804,14 @@ int ns_config_validate(const ns_config *c, char *err, size_t errlen) {
            "bad value for key 'instance_id': at most 64 of [A-Za-z0-9._:-]");
     return NS_EINVAL;
   }
+  /* dev_console hands a signed token to whoever asks: only a listener no
+   * other machine can reach may do that. */
+  if (c->dev_console && !listen_is_loopback(c->listen)) {
+    seterr(err, errlen,
+           "bad value for key 'dev_console': true needs a loopback 'listen' "
+           "(127.0.0.0/8 or [::1])");
+    return NS_EINVAL;
+  }
   return 0;
 }
 
@@ -758,6 +825,8 @@ static const char *type_name(key_type t) {
     return "size";
   case KEY_ENUM:
     return "one of";
+  case KEY_BOOL:
+    return "boolean";
   default:
     return "string";
   }
@@ -776,7 +845,7 @@ void ns_config_print_help(FILE *f) {
     fprintf(f, "  %s = \"%s\"\n      %s", k->name, k->def, type_name(k->type));
     if (k->type == KEY_ENUM) {
       fprintf(f, " %s", k->choices);
-    } else if (k->type != KEY_STR) {
+    } else if (k->type != KEY_STR && k->type != KEY_BOOL) {
       format_value(k->type, k->min, lo, sizeof lo);
       format_value(k->type, k->max, hi, sizeof hi);
       fprintf(f, " %s..%s", lo, hi);

@@ -46,6 +46,7 @@ typedef struct ns_config {
   char *log_file;             /* "" = stderr; reopened on SIGHUP */
   char *instance_id;          /* "" = generated at start-up */
   int64_t workers;            /* 1 */
+  int64_t dev_console;        /* 0 | 1: /console/dev-token mints tokens */
 } ns_config;
 
 /* Fills `c` with the defaults.  Call ns_config_free() when done. */
@@ -83,12 +84,15 @@ int ns_config_load_env(ns_config *c, char *const *envp, char *err,
                        size_t errlen);
 
 /* Checks cross-key rules (idle_timeout > heartbeat_interval,
- * log_level/log_format valid, tls_cert with tls_key). */
+ * log_level/log_format valid, tls_cert with tls_key, dev_console only with
+ * a loopback `listen`). */
 int ns_config_validate(const ns_config *c, char *err, size_t errlen);
 
 /* 0 when a JWT key is configured (jwt_secret or jwt_public_key_file), else
  * NS_EINVAL with a message naming both keys.  `serve` and `token` need
- * one; `migrate` does not. */
+ * one; `migrate` does not.  dev_console also needs the HS256 secret alone
+ * (the dev tokens it mints are HS256 without iss/aud): NS_EINVAL naming
+ * dev_console otherwise. */
 int ns_config_need_jwt_key(const ns_config *c, char *err, size_t errlen);
 
 /* Prints every key, its default and a one-line description. */

@@ -327,6 +327,9 @@ static const route routes[] = {
     {"/me/notes/*", M_GET | M_POST | M_PUT | M_DELETE, ns__comments_route},
     {"/api/v1/posts/*", M_GET | M_POST | M_PUT | M_DELETE, ns__comments_route},
     {"/api/v1/broadcast", M_POST, ns__broadcast_route},
+    {"/notisync.js", M_GET, ns__static_route},
+    {"/console", M_GET, ns__static_route},
+    {"/console*", M_GET, ns__static_route}, /* "/console/", files, dev token */
 };
 
 static void dispatch(ns_req *r) {
@@ -511,13 +514,14 @@ static int on_http(struct lws *wsi, ns_session *s, const char *uri) {
 
 /* Writes the headers, then the body; sets *done once the response is out. */
 static int on_writeable(struct lws *wsi, ns_req *r, int *done) {
-  uint8_t hb[LWS_PRE + 1024], *start = hb + LWS_PRE, *p = start,
+  uint8_t hb[LWS_PRE + 2048], *start = hb + LWS_PRE, *p = start,
                               *end = hb + sizeof(hb) - 1;
   if (!r || !r->status)
     return 0;
   if (!r->headers_sent) {
     if (lws_add_http_common_headers(wsi, (unsigned)r->status, r->ctype,
                                     r->resp_len, &p, end) ||
+        (r->add_headers && r->add_headers(wsi, &p, end)) ||
         lws_finalize_write_http_header(wsi, start, &p, end))
       return -1;
     r->headers_sent = 1;

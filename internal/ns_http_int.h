@@ -30,6 +30,9 @@ typedef struct ns_req {
   char device_hdr[NS_DEVICE_ID_MAX + 1]; /* X-Device-ID */
   int device_hdr_too_long;                 /* ... longer than any device_id */
   int accepted_before_stop; /* shutdown finishes it rather than refusing */
+  /* Headers beyond the common ones (ns_static.c: CSP, nosniff), added
+   * when the reply's headers are written; nonzero = they did not fit. */
+  int (*add_headers)(struct lws *wsi, unsigned char **p, unsigned char *end);
 } ns_req;
 
 struct ns_rest_err;
@@ -63,5 +66,9 @@ void ns__notify_sub(ns_req *r, const char *arg);
 /* Comment channel routes (ns_comments.c). */
 void ns__comments_route(ns_req *r, const char *rest);
 void ns__broadcast_route(ns_req *r, const char *arg);
+
+/* Embedded web files and the console's dev token (ns_static.c):
+ * /notisync.js, /console and below. */
+void ns__static_route(ns_req *r, const char *arg);
 
 #endif
