@@ -25,8 +25,8 @@ const {
   drainUntilIdle, serviceToken, PrivateServices,
 } = require('./lib/harness');
 
-/* Skip marker while the server side is not on main; {} once it landed. */
-const LANDED = { skip: 'server: scheduling (SPEC §9.3) not landed yet' };
+/* Skip marker while the server side was not on main (landed in ad84e78). */
+const LANDED = {};
 /* node runs the after() hook at once when every test is skipped, so a set-up
  * step that starts a process then would leave it running: start nothing. */
 function onSetup(fn) {
@@ -54,7 +54,7 @@ const isNew = (id) => (m) => m.type === 'new_notification' && m.data && m.data.i
 const iso = (ms) => new Date(ms).toISOString();
 const latencies = [];
 /* skipped while the server answers the late retry 400 (e2e finding F2); LANDED when fixed */
-const RETRY_LATE = { skip: 'server: a retry after deliver_at answers 400 deliver_at (finding F2)' };
+const RETRY_LATE = { skip: 'server: a retry after deliver_at answers 400 deliver_at (e2e finding F2)' };
 
 async function registerOffline(server, user, device) {
   const c = await server.device(user, device);

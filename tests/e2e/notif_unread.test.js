@@ -20,8 +20,8 @@ const {
 } = require('./lib/harness');
 const { sharedDbUrl, dbUnread } = require('./lib/pgq');
 
-/* Skip marker while the server side is not on main; {} once it landed. */
-const LANDED = { skip: 'server: unread counts (SPEC §9.4) not landed yet' };
+/* Skip marker while the server side was not on main (landed in ad84e78). */
+const LANDED = {};
 /* node runs the after() hook at once when every test is skipped, so a set-up
  * step that starts a process then would leave it running: start nothing. */
 function onSetup(fn) {
