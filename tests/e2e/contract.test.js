@@ -542,9 +542,9 @@ test('enqueue fails after the PostgreSQL commit → 503; the retry with the same
   const d = await srv.device(user, 'D');
   if (d.welcome.data.queued !== 1) {
     /* diagnosis only: is the "already queued" marker left by the failed push? */
-    const marker = await redisCli('EXISTS', `qd:${id}`).catch((e) => e.message);
+    const marker = await redisCli('EXISTS', `qd:{${user}}:${id}`).catch((e) => e.message);
     assert.fail(`the retry did not finish the queueing: welcome.queued ${d.welcome.data.queued}, expected 1 `
-      + `(EXISTS qd:${id} = ${marker}); welcome ${JSON.stringify(d.welcome.data)}`);
+      + `(EXISTS qd:{${user}}:${id} = ${marker}); welcome ${JSON.stringify(d.welcome.data)}`);
   }
   await d.waitFor(isNew(id), 5000, 'the notification after the retry');
   await sleep(QUIET_MS);
