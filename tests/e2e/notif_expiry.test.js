@@ -17,14 +17,11 @@
  */
 const assert = require('node:assert/strict');
 const {
-  test, uid, sleep, until, postNotification, durables, notifIds, metricSum, newServer, setup,
+  test, uid, sleep, until, newId, postNotification, durables, notifIds, metricSum, newServer, setup,
 } = require('./lib/harness');
 
 /* Skip marker while the server side was not on main (landed in ad84e78). */
 const LANDED = {};
-/* skipped while an entry fetched before its expiry is still written after it
- * (e2e finding F1); LANDED once fixed. */
-const LIVE_EXPIRY = { skip: 'server: an expired entry already fetched is still written (e2e finding F1)' };
 /* node runs the after() hook at once when every test is skipped, so a set-up
  * step that starts a process then would leave it running: start nothing. */
 function onSetup(fn) {
@@ -159,6 +156,31 @@ test('ttl 0 with nobody connected: stored, delivered to no one', LANDED, async (
   assert.ok(l.json.notifications.some((n) => n.id === z.id && n.expired === true), l.text);
 });
 
+test('retry with the same id after expiry: 200 with the stored one (expired, same expires_at), not 400, not delivered again', LANDED, async () => {
+  const user = uid();
+  const d = await srv.device(user, 'D');
+  const byAt = { id: newId(), app_name: 'e2e', title: 'late retry at', body: 'x', expires_at: new Date(Date.now() + 1000).toISOString() };
+  const byTtl = { id: newId(), app_name: 'e2e', title: 'late retry ttl', body: 'x', ttl: 1 };
+  const first = {};
+  for (const body of [byAt, byTtl]) {
+    const r = await postNotification(srv, user, {}, { raw: body });
+    assert.equal(r.status, 201, r.text);
+    first[body.id] = r.json;
+    await d.waitFor(isNew(body.id), 5000, `${body.title} live`);
+  }
+  await sleep(2000);
+  for (const body of [byAt, byTtl]) {
+    const r = await postNotification(srv, user, {}, { raw: body });
+    assert.equal(r.status, 200, `${body.title}: ${r.text}`);
+    assert.equal(r.json.id, body.id);
+    assert.equal(r.json.expired, true, r.text);
+    assert.equal(Date.parse(r.json.expires_at), Date.parse(first[body.id].expires_at), 'the stored expires_at, not re-anchored');
+  }
+  await sleep(QUIET_MS);
+  assert.deepEqual(notifIds(d), [byAt.id, byTtl.id], `nothing delivered twice: ${d.describe()}`);
+  await d.close();
+});
+
 test('ack mode: delivered live but not acked, then expired → not replayed', LANDED, async () => {
   const user = uid();
   const c1 = await srv.device(user, 'D', { params: ACK });
@@ -175,7 +197,7 @@ test('ack mode: delivered live but not acked, then expired → not replayed', LA
   await c2.close();
 });
 
-test('live: a short-lived notification stuck behind a backlog of a connected, non-reading device is never delivered', { ...LIVE_EXPIRY, timeout: 180000 }, async () => {
+test('live: a short-lived notification stuck behind a backlog of a connected, non-reading device is never delivered', { ...LANDED, timeout: 180000 }, async () => {
   const user = uid();
   const d = await roomy.device(user, 'P');
   const before = await expiredMetric(roomy);

@@ -53,8 +53,6 @@ const DUE_SLACK_MS = 2000; /* SPEC: 1 s; the rest is the noisy machine */
 const isNew = (id) => (m) => m.type === 'new_notification' && m.data && m.data.id === id;
 const iso = (ms) => new Date(ms).toISOString();
 const latencies = [];
-/* skipped while the server answers the late retry 400 (e2e finding F2); LANDED when fixed */
-const RETRY_LATE = { skip: 'server: a retry after deliver_at answers 400 deliver_at (e2e finding F2)' };
 
 async function registerOffline(server, user, device) {
   const c = await server.device(user, device);
@@ -209,7 +207,7 @@ test('retry with the same id before the due time: 200 with the stored (scheduled
  * §5.5": a producer whose answer was lost retries the same body, possibly
  * after deliver_at has passed; the stored notification wins, as for any
  * retry (the first body wins). */
-test('retry with the same id after the due time: 200 with the stored one (status queued), not 400 for a deliver_at now past; delivered once', RETRY_LATE, async () => {
+test('retry with the same id after the due time: 200 with the stored one (status queued), not 400 for a deliver_at now past; delivered once', LANDED, async () => {
   const user = uid();
   const on = await srv.device(user, 'on');
   const id = newId();
