@@ -12,11 +12,14 @@
  * every notification; OFF (offline throughout) sees exactly the newest per
  * key; MID reconnects in the middle of the sequence and sees each key's
  * newest exactly once, nothing twice, at most one of each key from before
- * its connect, and every notification posted after its welcome.
+ * its connect, and every notification posted after its welcome.  A second
+ * variant does the same with batches: MID's connect starts at a random
+ * point while a 150-item batch is in flight (COLLAPSE BATCH FIGURES shows
+ * on which side of it the connect fell).
  */
 const assert = require('node:assert/strict');
 const {
-  test, newServer, setup, uid, sleep, until, postNotification, durables, notifIds, drainUntilIdle,
+  test, newServer, setup, uid, sleep, until, postNotification, postBatch, durables, notifIds, drainUntilIdle,
   metricSum, autoAck,
 } = require('./lib/harness');
 
@@ -182,6 +185,71 @@ test('three devices: ON sees all, OFF only the newest per key, MID (reconnecting
     posted: N, on: notifIds(on).length, mid: got.length, mid_queued: mid.welcome.data.queued, mid_connect_at: preConnect,
     mid_welcome_at: midWelcomeAt, off: notifIds(off).length, off_expected: want.length,
   })}`);
+  for (const c of [on, mid, off]) await c.close();
+});
+
+test('three devices, batches: MID connects while a 150-item batch is being queued; ON all, OFF newest per key, MID each newest once', { ...LANDED, timeout: 180000 }, async () => {
+  const user = uid('trib');
+  await registerOffline(srv, user, 'OFF');
+  await registerOffline(srv, user, 'MID');
+  const on = await srv.device(user, 'ON');
+  const KEYS = ['a', 'b', null, 'c', 'a', 'd', 'b', null, 'a'];
+  let n = 0;
+  const items = (count) => Array.from({ length: count }, () => {
+    const key = KEYS[n % KEYS.length];
+    const it = { app_name: 'e2e', title: `b${n}`, body: 'x' };
+    if (key !== null) it.collapse_key = key;
+    n += 1;
+    return it;
+  });
+  const seq = [];
+  const postItems = async (list) => {
+    const r = await postBatch(srv, user, list, { timeoutMs: 60000 });
+    assert.equal(r.status, 201, r.text.slice(0, 300));
+    return r.json.notifications.map((x, i) => ({ id: x.id, key: list[i].collapse_key || null }));
+  };
+  const t1 = Date.now();
+  seq.push(...await postItems(items(100)));
+  const batchMs = Date.now() - t1;
+  const preConnect = seq.length;
+  const b2 = items(150);
+  /* the connect starts while batch 2 is in flight (a random point of its expected time) */
+  const delay = Math.floor(Math.random() * batchMs);
+  const [second, mid] = await Promise.all([postItems(b2), sleep(delay).then(() => srv.device(user, 'MID'))]);
+  seq.push(...second);
+  const afterWelcome = seq.length;
+  seq.push(...await postItems(items(50)));
+  const all = seq.map((p) => p.id);
+  const index = new Map(all.map((id, i) => [id, i]));
+  const keyOf = new Map(seq.map((p) => [p.id, p.key]));
+
+  await on.waitFor(isNew(all[all.length - 1]), 30000, 'the last one on ON');
+  await sleep(300);
+  assert.deepEqual(notifIds(on), all, 'ON sees every notification once, in order');
+
+  await mid.waitFor(isNew(all[all.length - 1]), 30000, 'the last one on MID');
+  await drainUntilIdle(mid, { idleMs: QUIET_MS, maxMs: 20000 });
+  const got = notifIds(mid);
+  assert.deepEqual(got.filter((id, i) => got.indexOf(id) !== i), [], 'MID: nothing twice');
+  const order = got.map((id) => index.get(id));
+  assert.ok(order.every((x, i) => x !== undefined && (i === 0 || x > order[i - 1])), `MID: post order: ${JSON.stringify(order)}`);
+  for (const key of new Set(seq.map((p) => p.key).filter((k) => k !== null))) {
+    const newest = [...seq].reverse().find((p) => p.key === key).id;
+    assert.equal(got.filter((id) => id === newest).length, 1, `MID gets the newest of ${key} exactly once`);
+    const pre = got.filter((id) => keyOf.get(id) === key && index.get(id) < preConnect);
+    assert.ok(pre.length <= 1, `MID: at most one of key ${key} from the batch before its connect: ${JSON.stringify(pre.map((id) => index.get(id)))}`);
+  }
+  for (const p of seq) if (p.key === null) assert.ok(got.includes(p.id), `MID gets keyless #${index.get(p.id)}`);
+  for (let i = afterWelcome; i < all.length; i += 1) assert.ok(got.includes(all[i]), `MID gets #${i} (posted after its welcome)`);
+  assert.ok(!mid.messages().some((m) => m.type === 'queue_overflow'), mid.describe());
+
+  const want = collapsed(seq);
+  const off = await srv.device(user, 'OFF');
+  assert.equal(off.welcome.data.queued, want.length, `OFF welcome.queued: ${JSON.stringify(off.welcome.data)}`);
+  await off.waitFor(isNew(want[want.length - 1]), 15000, 'the last one on OFF');
+  await sleep(QUIET_MS);
+  assert.deepEqual(notifIds(off), want);
+  console.log(`COLLAPSE BATCH FIGURES ${JSON.stringify({ posted: all.length, batch_ms: batchMs, connect_delay_ms: delay, mid: got.length, mid_queued: mid.welcome.data.queued, off: want.length })}`);
   for (const c of [on, mid, off]) await c.close();
 });
 
