@@ -19,7 +19,7 @@ const {
   metricSum, PrivateServices,
 } = require('./lib/harness');
 const {
-  dbCount, dbExisting, backdateNotifications, backdateUser, backdateComments, dbComments,
+  dbCount, dbExisting, dbUnread, backdateNotifications, backdateUser, backdateComments, dbComments,
 } = require('./lib/pgq');
 
 /* Skip marker while the server side was not on main (landed in ad84e78). */
@@ -96,6 +96,11 @@ test('retention 1h on two instances: rows older than 1 h are deleted within 10 s
   for (const id of old) assert.equal(await status(R2, user, id), 404, 'GET of a deleted one is 404');
   for (const id of fresh) assert.equal(await status(R1, user, id), 200, 'a fresh one stays');
   assert.equal(await dbComments(svc.databaseUrl, postId), 2, 'comments are never touched');
+  /* the deleted unread rows leave the unread count (SPEC §9.4: the REST figure = the database's) */
+  const unread = await R1.http('GET', '/api/v1/notifications/unread_count', { token: R1.token(user) });
+  assert.equal(unread.status, 200, unread.text);
+  assert.equal(unread.json.unread, 2, `unread after the deletion: ${unread.text}`);
+  assert.equal(await dbUnread(svc.databaseUrl, user), 2);
   const list = await R1.http('GET', `/api/v1/notes/${postId}/comments`);
   assert.equal(list.json.count, 2, list.text);
   await until(async () => (await expiredTotal([R1, R2])) >= metric0 + 3, { timeoutMs: 5000, what: 'metric +3' });
@@ -121,6 +126,8 @@ test('retention 1h: 2,500 old rows go within 10 s (bounded batches), a row 59 mi
     { timeoutMs: DEADLINE_MS + SLACK_MS, intervalMs: 250, what: 'all 2,500 old rows deleted' });
   const took = Date.now() - t0;
   assert.equal(await dbExisting(svc.databaseUrl, young), 2, 'rows younger than the retention stay');
+  const unread = await R2.http('GET', '/api/v1/notifications/unread_count', { token: R2.token(user) });
+  assert.equal(unread.json.unread, 0, `unread after 2,500 unread rows were deleted: ${unread.text}`);
   await until(async () => (await expiredTotal([R1, R2])) >= metric0 + 2500, { timeoutMs: 5000, what: 'metric +2500' });
   await sleep(1000);
   assert.equal(await expiredTotal([R1, R2]), metric0 + 2500);

@@ -157,6 +157,22 @@ test('scheduled and canceled notifications are not counted; a scheduled one coun
   for (const c of [d, d2]) await c.close();
 });
 
+test('a scheduled notification read before its due time is delivered read and never counted', LANDED, async () => {
+  const user = uid();
+  const d = await A.device(user, 'd');
+  await post(A, user, {});
+  const later = await post(A, user, { deliver_at: iso(Date.now() + 2500) });
+  const r = await restAction(A, user, later.id, 'read');
+  assert.equal(r.status, 200, r.text);
+  assert.equal(await unreadCount(A, user), 1);
+  const m = await d.waitFor(isNew(later.id), 15000, 'the scheduled one');
+  assert.equal(m.data.is_read, true, JSON.stringify(m.data));
+  assert.equal(m.data.unread, 1, `read before delivery: not counted: ${JSON.stringify(m.data)}`);
+  assert.equal(await unreadCount(B, user), 1);
+  assert.equal(await dbUnread(sharedDbUrl(), user), 1);
+  await d.close();
+});
+
 test('200 concurrent actions from 3 devices on 2 instances: REST unread = the database\'s count = the unread of the next change', { ...LANDED, timeout: 240000 }, async () => {
   const user = uid('conc');
   const db = sharedDbUrl();
