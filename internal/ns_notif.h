@@ -25,6 +25,8 @@ typedef struct ns_notif_limits {
   int64_t now_ms;          /* wall clock, ms since the epoch */
   int64_t max_data_bytes;  /* serialized `data`, bytes */
   int64_t queue_ttl_ms;    /* upper bound of ttl / expires_at */
+  int any_time;            /* 1: deliver_at / expires_at are not checked
+                              against now (a stored notification's retry) */
 } ns_notif_limits;
 
 typedef struct ns_notif_in {

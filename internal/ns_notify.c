@@ -247,39 +247,6 @@ static void reply_notif_err(ns_req *r, const ns_notif_err *err) {
                              err->field, err->message);
 }
 
-/* A late retry (collect() returned 1): the stored notification with that
- * id, or the refusal. */
-typedef struct late_op {
-  ns_req *r;
-  ns_notif_err err;
-} late_op;
-
-static void on_late_found(PGresult *res, void *arg) {
-  late_op *op = arg;
-  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK)
-    ns__http_unavailable(op->r);
-  else if (PQntuples(res) == 0)
-    reply_notif_err(op->r, &op->err);
-  else
-    ns__http_reply_json(op->r, 200, row_json(res, 0, 0, 1));
-  free(op);
-}
-
-static void late_retry(ns_req *r, const ns_notif_in *in, const ns_notif_err *err) {
-  static const char sql[] =
-      "SELECT " NS_NCOLS " FROM notifications WHERE id = $1::uuid AND user_id = $2";
-  const char *params[2] = {in->id, in->user_id};
-  late_op *op = ns_xmalloc(sizeof(*op));
-  op->r = r;
-  op->err = *err;
-  r->pending = 1;
-  if (!r->srv->pg_ready ||
-      ns_pg_query(ns__pg(r->srv), sql, 2, params, on_late_found, op) != 0) {
-    free(op);
-    ns__http_unavailable(r);
-  }
-}
-
 /* Adds one validated notification to the PostgreSQL input array. */
 static void add_input(json_object *arr, int ord, const ns_notif_in *n) {
   json_object *o = json_object_new_object();
@@ -311,35 +278,76 @@ static void add_input(json_object *arr, int ord, const ns_notif_in *n) {
   json_object_array_add(arr, o);
 }
 
-/* Validates the items of a request into `input`.  Returns 0; -1 after
- * replying with the error; or 1 (not replied) when a single notification
- * was refused only for a time no longer in the future: `stale` holds its
- * id and the error, for post() to answer 200 if it is a stored one's
- * retry (SPEC §9.3, §5.5). */
+/* Items refused only because a deliver_at or expires_at is no longer
+ * ahead: a producer's retry of what it posted before (SPEC §9.3, §5.5)
+ * when that id is stored for that user -- answered with the stored one --
+ * or else a real 400. */
+typedef struct late_op {
+  ns_req *r;
+  int batch;
+  size_t n;                 /* items in the request */
+  unsigned char *late;      /* n flags */
+  ns_notif_err *err;        /* n errors (those of late items are set) */
+  json_object *ids;         /* [{ord, id, user_id}] of the late items */
+} late_op;
+
+static void late_free(late_op *l) {
+  if (!l)
+    return;
+  free(l->late);
+  free(l->err);
+  json_object_put(l->ids);
+  free(l);
+}
+
+static void post_run(ns_req *r, int batch, const unsigned char *any_time);
+
+/* Validates the items of a request into `input` (`any_time`: per item, 1
+ * when its times are not checked against now, or NULL).  Returns 0; -1
+ * after replying with the error; or 1 (not replied) with *late set when
+ * items were refused only for a time no longer ahead. */
 static int collect(ns_req *r, json_object *items, int batch, json_object *input,
-                   ns_notif_in *stale, ns_notif_err *stale_err) {
+                   const unsigned char *any_time, late_op **late) {
   size_t i, j, n = json_object_array_length(items);
   ns_notif_in *in = ns_xcalloc(n ? n : 1, sizeof(*in));
   ns_notif_err err;
-  ns_notif_limits lim;
+  ns_notif_limits lim, lenient;
   char prefix[40] = "";
   lim.now_ms = ns_now_ms();
   lim.max_data_bytes = r->srv->cfg->max_data_bytes;
   lim.queue_ttl_ms = r->srv->cfg->queue_ttl_ms;
+  lim.any_time = 0;
+  lenient = lim;
+  lenient.any_time = 1;
+  *late = NULL;
   for (i = 0; i < n; i++) {
     if (batch)
       snprintf(prefix, sizeof(prefix), "notifications[%zu].", i);
     if (ns_notif_parse(json_object_array_get_idx(items, i), &r->who, prefix,
-                       &lim, &in[i], &err) != 0) {
-      if (!batch && err.stale) {
-        *stale = in[i];
-        *stale_err = err;
+                       any_time && any_time[i] ? &lenient : &lim, &in[i],
+                       &err) != 0) {
+      json_object *o;
+      if (!err.stale) {
+        reply_notif_err(r, &err);
+        late_free(*late);
+        *late = NULL;
         free(in);
-        return 1;
+        return -1;
       }
-      reply_notif_err(r, &err);
-      free(in);
-      return -1;
+      if (!*late) {
+        *late = ns_xcalloc(1, sizeof(**late));
+        (*late)->n = n;
+        (*late)->late = ns_xcalloc(n, 1);
+        (*late)->err = ns_xcalloc(n, sizeof(ns_notif_err));
+        (*late)->ids = json_object_new_array();
+      }
+      (*late)->late[i] = 1;
+      (*late)->err[i] = err;
+      o = json_object_new_object();
+      json_object_object_add(o, "ord", json_object_new_int((int)i));
+      json_object_object_add(o, "id", json_object_new_string(in[i].id));
+      json_object_object_add(o, "user_id", json_object_new_string(in[i].user_id));
+      json_object_array_add((*late)->ids, o);
     }
     for (j = 0; j < i; j++) {
       if (strcmp(in[j].id, in[i].id) == 0) {
@@ -348,23 +356,60 @@ static int collect(ns_req *r, json_object *items, int batch, json_object *input,
         snprintf(msg, sizeof(msg), "%s: duplicate id in the batch (as item %zu)",
                  field, j);
         ns__http_reply_field_error(r, 400, "bad_request", field, msg);
+        late_free(*late);
+        *late = NULL;
         free(in);
         return -1;
       }
     }
-    add_input(input, (int)i, &in[i]);
+    if (!*late)
+      add_input(input, (int)i, &in[i]);
   }
   free(in);
-  return 0;
+  return *late ? 1 : 0;
 }
 
-static void post(ns_req *r, int batch) {
+/* The first late item not stored (min ord), or NULL when all are. */
+static void on_late_checked(PGresult *res, void *arg) {
+  late_op *l = arg;
+  if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+    ns__http_unavailable(l->r);
+  } else if (!PQgetisnull(res, 0, 0)) {
+    size_t i = (size_t)atoi(PQgetvalue(res, 0, 0));
+    reply_notif_err(l->r, &l->err[i < l->n ? i : 0]);
+  } else if (!l->r->wsi) {
+    ns__http_unavailable(l->r); /* the client is gone: frees the request */
+  } else {
+    l->r->pending = 0;
+    post_run(l->r, l->batch, l->late); /* the same request, times as stored */
+  }
+  late_free(l);
+}
+
+static void late_check(ns_req *r, int batch, late_op *l) {
+  static const char sql[] =
+      "SELECT min(x.ord) FROM jsonb_to_recordset($1::jsonb) AS x(ord int,"
+      " id uuid, user_id text) WHERE NOT EXISTS (SELECT 1 FROM notifications n"
+      " WHERE n.id = x.id AND n.user_id = x.user_id)";
+  const char *param = json_text(l->ids);
+  l->r = r;
+  l->batch = batch;
+  r->pending = 1;
+  if (!r->srv->pg_ready ||
+      ns_pg_query(ns__pg(r->srv), sql, 1, &param, on_late_checked, l) != 0) {
+    late_free(l);
+    ns__http_unavailable(r);
+  }
+}
+
+static void post(ns_req *r, int batch) { post_run(r, batch, NULL); }
+
+static void post_run(ns_req *r, int batch, const unsigned char *any_time) {
   json_object *root = NULL, *items = NULL, *input;
   ns_proto_err perr;
   post_op *op;
   const char *param;
-  ns_notif_in stale;
-  ns_notif_err stale_err;
+  late_op *late;
   int rc;
   if (!ns__http_need_token(r))
     return;
@@ -389,9 +434,9 @@ static void post(ns_req *r, int batch) {
     json_object_array_add(items, json_object_get(root));
   }
   input = json_object_new_array();
-  if ((rc = collect(r, items, batch, input, &stale, &stale_err)) != 0) {
+  if ((rc = collect(r, items, batch, input, any_time, &late)) != 0) {
     if (rc > 0)
-      late_retry(r, &stale, &stale_err);
+      late_check(r, batch, late);
     json_object_put(input);
     json_object_put(items);
     json_object_put(root);

@@ -470,6 +470,7 @@ static ns_msg *entry_msg(redisReply *e) {
   redisReply *f;
   const char *type = NULL, *data = NULL;
   long long commit = 0, expires = 0;
+  int live = 0;
   size_t i, len;
   char *buf;
   ns_msg *m;
@@ -489,6 +490,8 @@ static ns_msg *entry_msg(redisReply *e) {
       commit = atoll(v);
     else if (strcmp(k, "x") == 0)
       expires = atoll(v);
+    else if (strcmp(k, "l") == 0)
+      live = 1;
   }
   if (!type || !data)
     return NULL;
@@ -502,7 +505,9 @@ static ns_msg *entry_msg(redisReply *e) {
   m->durable = 1;
   snprintf(m->qid, sizeof(m->qid), "%s", e->element[0]->str);
   m->commit_ms = commit;
-  m->expires_ms = expires;
+  /* A live-only entry (ttl 0) expires at its creation: it is this
+   * connection's (LUA_FETCH checked that), written within the live window. */
+  m->expires_ms = live ? commit + NS_QUEUE_LIVE_MS : expires;
   return m;
 }
 

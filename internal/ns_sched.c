@@ -25,9 +25,11 @@
  * notifications past it under a transaction-level advisory lock that only
  * one instance gets at a time (the others delete nothing that round), and
  * takes the unread ones out of their users' counts; a full batch is
- * followed by another, at most NS_RETENTION_ROUNDS per run.  Scheduled
- * notifications and those being queued are left alone; comments are
- * another table and never touched.
+ * followed by another, at most NS_RETENTION_ROUNDS per run.  It goes by
+ * created_at alone (SPEC §9.6), so a notification scheduled further ahead
+ * than the retention is deleted before its time and never delivered; one
+ * being queued when it is deleted is queued all the same (the release then
+ * finds no row).  Comments are another table and never touched.
  */
 #include "ns_sched.h"
 
@@ -82,8 +84,8 @@ static const char SQL_RETENTION[] =
     NS_RETENTION_LOCK ") AS ok),"
     " del AS (DELETE FROM notifications WHERE id IN (SELECT id FROM"
     "  notifications WHERE created_at < now() - $1::bigint * interval"
-    "  '1 millisecond' AND status <> 'scheduled' AND claim_until IS NULL"
-    "  AND (SELECT ok FROM lk) ORDER BY created_at LIMIT $2::int)"
+    "  '1 millisecond' AND (SELECT ok FROM lk)"
+    "  ORDER BY created_at LIMIT $2::int)"
     "  RETURNING user_id, (NOT is_read AND NOT is_dismissed"
     "   AND status = 'queued') AS u),"
     " cnt AS (INSERT INTO notification_counts AS c (user_id, unread)"

@@ -21,7 +21,7 @@ static ns_principal user = {.sub = "alice"};
 static ns_principal svc = {.sub = "backend", .is_service = 1};
 
 /* The clock and settings of every check here. */
-static const ns_notif_limits lim = {1780000000000LL, 4096, 7LL * 86400 * 1000};
+static const ns_notif_limits lim = {1780000000000LL, 4096, 7LL * 86400 * 1000, 0};
 
 /* Parses `text` and validates it; returns the rc, fills in/err. */
 static int run(const char *text, const ns_principal *who, ns_notif_in *in,
