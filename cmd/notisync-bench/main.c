@@ -35,7 +35,13 @@ static void usage(FILE *f) {
     "  storm              U x D devices connect, disconnect; Q notifications\n"
     "                     queued per user; all reconnect at once: time to the\n"
     "                     last welcome and until every queue is drained\n"
-    "                     (notisync only)\n"
+"                     (notisync only)\n"
+    "  sched-burst        U x D devices connected; U x Q notifications posted in\n"
+    "                     batches (item i for user i %% U), all with the same\n"
+    "                     deliver_at --lead seconds ahead (a whole second);\n"
+    "                     from deliver_at: until GET /metrics shows every one\n"
+    "                     in notisync_scheduled_queued_total, and until every\n"
+    "                     device has every one (notisync only)\n"
     "  c100k              U x D devices (default 33334 x 3 = 100002) connected\n"
     "                     over --procs processes, each on its own loopback\n"
     "                     source address, --connect-parallel K handshakes in\n"
@@ -89,7 +95,12 @@ static void usage(FILE *f) {
     "  --rate R            bcast-latency: broadcasts/s [10]\n"
     "  --grace S           bcast-*: wait for deliveries after the last\n"
     "                      publish [30]; storm: after the last welcome [60]\n"
-    "  --users U --devices D --queued Q  storm [3334 x 3, 20 per user]\n"
+    "  --users U --devices D --queued Q  storm [3334 x 3, 20 per user];\n"
+    "                      sched-burst [1000 x 3, 10 per user = 10,000]\n"
+    "  --lead S            sched-burst: deliver_at = the start of the second\n"
+    "                      S seconds after the connect phase [5]\n"
+    "  --batch B           sched-burst: notifications per batch POST [100]\n"
+    "  --concurrency N     sched-burst: batch POSTs in flight [8]\n"
     "  --settle S          storm: pause after the disconnect [3]\n"
     "  --concurrency N     storm: batch POSTs in flight [16]\n"
     "  --procs P           [1 per 10000 connections; c100k: 1 per 16000; each\n"
@@ -115,7 +126,7 @@ enum { O_HOST = 1000, O_PORT, O_SECRET, O_USERS, O_DEVICES, O_RATE,
        O_DURATION, O_PROCS, O_PPROCS, O_CONC, O_BATCH, O_CONNS, O_MESSAGES,
        O_GRACE, O_CTIMEOUT, O_CPAR, O_PHASES, O_PREFIX, O_OUT, O_WATCH,
        O_STATCMD, O_SUMMARY, O_SETTLE, O_TARGET, O_KIND, O_SUBPATH,
-       O_PUBPATH, O_SIZE, O_INFLIGHT, O_QUEUED, O_HELP };
+       O_PUBPATH, O_SIZE, O_INFLIGHT, O_QUEUED, O_LEAD, O_HELP };
 
 static const struct option longopts[] = {
     {"host", 1, 0, O_HOST}, {"port", 1, 0, O_PORT},
@@ -133,6 +144,7 @@ static const struct option longopts[] = {
     {"kind", 1, 0, O_KIND}, {"sub-path", 1, 0, O_SUBPATH},
     {"pub-path", 1, 0, O_PUBPATH}, {"size", 1, 0, O_SIZE},
     {"inflight", 1, 0, O_INFLIGHT}, {"queued", 1, 0, O_QUEUED},
+    {"lead", 1, 0, O_LEAD},
     {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
 
 /* Parses a number in [lo, hi]; exits with a message naming the option. */
@@ -190,14 +202,32 @@ static int is(const nsb_opts *o, const char *name) {
 static int newer(const nsb_opts *o) {
   return is(o, "idle") || is(o, "bcast-throughput") ||
          is(o, "bcast-latency") || is(o, "handshake") || is(o, "storm") ||
-         is(o, "c100k");
+         is(o, "c100k") || is(o, "sched-burst");
 }
 
 /* Defaults and checks of the newer scenarios; exits on a bad combination. */
 static void defaults_newer(nsb_opts *o, int conns_given) {
   long total;
   int bc = is(o, "bcast-throughput") || is(o, "bcast-latency");
-  if (is(o, "storm")) {
+  if (o->queued <= 0)
+    o->queued = is(o, "sched-burst") ? 10 : 20;
+  if (is(o, "sched-burst")) {
+    o->kind = NSB_K_DEVICE;
+    if (o->target == NSB_T_NCHAN) {
+      fprintf(stderr, "notisync-bench: sched-burst needs --target notisync\n");
+      exit(2);
+    }
+    if ((uint64_t)o->users * (uint64_t)o->queued > 0xffffffULL) {
+      fprintf(stderr, "notisync-bench: --users x --queued must be below 2^24\n");
+      exit(2);
+    }
+    o->rx_mode = NSB_RX_STORM;
+    o->nbits = (uint32_t)o->queued;
+    if (o->concurrency <= 0)
+      o->concurrency = 8;
+    if (o->lead <= 0)
+      o->lead = 5;
+  } else if (is(o, "storm")) {
     o->kind = NSB_K_DEVICE;
     if (!o->users_given)
       o->users = 3334;
@@ -311,7 +341,7 @@ int main(int argc, char **argv) {
   o.pub_path = "/pub/bench";
   o.size = 200;
   o.inflight = 4;
-  o.queued = 20;
+  o.queued = 0;       /* per scenario */
   o.connect_timeout = 0; /* per scenario */
   o.connect_parallel = 200;
   o.phases = "connected,disconnected";
@@ -381,6 +411,7 @@ int main(int argc, char **argv) {
     case O_SIZE: o.size = (int)num("size", optarg, 1, 60000); break;
     case O_INFLIGHT: o.inflight = (int)num("inflight", optarg, 1, 1000); break;
     case O_QUEUED: o.queued = (int)num("queued", optarg, 1, 100000); break;
+    case O_LEAD: o.lead = num("lead", optarg, 1, 3600); break;
     case O_HELP: usage(stdout); return 0;
     default: usage(stderr); return 2;
     }

@@ -69,7 +69,10 @@ typedef struct nsb_opts {
   const char *public_path;  /* path of public connections, per target */
   int size;                 /* bcast-*: bytes of the published payload */
   int inflight;             /* bcast-*: publishes in flight */
-  int queued;               /* storm: notifications queued per user */
+  int queued;               /* storm: notifications queued per user;
+                               sched-burst: notifications per user */
+  double lead;              /* sched-burst: deliver_at this many seconds
+                               after the posting starts (whole second) */
   int ws_ping;              /* count a connection open only after a JSON
                                ping was answered (the older scenarios) */
   int rx_mode;              /* NSB_RX_*: how receivers account deliveries */
@@ -249,10 +252,14 @@ typedef struct nsb_pair {
  * 0, 1, .. in turn, batches holding that user's `batch` notifications, seq =
  * user * batch + k. */
 enum { NSB_P_SINGLE = 1, NSB_P_BATCH, NSB_P_BROADCAST, NSB_P_BCAST,
-       NSB_P_STORM, NSB_P_PERUSER };
+       NSB_P_STORM, NSB_P_PERUSER, NSB_P_SCHED };
 /* NSB_P_PERUSER: request r is one batch with one notification for each of
  * the users r * batch .. r * batch + batch - 1 (below o->users), seq = the
- * user index (one producer process). */
+ * user index (one producer process).
+ * NSB_P_SCHED: request r is one batch of items r * batch .. (below
+ * users * queued), item i for user i % users, seq = user * queued + i /
+ * users (NSB_RX_STORM accounting), every one with the same deliver_at
+ * (deliver_at_s, Unix seconds, RFC 3339 UTC); one producer process. */
 
 typedef struct nsb_produce_args {
   int32_t kind;
@@ -262,6 +269,7 @@ typedef struct nsb_produce_args {
   double rate;         /* requests per second over all producers; 0 = max */
   int64_t duration_ns;
   int64_t max_requests; /* 0 = unbounded */
+  int64_t deliver_at_s; /* NSB_P_SCHED: Unix seconds of every deliver_at */
 } nsb_produce_args;
 
 typedef struct nsb_expect_args {

@@ -61,16 +61,24 @@ static void h_broken(child *ch, hconn *h, const char *why, int64_t now) {
   h->t_retry = now + NS_PER_S / 10;
 }
 
-/* Appends one notification object for `user` to ch->body. */
-static void add_item(child *ch, uint32_t seq, uint32_t user, int64_t t) {
-  char item[512], uid[160];
+/* Appends one notification object for `user` to ch->body; with
+ * `deliver_at` (RFC 3339) it is scheduled. */
+static void add_item_at(child *ch, uint32_t seq, uint32_t user, int64_t t,
+                        const char *deliver_at) {
+  char item[600], uid[160];
   int n;
   nsb_user_id(ch->o->prefix, user, uid, sizeof(uid));
   n = snprintf(item, sizeof(item),
                "{\"user_id\":\"%s\",\"app_name\":\"bench\",\"title\":\"bench "
-               "%u\",\"body\":\"nsb:%u:%lld\",\"category\":\"bench\"}",
-               uid, seq, seq, (long long)t);
+               "%u\",\"body\":\"nsb:%u:%lld\",\"category\":\"bench\"%s%s%s}",
+               uid, seq, seq, (long long)t,
+               deliver_at ? ",\"deliver_at\":\"" : "",
+               deliver_at ? deliver_at : "", deliver_at ? "\"" : "");
   nsb_buf_add(&ch->body, item, (size_t)n);
+}
+
+static void add_item(child *ch, uint32_t seq, uint32_t user, int64_t t) {
+  add_item_at(ch, seq, user, t, NULL);
 }
 
 /* Builds and sends the next request on idle connection `h`. */
@@ -114,6 +122,32 @@ static void h_send(child *ch, hconn *h, int64_t now) {
       if (i)
         nsb_buf_add(&ch->body, ",", 1);
       add_item(ch, h->seqs[i], user, t);
+    }
+    nsb_buf_add(&ch->body, "]}", 2);
+    goto send;
+  }
+  if (a->kind == NSB_P_SCHED) {
+    /* Request r: items r * batch .., item i for user i % users, k = i /
+     * users; all due at the same second. */
+    uint32_t nb = a->batch > 0 ? (uint32_t)a->batch : 1;
+    uint32_t nu = (uint32_t)ch->o->users, q = (uint32_t)ch->o->queued;
+    uint64_t i0 = ch->p_sent * nb, total = (uint64_t)nu * q;
+    char at[40];
+    time_t when = (time_t)a->deliver_at_s;
+    struct tm tmv;
+    gmtime_r(&when, &tmv);
+    strftime(at, sizeof(at), "%Y-%m-%dT%H:%M:%SZ", &tmv);
+    nitems = i0 < total ? (uint32_t)(total - i0 < nb ? total - i0 : nb) : 0;
+    path = "/api/v1/notifications/batch";
+    nsb_buf_add(&ch->body, "{\"notifications\":[", 18);
+    for (i = 0; i < nitems; i++) {
+      uint64_t it = i0 + i;
+      uint32_t user = (uint32_t)(it % nu), k = (uint32_t)(it / nu);
+      h->seqs[i] = user * q + k;
+      h->users[i] = user;
+      if (i)
+        nsb_buf_add(&ch->body, ",", 1);
+      add_item_at(ch, h->seqs[i], user, t, at);
     }
     nsb_buf_add(&ch->body, "]}", 2);
     goto send;

@@ -8,7 +8,10 @@
  *                      device connected, then with all disconnected.
  *   fanout             public connections; the producer posts broadcasts;
  *                      "not available" when POST /api/v1/broadcast is 404.
- *   idle, bcast-*, handshake, storm (issue 9, also against Nchan) and
+ *   idle, bcast-*, handshake, storm (issue 9, also against Nchan),
+ *   sched-burst        devices connected; U x Q notifications all with the
+ *                      same deliver_at: deliver_at -> all counted in
+ *                      notisync_scheduled_queued_total, -> all delivered;
  *   c100k              U x D devices held over several processes; RSS per
  *                      connection, time to the last welcome, then one
  *                      notification per user and one broadcast, each
@@ -988,6 +991,191 @@ done:
   return rc;
 }
 
+/* ---- sched-burst ---------------------------------------------------------- */
+
+/* CLOCK_REALTIME in nanoseconds. */
+static int64_t real_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
+}
+
+/* Reads counter / gauge `name` (no labels) from GET /metrics into `*v`.
+ * Returns 0, or -1 when the request failed or the line is absent. */
+static int metric(const nsb_opts *o, const char *name, double *v) {
+  static char buf[1 << 18];
+  struct sockaddr_in dst;
+  size_t k = strlen(name);
+  const char *p;
+  int status = 0;
+  if (nsb_addr(o->host, o->port, &dst) != 0 ||
+      nsb_http_once(&dst, "GET", "/metrics", NULL, NULL, 2000, &status, buf,
+                    sizeof(buf)) != 0 || status != 200)
+    return -1;
+  for (p = buf; (p = strstr(p, name)) != NULL; p += k)
+    if ((p == buf || p[-1] == '\n') && p[k] == ' ') {
+      *v = strtod(p + k + 1, NULL);
+      return 0;
+    }
+  return -1;
+}
+
+/* U x D devices connect; U x Q notifications are posted in batches, all
+ * with one deliver_at (a whole second, --lead s after the connect phase);
+ * then GET /metrics is polled until notisync_scheduled_queued_total grew by
+ * the number accepted, and every device is waited for until it has all of
+ * its user's Q.  Times are from deliver_at. */
+static int scen_sched_burst(run *r) {
+  nsb_opts *o = r->o;
+  nsb_produce_args a;
+  nsb_agg_prod p;
+  nsb_agg_tally t;
+  nsb_cpu c0, c1, cp0, cp1;
+  uint64_t devs = (uint64_t)o->users * (uint64_t)o->devices;
+  uint64_t total = (uint64_t)o->users * (uint64_t)o->queued, expected, lost;
+  char t1[512], t2[512], t3[256], cpu[1024], at[40], qtxt[256];
+  double base = 0, cur = 0, lag = -1, queued_s = -1, first_q_s = -1;
+  double delivered_s, first_rx_s, last_rx_s, post_s, post_end_s;
+  int64_t due_real, due_mono, now_r, now_m, dl;
+  int have_metric, polls = 0, rc = 1;
+  time_t due_t;
+  struct tm tmv;
+
+  memset(&p, 0, sizeof(p));
+  memset(&t, 0, sizeof(t));
+  if (spawn_all(r, NSB_ROLE_DEVICES, (uint32_t)devs, 1) != 0 ||
+      connect_all(r) != 0)
+    goto done;
+  ready_text(r, "devices", t1, sizeof(t1));
+  fprintf(stderr, "notisync-bench: connected: %s\n", t1);
+  have_metric = metric(o, "notisync_scheduled_queued_total", &base) == 0;
+  if (!have_metric)
+    fprintf(stderr, "notisync-bench: GET /metrics has no "
+            "notisync_scheduled_queued_total: only deliveries are timed\n");
+  now_r = real_ns();
+  now_m = nsb_now_ns();
+  due_t = (time_t)(now_r / NS_PER_S + (int64_t)(o->lead + 0.999));
+  due_real = (int64_t)due_t * NS_PER_S;
+  due_mono = now_m + (due_real - now_r);
+  gmtime_r(&due_t, &tmv);
+  strftime(at, sizeof(at), "%Y-%m-%dT%H:%M:%SZ", &tmv);
+
+  memset(&a, 0, sizeof(a));
+  a.kind = NSB_P_SCHED;
+  a.conns = o->concurrency;
+  a.batch = o->batch;
+  a.max_requests = (int64_t)((total + (uint64_t)o->batch - 1) / (uint64_t)o->batch);
+  a.duration_ns = 600 * NS_PER_S;
+  a.deliver_at_s = (int64_t)due_t;
+  if (produce(r, &a, &p, &cp0, &cp1) != 0)
+    goto done;
+  post_s = secs_between(p.t_start, p.t_last_done);
+  post_end_s = (double)(p.t_last_done - due_mono) / 1e9;
+  fprintf(stderr, "notisync-bench: scheduled %llu of %llu for %s in %.2f s "
+          "(last answer %.2f s %s deliver_at; errors: %s)\n",
+          (unsigned long long)p.sum.items_ok, (unsigned long long)total, at,
+          post_s, post_end_s < 0 ? -post_end_s : post_end_s,
+          post_end_s < 0 ? "before" : "AFTER", errors(&p, t3, sizeof(t3)));
+
+  /* From just before deliver_at: poll the counter every 20 ms. */
+  nsb_cpu_snap(o, &c0);
+  dl = due_mono + (int64_t)(o->grace * 1e9);
+  if (have_metric && p.sum.items_ok) {
+    for (;;) {
+      int64_t t_req = nsb_now_ns(), t_ans;
+      if (t_req > dl)
+        break;
+      if (t_req < due_mono - NS_PER_S / 5) {
+        sleep_s((double)(due_mono - NS_PER_S / 5 - t_req) / 1e9);
+        continue;
+      }
+      if (metric(o, "notisync_scheduled_queued_total", &cur) != 0) {
+        sleep_s(0.02);
+        continue;
+      }
+      t_ans = nsb_now_ns();
+      polls++;
+      /* The counter was read between t_req and t_ans: credit t_ans. */
+      if (first_q_s < 0 && cur > base)
+        first_q_s = (double)(t_ans - due_mono) / 1e9;
+      if (cur - base >= (double)p.sum.items_ok) {
+        queued_s = (double)(t_ans - due_mono) / 1e9;
+        break;
+      }
+      sleep_s(0.02);
+    }
+    (void)metric(o, "notisync_scheduler_lag_seconds", &lag);
+  }
+  if (tally(r, NULL, &t) != 0)
+    goto done;
+  nsb_cpu_snap(o, &c1);
+  expected = t.sum.conns * (uint64_t)o->queued;
+  lost = expected > t.sum.unique ? expected - t.sum.unique : 0;
+  delivered_s = t.sum.t_complete ? (double)(t.sum.t_complete - due_mono) / 1e9 : -1;
+  first_rx_s = t.sum.t_first_rx ? (double)(t.sum.t_first_rx - due_mono) / 1e9 : 0;
+  last_rx_s = t.sum.t_last_rx ? (double)(t.sum.t_last_rx - due_mono) / 1e9 : 0;
+  nsb_cpu_describe(o, &c0, &c1, 0, cpu, sizeof(cpu), NULL, 0);
+  snprintf(t2, sizeof(t2), "%llu of %llu; lost %llu (%llu devices short), "
+           "doubled %llu, misrouted %llu, other bodies %llu",
+           (unsigned long long)t.sum.unique, (unsigned long long)expected,
+           (unsigned long long)lost, (unsigned long long)t.sum.conns_with_loss,
+           (unsigned long long)t.sum.dups, (unsigned long long)t.sum.misrouted,
+           (unsigned long long)t.sum.foreign);
+  if (!have_metric)
+    snprintf(qtxt, sizeof(qtxt), "not available (no notisync_scheduled_queued_total)");
+  else if (queued_s >= 0)
+    snprintf(qtxt, sizeof(qtxt), "%.2f s (first counted %.2f s; %d polls; "
+             "scheduler lag gauge %.3f s)", queued_s, first_q_s, polls, lag);
+  else
+    snprintf(qtxt, sizeof(qtxt), "NOT within %.0f s (%.0f of %llu counted)",
+             o->grace, cur - base, (unsigned long long)p.sum.items_ok);
+  printf("sched-burst: %llu notifications (%d users x %d, each to %d devices) "
+         "due %s; posted in %.2f s; deliver_at -> all queued %s; -> all "
+         "delivered %s%.2f s (first delivery %+.2f s, last %.2f s); "
+         "deliveries %s; CPU %s\n", (unsigned long long)p.sum.items_ok,
+         o->users, o->queued, o->devices, at, post_s, qtxt,
+         delivered_s < 0 ? "NOT in grace, " : "", delivered_s, first_rx_s,
+         last_rx_s, t2, cpu);
+  md_header(r, "sched-burst: notifications due in the same second");
+  md(r, "| devices | %s |\n", t1);
+  md(r, "| scheduled | %llu of %llu accepted (%d users × %d, batches of %d, "
+        "%d in flight) in %.2f s, all with `deliver_at` %s; last answer "
+        "%.2f s %s it; errors: %s |\n", (unsigned long long)p.sum.items_ok,
+     (unsigned long long)total, o->users, o->queued, o->batch, o->concurrency,
+     post_s, at, post_end_s < 0 ? -post_end_s : post_end_s,
+     post_end_s < 0 ? "before" : "**after**", t3);
+  md(r, "| **deliver_at → all counted in `notisync_scheduled_queued_total`** "
+        "| **%s** |\n", qtxt);
+  if (delivered_s >= 0)
+    md(r, "| **deliver_at → every device has all of its user's** | **%.2f s** "
+          "(first delivery %+.2f s) |\n", delivered_s, first_rx_s);
+  else
+    md(r, "| **deliver_at → every device has all of its user's** | **not "
+          "within %.0f s** (last delivery %.2f s) |\n", o->grace, last_rx_s);
+  md(r, "| deliveries | %s |\n", t2);
+  md(r, "| CPU from deliver_at − 0.2 s to the tally (%% of one core) | %s |\n", cpu);
+  summ(r, "accepted", (double)p.sum.items_ok);
+  summ(r, "post_s", post_s);
+  summ(r, "post_end_s", post_end_s);
+  summ(r, "queued_s", queued_s);
+  summ(r, "first_queued_s", first_q_s);
+  summ(r, "lag_gauge_s", lag);
+  summ(r, "delivered_s", delivered_s);
+  summ(r, "first_rx_s", first_rx_s);
+  summ(r, "last_rx_s", last_rx_s);
+  summ(r, "lost", (double)lost);
+  summ(r, "doubled", (double)t.sum.dups);
+  summ(r, "misrouted", (double)t.sum.misrouted);
+  summ(r, "early", first_rx_s < 0 ? 1 : 0);
+  summ_cpu_s(r, &c0, &c1);
+  rc = !p.sum.items_ok ? 4
+       : lost || t.sum.dups || t.sum.misrouted || first_rx_s < 0 ? 3 : 0;
+done:
+  nsb_agg_free(&p, NULL);
+  nsb_buf_free(&t.lat);
+  return rc;
+}
+
 /* ---- c100k -------------------------------------------------------------- */
 
 /* RSS (KiB, process tree) of every --watch process into `kb`. */
@@ -1195,6 +1383,8 @@ int nsb_scenario_run(nsb_opts *o) {
     rc = scen_storm(r);
   else if (strcmp(o->scenario, "c100k") == 0)
     rc = scen_c100k(r);
+  else if (strcmp(o->scenario, "sched-burst") == 0)
+    rc = scen_sched_burst(r);
   else if (strcmp(o->scenario, "latency") == 0)
     rc = scen_latency(r);
   else if (strcmp(o->scenario, "throughput-single") == 0)
