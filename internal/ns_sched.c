@@ -12,13 +12,16 @@
  * LOCKED, so instances never claim the same row at once), marks them
  * 'queued' with a lease (claim_until = now + 10 s) and counts them unread,
  * and returns each with its target devices; each is pushed with its marker;
- * the lease is then cleared for the ones pushed.  An instance killed
+ * the lease is then cleared for the ones pushed.  A round that claimed a
+ * full batch starts the next claim at once, while its own pushes are
+ * still on their way (the lease keeps the two rounds' rows apart), so
+ * PostgreSQL and Redis work side by side in a burst.  An instance killed
  * between the claim and the clear leaves its leases to run out, after
  * which another instance claims those rows again and pushes them again --
  * a no-op where the marker shows the first push happened.  So every due
  * notification is queued exactly once, by one instance, also across a
- * restart of every instance.  A round that claimed a full batch is
- * followed at once by another, at most NS_SCHED_ROUNDS per tick.
+ * restart of every instance.  At most NS_SCHED_ROUNDS rounds per tick, and
+ * a tick starts none while rounds of the last one are still out.
  *
  * Retention.  Every NS_RETENTION_EVERY cron ticks, while the setting is
  * not 0, one statement deletes up to NS_RETENTION_BATCH of the oldest
@@ -43,8 +46,8 @@
 #include "ns_queue.h"
 
 #define NS_SCHED_TICK_MS 250
-#define NS_SCHED_ROUND 1000
-#define NS_SCHED_ROUNDS 20
+#define NS_SCHED_ROUND 2000
+#define NS_SCHED_ROUNDS 10
 #define NS_RETENTION_EVERY 5 /* cron ticks (1 s each) */
 #define NS_RETENTION_BATCH 1000
 #define NS_RETENTION_ROUNDS 10
@@ -110,21 +113,15 @@ typedef struct push_item {
 
 static void claim(ns_server *srv);
 
-static void round_end(ns_server *srv, int claimed) {
-  if (claimed == NS_SCHED_ROUND && !srv->stopping &&
-      ++srv->sched_rounds < NS_SCHED_ROUNDS) {
-    claim(srv);
-    return;
-  }
-  srv->sched_busy = 0;
-}
+/* srv->sched_busy counts the rounds out (claiming or pushing). */
+static void round_end(ns_server *srv) { srv->sched_busy--; }
 
 static void on_released(PGresult *res, void *arg) {
   round_op *op = arg;
   if (!res || PQresultStatus(res) != PGRES_COMMAND_OK)
     ns_log(NS_LOG_WARN, "scheduler: lease release failed (%s); the leases run out",
            res ? PQresultErrorMessage(res) : "connection lost");
-  round_end(op->srv, op->claimed);
+  round_end(op->srv);
   free(op);
 }
 
@@ -154,7 +151,7 @@ static void round_finish(round_op *op) {
   }
   if (op->done)
     json_object_put(op->done);
-  round_end(srv, op->claimed);
+  round_end(srv);
   free(op);
 }
 
@@ -197,10 +194,14 @@ static void on_claimed(PGresult *res, void *arg) {
   if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
     if (res)
       ns_log(NS_LOG_ERROR, "scheduler: %s", PQresultErrorMessage(res));
-    srv->sched_busy = 0;
+    round_end(srv);
     return;
   }
   n = PQntuples(res);
+  /* a full round: the next claim goes out now, beside these pushes */
+  if (n == NS_SCHED_ROUND && !srv->stopping &&
+      ++srv->sched_rounds < NS_SCHED_ROUNDS)
+    claim(srv);
   srv->metrics.sched_round_last = (uint64_t)n;
   op = ns_xcalloc(1, sizeof(*op));
   op->srv = srv;
@@ -246,18 +247,18 @@ static void claim(ns_server *srv) {
   char limit[16];
   const char *params[1] = {limit};
   snprintf(limit, sizeof(limit), "%d", NS_SCHED_ROUND);
+  srv->sched_busy++;
   if (!srv->pg_ready || !ns__server_redis_up(srv) ||
       ns_pg_query_prepared(ns__pg(srv), "ns_sched_claim", SQL_CLAIM, 1, params,
                            on_claimed, srv) != 0)
-    srv->sched_busy = 0;
+    round_end(srv);
 }
 
 static void on_tick(uv_timer_t *t) {
   ns_server *srv = t->data;
-  if (srv->sched_busy || srv->stopping || !srv->pg_ready ||
+  if (srv->sched_busy > 0 || srv->stopping || !srv->pg_ready ||
       !ns__server_redis_up(srv))
     return;
-  srv->sched_busy = 1;
   srv->sched_rounds = 0;
   claim(srv);
 }

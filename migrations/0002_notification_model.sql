@@ -9,7 +9,7 @@
 -- exact value is then in the statement's RETURNING) and marks its sessions
 -- with `SET notisync.counts = 'app'`; every other writer -- a previous
 -- version during the upgrade, or SQL run by hand -- is counted by the
--- statement triggers below, which do nothing for the marked sessions.
+-- row trigger below, which does not fire for the marked sessions.
 
 ALTER TABLE notifications ADD COLUMN IF NOT EXISTS data jsonb;
 ALTER TABLE notifications ADD COLUMN IF NOT EXISTS url text;
@@ -39,48 +39,32 @@ INSERT INTO notification_counts (user_id, unread)
     FROM notifications GROUP BY user_id
     ON CONFLICT (user_id) DO NOTHING;
 
-CREATE OR REPLACE FUNCTION ns_counts_apply() RETURNS trigger
+-- One row trigger for every change.  Its WHEN is evaluated as each row
+-- changes and is false for this version's sessions, so for them no trigger
+-- event is queued at all (a statement trigger with transition tables would
+-- copy every changed row even when its function returns at once).
+CREATE OR REPLACE FUNCTION ns_counts_row() RETURNS trigger
 LANGUAGE plpgsql AS $ns_fn$
 BEGIN
-    IF current_setting('notisync.counts', true) = 'app' THEN
-        RETURN NULL;
+    IF TG_OP <> 'INSERT' AND OLD.status = 'queued' AND NOT OLD.is_read
+       AND NOT OLD.is_dismissed THEN
+        INSERT INTO notification_counts AS c (user_id, unread)
+            VALUES (OLD.user_id, -1)
+            ON CONFLICT (user_id) DO UPDATE SET unread = c.unread - 1;
     END IF;
-    IF TG_OP = 'INSERT' THEN
+    IF TG_OP <> 'DELETE' AND NEW.status = 'queued' AND NOT NEW.is_read
+       AND NOT NEW.is_dismissed THEN
         INSERT INTO notification_counts AS c (user_id, unread)
-            SELECT user_id, count(*) FILTER (WHERE NOT is_read AND NOT is_dismissed
-                                               AND status = 'queued')
-            FROM ns_new GROUP BY user_id ORDER BY user_id
-            ON CONFLICT (user_id) DO UPDATE SET unread = c.unread + excluded.unread;
-    ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO notification_counts AS c (user_id, unread)
-            SELECT user_id, sum(d) FROM (
-                SELECT user_id, 1 AS d FROM ns_new
-                 WHERE NOT is_read AND NOT is_dismissed AND status = 'queued'
-                UNION ALL
-                SELECT user_id, -1 FROM ns_old
-                 WHERE NOT is_read AND NOT is_dismissed AND status = 'queued') x
-            GROUP BY user_id HAVING sum(d) <> 0 ORDER BY user_id
-            ON CONFLICT (user_id) DO UPDATE SET unread = c.unread + excluded.unread;
-    ELSE
-        UPDATE notification_counts c SET unread = c.unread - x.n
-            FROM (SELECT user_id, count(*) AS n FROM ns_old
-                   WHERE NOT is_read AND NOT is_dismissed AND status = 'queued'
-                   GROUP BY user_id) x
-            WHERE c.user_id = x.user_id;
+            VALUES (NEW.user_id, 1)
+            ON CONFLICT (user_id) DO UPDATE SET unread = c.unread + 1;
     END IF;
     RETURN NULL;
 END
 $ns_fn$;
 
-DROP TRIGGER IF EXISTS notifications_counts_ins ON notifications;
-CREATE TRIGGER notifications_counts_ins AFTER INSERT ON notifications
-    REFERENCING NEW TABLE AS ns_new
-    FOR EACH STATEMENT EXECUTE FUNCTION ns_counts_apply();
-DROP TRIGGER IF EXISTS notifications_counts_upd ON notifications;
-CREATE TRIGGER notifications_counts_upd AFTER UPDATE ON notifications
-    REFERENCING OLD TABLE AS ns_old NEW TABLE AS ns_new
-    FOR EACH STATEMENT EXECUTE FUNCTION ns_counts_apply();
-DROP TRIGGER IF EXISTS notifications_counts_del ON notifications;
-CREATE TRIGGER notifications_counts_del AFTER DELETE ON notifications
-    REFERENCING OLD TABLE AS ns_old
-    FOR EACH STATEMENT EXECUTE FUNCTION ns_counts_apply();
+DROP TRIGGER IF EXISTS notifications_counts ON notifications;
+CREATE TRIGGER notifications_counts
+    AFTER INSERT OR UPDATE OR DELETE ON notifications
+    FOR EACH ROW
+    WHEN (current_setting('notisync.counts', true) IS DISTINCT FROM 'app')
+    EXECUTE FUNCTION ns_counts_row();
