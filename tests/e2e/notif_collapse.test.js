@@ -22,6 +22,7 @@ const {
   test, newServer, setup, uid, sleep, until, postNotification, postBatch, durables, notifIds, drainUntilIdle,
   metricSum, autoAck,
 } = require('./lib/harness');
+const { waitOffline, registerOffline } = require('./lib/notif');
 
 /* Skip marker while the server side was not on main (landed in ad84e78). */
 const LANDED = {};
@@ -45,19 +46,6 @@ const isNew = (id) => (m) => m.type === 'new_notification' && m.data && m.data.i
 
 /* Connects and closes once (the device is registered), then waits until the
  * server shows it offline: from then on it is "not connected" (collapse). */
-async function registerOffline(server, user, device) {
-  const c = await server.device(user, device);
-  await c.close();
-  await waitOffline(server, user, device);
-}
-
-async function waitOffline(server, user, device) {
-  await until(async () => {
-    const r = await server.http('GET', '/api/v1/devices', { token: server.token(user) });
-    const d = r.json && r.json.devices && r.json.devices.find((x) => x.device_id === device);
-    return d && d.status === 'offline';
-  }, { timeoutMs: 10000, what: `${device} offline` });
-}
 
 /* Posts one notification (201 before returning); `key` null = no collapse_key. */
 async function post(server, user, key, title) {

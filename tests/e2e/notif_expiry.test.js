@@ -19,6 +19,7 @@ const assert = require('node:assert/strict');
 const {
   test, uid, sleep, until, newId, postNotification, durables, notifIds, metricSum, newServer, setup,
 } = require('./lib/harness');
+const { registerOffline, getOne } = require('./lib/notif');
 
 /* Skip marker while the server side was not on main (landed in ad84e78). */
 const LANDED = {};
@@ -41,25 +42,9 @@ const ACK = { ack: '1' };
 const isNew = (id) => (m) => m.type === 'new_notification' && m.data && m.data.id === id;
 const expiredMetric = (s) => metricSum(s, 'notisync_queue_dropped_total', /reason="expired"/).then((v) => v || 0);
 
-async function registerOffline(server, user, device) {
-  const c = await server.device(user, device);
-  await c.close();
-  await until(async () => {
-    const r = await server.http('GET', '/api/v1/devices', { token: server.token(user) });
-    const d = r.json && r.json.devices && r.json.devices.find((x) => x.device_id === device);
-    return d && d.status === 'offline';
-  }, { timeoutMs: 10000, what: `${device} offline` });
-}
-
 async function post(server, user, fields) {
   const r = await postNotification(server, user, fields);
   assert.equal(r.status, 201, r.text.slice(0, 300));
-  return r.json;
-}
-
-async function getOne(server, user, id) {
-  const r = await server.http('GET', `/api/v1/notifications/${id}`, { token: server.token(user) });
-  assert.equal(r.status, 200, r.text);
   return r.json;
 }
 

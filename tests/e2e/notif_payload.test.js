@@ -15,6 +15,7 @@ const assert = require('node:assert/strict');
 const {
   test, useServer, uid, isDateString, postNotification, postBatch, durables,
 } = require('./lib/harness');
+const { getOne } = require('./lib/notif');
 
 /* Skip marker while the server side was not on main (landed in ad84e78). */
 const STORED = {};
@@ -57,12 +58,6 @@ function model(n) {
   for (const k of MODEL_KEYS) out[k] = n[k];
   for (const k of ['expires_at', 'deliver_at']) out[k] = n[k] === null ? null : Date.parse(n[k]);
   return out;
-}
-
-async function getOne(server, user, id) {
-  const r = await server.http('GET', `/api/v1/notifications/${id}`, { token: server.token(user) });
-  assert.equal(r.status, 200, `GET ${id}: ${r.text}`);
-  return r.json;
 }
 
 async function listAll(server, user) {

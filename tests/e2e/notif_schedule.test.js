@@ -24,6 +24,7 @@ const {
   test, newServer, setup, uid, sleep, until, newId, postNotification, postBatch, durables, notifIds,
   drainUntilIdle, serviceToken, PrivateServices,
 } = require('./lib/harness');
+const { registerOffline, getOne } = require('./lib/notif');
 
 /* Skip marker while the server side was not on main (landed in ad84e78). */
 const LANDED = {};
@@ -53,22 +54,6 @@ const DUE_SLACK_MS = 2000; /* SPEC: 1 s; the rest is the noisy machine */
 const isNew = (id) => (m) => m.type === 'new_notification' && m.data && m.data.id === id;
 const iso = (ms) => new Date(ms).toISOString();
 const latencies = [];
-
-async function registerOffline(server, user, device) {
-  const c = await server.device(user, device);
-  await c.close();
-  await until(async () => {
-    const r = await server.http('GET', '/api/v1/devices', { token: server.token(user) });
-    const d = r.json && r.json.devices && r.json.devices.find((x) => x.device_id === device);
-    return d && d.status === 'offline';
-  }, { timeoutMs: 10000, what: `${device} offline` });
-}
-
-async function getOne(server, user, id) {
-  const r = await server.http('GET', `/api/v1/notifications/${id}`, { token: server.token(user) });
-  assert.equal(r.status, 200, r.text);
-  return r.json;
-}
 
 function del(server, user, id, { token } = {}) {
   return server.http('DELETE', `/api/v1/notifications/${id}`, { token: token || server.token(user), timeoutMs: 15000 });
