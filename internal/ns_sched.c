@@ -24,8 +24,10 @@
  * a tick starts none while rounds of the last one are still out.
  *
  * Retention.  Every NS_RETENTION_EVERY cron ticks, while the setting is
- * not 0, one statement deletes up to NS_RETENTION_BATCH of the oldest
- * notifications past it under a transaction-level advisory lock that only
+ * not 0, one statement deletes up to NS_RETENTION_BATCH of the
+ * notifications past it (any of them, not the oldest first: the BRIN index
+ * on created_at finds them without a sort) under a transaction-level
+ * advisory lock that only
  * one instance gets at a time (the others delete nothing that round), and
  * takes the unread ones out of their users' counts; a full batch is
  * followed by another, at most NS_RETENTION_ROUNDS per run.  It goes by
@@ -45,7 +47,7 @@
 #include "ns_notify_int.h"
 #include "ns_queue.h"
 
-#define NS_SCHED_TICK_MS 250
+#define NS_SCHED_TICK_MS 100
 #define NS_SCHED_ROUND 2000
 #define NS_SCHED_ROUNDS 10
 #define NS_RETENTION_EVERY 5 /* cron ticks (1 s each) */
@@ -87,8 +89,7 @@ static const char SQL_RETENTION[] =
     NS_RETENTION_LOCK ") AS ok),"
     " del AS (DELETE FROM notifications WHERE id IN (SELECT id FROM"
     "  notifications WHERE created_at < now() - $1::bigint * interval"
-    "  '1 millisecond' AND (SELECT ok FROM lk)"
-    "  ORDER BY created_at LIMIT $2::int)"
+    "  '1 millisecond' AND (SELECT ok FROM lk) LIMIT $2::int)"
     "  RETURNING user_id, (NOT is_read AND NOT is_dismissed"
     "   AND status = 'queued') AS u),"
     " cnt AS (INSERT INTO notification_counts AS c (user_id, unread)"
