@@ -337,7 +337,13 @@ static int collect(ns_req *r, json_object *items, int batch, json_object *input,
       if (!*late) {
         *late = ns_xcalloc(1, sizeof(**late));
         (*late)->n = n;
+        /* The items already taken as stored stay so: the set only grows
+         * from one pass to the next, so a request runs at most n + 1
+         * passes (two items whose times pass one after the other would
+         * otherwise take turns being late for ever). */
         (*late)->late = ns_xcalloc(n, 1);
+        if (any_time)
+          memcpy((*late)->late, any_time, n);
         (*late)->err = ns_xcalloc(n, sizeof(ns_notif_err));
         (*late)->ids = json_object_new_array();
       }

@@ -226,9 +226,9 @@ static const char LUA_FETCH[] =
     "if more == 1 then return {missed, len, {}, aged, 1, 0} end\n"
     "local page = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', ARGV[3])\n"
     "if #page == tonumber(ARGV[3]) then more = 1 end\n"
-    "local born, keep, gone = tonumber(ARGV[7]), {}, {}\n"
+    "local born, gone, dead = tonumber(ARGV[7]), {}, {}\n"
     "for i = 1, #page do\n"
-    "  local fl, dead = page[i][2], false\n"
+    "  local fl = page[i][2]\n"
     "  if #fl > 6 then\n" /* t, d, c only: nothing to judge */
     "    local x, l, c = nil, false, nil\n"
     "    for j = 1, #fl, 2 do\n"
@@ -236,18 +236,22 @@ static const char LUA_FETCH[] =
     "      elseif fl[j] == 'l' then l = true\n"
     "      elseif fl[j] == 'c' then c = tonumber(fl[j + 1]) end\n"
     "    end\n"
-    "    if l then dead = not c or c < born or now - c > tonumber(ARGV[8])\n"
-    "    else dead = x ~= nil and now >= x end\n"
+    "    if (l and (not c or c < born or now - c > tonumber(ARGV[8]))) or\n"
+    "       (not l and x ~= nil and now >= x) then\n"
+    "      gone[#gone + 1] = page[i][1]\n"
+    "      dead[i] = true\n"
+    "    end\n"
     "  end\n"
-    "  if dead then gone[#gone + 1] = page[i][1] else keep[#keep + 1] = page[i] end\n"
     "end\n"
     "if #gone == 0 then return {missed, len, page, aged, more, 0} end\n"
-    "if #gone > 0 then\n"
-    "  redis.call('XDEL', KEYS[1], unpack(gone))\n"
-    "  redis.call('HINCRBY', KEYS[2], ARGV[1] .. ':n', #gone)\n"
-    "  if redis.call('PTTL', KEYS[2]) < 0 then\n"
-    "    redis.call('PEXPIRE', KEYS[2], ARGV[4]) end\n"
-    "  if ARGV[5] == '1' then len = len - #gone end\n"
+    "redis.call('XDEL', KEYS[1], unpack(gone))\n"
+    "redis.call('HINCRBY', KEYS[2], ARGV[1] .. ':n', #gone)\n"
+    "if redis.call('PTTL', KEYS[2]) < 0 then\n"
+    "  redis.call('PEXPIRE', KEYS[2], ARGV[4]) end\n"
+    "if ARGV[5] == '1' then len = len - #gone end\n"
+    "local keep = {}\n"
+    "for i = 1, #page do\n"
+    "  if not dead[i] then keep[#keep + 1] = page[i] end\n"
     "end\n"
     "return {missed, len, keep, aged, more, #gone}\n";
 
@@ -423,7 +427,8 @@ typedef struct cancel_op {
   void *arg;
 } cancel_op;
 
-/* SET NX of the marker, or the marker as it is: {set, value}. */
+/* Sets the marker to 'x' unless it exists; replies the marker's value
+ * after that ('x': canceled, now or before; '1': already queued). */
 static const char LUA_CANCEL[] =
     "if redis.call('SET', KEYS[1], 'x', 'NX', 'EX', ARGV[1]) then\n"
     "  return 'x' end\n"

@@ -19,18 +19,10 @@ const {
 } = require('./lib/harness');
 const { sharedDbUrl, dbUnread, psql, lit } = require('./lib/pgq');
 
-/* Skip marker while the server side was not on main (landed in ad84e78). */
-const LANDED = {};
-/* node runs the after() hook at once when every test is skipped, so a set-up
- * step that starts a process then would leave it running: start nothing. */
-function onSetup(fn) {
-  if (!LANDED.skip) setup(fn);
-}
-
 const srv = newServer();
-onSetup(() => srv.start());
+setup(() => srv.start());
 const other = newServer({ secret: srv.secret });
-onSetup(() => other.start());
+setup(() => other.start());
 
 const QUIET_MS = 1500;
 const isNew = (id) => (m) => m.type === 'new_notification' && m.data && m.data.id === id;
@@ -75,7 +67,7 @@ async function dbFlags(user) {
   return { read, dismissed, total };
 }
 
-test('WS mark-all-read of 1,000: ok {updated: 1000, unread: 0}; a device on the other instance gets exactly one sync; the source none', { ...LANDED, timeout: 240000 }, async () => {
+test('WS mark-all-read of 1,000: ok {updated: 1000, unread: 0}; a device on the other instance gets exactly one sync; the source none', { timeout: 240000 }, async () => {
   const user = uid('all');
   const a = await srv.device(user, 'A');
   const b = await other.device(user, 'B');
@@ -111,7 +103,7 @@ test('WS mark-all-read of 1,000: ok {updated: 1000, unread: 0}; a device on the 
   for (const c of [a, b]) await c.close();
 });
 
-test('REST bulk with `before` on 1,000: only the first 500 change; X-Device-ID is the source; then without before or X-Device-ID every device gets it', { ...LANDED, timeout: 240000 }, async () => {
+test('REST bulk with `before` on 1,000: only the first 500 change; X-Device-ID is the source; then without before or X-Device-ID every device gets it', { timeout: 240000 }, async () => {
   const user = uid('before');
   const a = await srv.device(user, 'A');
   const b = await other.device(user, 'B');
@@ -146,7 +138,7 @@ test('REST bulk with `before` on 1,000: only the first 500 change; X-Device-ID i
   for (const c of [a, b]) await c.close();
 });
 
-test('WS bulk with before; an offline device gets the single sync from its queue, after the notifications', LANDED, async () => {
+test('WS bulk with before; an offline device gets the single sync from its queue, after the notifications', async () => {
   const user = uid();
   const off = await srv.device(user, 'off');
   await off.close();
@@ -176,7 +168,7 @@ test('WS bulk with before; an offline device gets the single sync from its queue
   for (const x of [a, c]) await x.close();
 });
 
-test('bulk actions touch only the caller\'s notifications', LANDED, async () => {
+test('bulk actions touch only the caller\'s notifications', async () => {
   const u1 = uid();
   const u2 = uid();
   for (const u of [u1, u2]) {
@@ -192,7 +184,7 @@ test('bulk actions touch only the caller\'s notifications', LANDED, async () => 
   await d2.close();
 });
 
-test('refused: action "unread" or unknown or missing → 400 naming action / bad_message; bad before → 400 naming before; 401; nothing changes', LANDED, async () => {
+test('refused: action "unread" or unknown or missing → 400 naming action / bad_message; bad before → 400 naming before; 401; nothing changes', async () => {
   const user = uid();
   const ids = [];
   for (let i = 0; i < 3; i += 1) ids.push((await postNotification(srv, user, {})).json.id);
@@ -224,7 +216,7 @@ test('refused: action "unread" or unknown or missing → 400 naming action / bad
   for (const x of [a, b]) await x.close();
 });
 
-test('before naming an unknown or another user\'s notification changes nothing', LANDED, async () => {
+test('before naming an unknown or another user\'s notification changes nothing', async () => {
   const user = uid();
   for (let i = 0; i < 2; i += 1) assert.equal((await postNotification(srv, user, {})).status, 201);
   const foreign = (await postNotification(srv, uid(), {})).json.id;
@@ -241,7 +233,7 @@ test('before naming an unknown or another user\'s notification changes nothing',
   await a.close();
 });
 
-test('a single action still works beside bulk: notification_sync of one id carries unread', LANDED, async () => {
+test('a single action still works beside bulk: notification_sync of one id carries unread', async () => {
   const user = uid();
   const a = await srv.device(user, 'A');
   const b = await srv.device(user, 'B');

@@ -24,21 +24,13 @@ const {
 } = require('./lib/harness');
 const { waitOffline, registerOffline } = require('./lib/notif');
 
-/* Skip marker while the server side was not on main (landed in ad84e78). */
-const LANDED = {};
-/* node runs the after() hook at once when every test is skipped, so a set-up
- * step that starts a process then would leave it running: start nothing. */
-function onSetup(fn) {
-  if (!LANDED.skip) setup(fn);
-}
-
 const srv = newServer();
-onSetup(() => srv.start());
+setup(() => srv.start());
 const capped = newServer({ env: { NOTISYNC_QUEUE_MAX_MESSAGES: '5' } });
-onSetup(() => capped.start());
+setup(() => capped.start());
 /* a second instance on srv's Redis and PostgreSQL and secret */
 const other = newServer({ secret: srv.secret });
-onSetup(() => other.start());
+setup(() => other.start());
 
 const QUIET_MS = 1500;
 const ACK = { ack: '1' };
@@ -71,7 +63,7 @@ function afterWelcome(c) {
   return msgs.slice(msgs.findIndex((m) => m.type === 'welcome') + 1);
 }
 
-test('offline device gets only the newest of each key (keyless ones all), welcome.queued counts only those; an online device sees all', LANDED, async () => {
+test('offline device gets only the newest of each key (keyless ones all), welcome.queued counts only those; an online device sees all', async () => {
   const user = uid();
   await registerOffline(srv, user, 'off');
   const on = await srv.device(user, 'on');
@@ -100,7 +92,7 @@ test('offline device gets only the newest of each key (keyless ones all), welcom
   for (const c of [on, off]) await c.close();
 });
 
-test('three devices: ON sees all, OFF only the newest per key, MID (reconnecting mid-sequence) each newest once and nothing twice', { ...LANDED, timeout: 180000 }, async () => {
+test('three devices: ON sees all, OFF only the newest per key, MID (reconnecting mid-sequence) each newest once and nothing twice', { timeout: 180000 }, async () => {
   const user = uid('tri');
   await registerOffline(srv, user, 'OFF');
   await registerOffline(srv, user, 'MID');
@@ -176,7 +168,7 @@ test('three devices: ON sees all, OFF only the newest per key, MID (reconnecting
   for (const c of [on, mid, off]) await c.close();
 });
 
-test('three devices, batches: MID connects while a 150-item batch is being queued; ON all, OFF newest per key, MID each newest once', { ...LANDED, timeout: 180000 }, async () => {
+test('three devices, batches: MID connects while a 150-item batch is being queued; ON all, OFF newest per key, MID each newest once', { timeout: 180000 }, async () => {
   const user = uid('trib');
   await registerOffline(srv, user, 'OFF');
   await registerOffline(srv, user, 'MID');
@@ -241,7 +233,7 @@ test('three devices, batches: MID connects while a 150-item batch is being queue
   for (const c of [on, mid, off]) await c.close();
 });
 
-test('collapsed entries count neither in queue_overflow.missed nor against the cap (queue_max_messages=5, 12 posted, 3 left)', LANDED, async () => {
+test('collapsed entries count neither in queue_overflow.missed nor against the cap (queue_max_messages=5, 12 posted, 3 left)', async () => {
   const user = uid();
   const capBefore = (await metricSum(capped, 'notisync_queue_dropped_total', /reason="cap"/)) || 0;
   await registerOffline(capped, user, 'D');
@@ -263,7 +255,7 @@ test('collapsed entries count neither in queue_overflow.missed nor against the c
   await d.close();
 });
 
-test('collapse is per device and per user: another user with the same key, and a device that connected in between, keep theirs', LANDED, async () => {
+test('collapse is per device and per user: another user with the same key, and a device that connected in between, keep theirs', async () => {
   const u1 = uid();
   const u2 = uid();
   await registerOffline(srv, u1, 'D');
@@ -283,7 +275,7 @@ test('collapse is per device and per user: another user with the same key, and a
   for (const c of [d1, d2, e1]) await c.close();
 });
 
-test('posted on another instance: collapse happens in the shared queue; a device on the first instance gets the newest only', LANDED, async () => {
+test('posted on another instance: collapse happens in the shared queue; a device on the first instance gets the newest only', async () => {
   const user = uid();
   await registerOffline(srv, user, 'D');
   const on = await other.device(user, 'live');
@@ -300,7 +292,7 @@ test('posted on another instance: collapse happens in the shared queue; a device
   for (const c of [on, d]) await c.close();
 });
 
-test('ack mode: an entry replayed but not acked is still undelivered, so a newer one of its key replaces it', LANDED, async () => {
+test('ack mode: an entry replayed but not acked is still undelivered, so a newer one of its key replaces it', async () => {
   const user = uid();
   await registerOffline(srv, user, 'D');
   const k1 = await post(srv, user, 'K', 'k1');

@@ -21,21 +21,13 @@ const {
 } = require('./lib/harness');
 const { registerOffline, getOne } = require('./lib/notif');
 
-/* Skip marker while the server side was not on main (landed in ad84e78). */
-const LANDED = {};
-/* node runs the after() hook at once when every test is skipped, so a set-up
- * step that starts a process then would leave it running: start nothing. */
-function onSetup(fn) {
-  if (!LANDED.skip) setup(fn);
-}
-
 const srv = newServer();
-onSetup(() => srv.start());
+setup(() => srv.start());
 /* room for a reader that stops reading: the kernel buffers fill, not ours */
 const roomy = newServer({
   env: { NOTISYNC_MAX_OUTBOUND_BYTES: '64m', NOTISYNC_MAX_BODY_BYTES: '1m', NOTISYNC_MAX_DATA_BYTES: '128k' },
 });
-onSetup(() => roomy.start());
+setup(() => roomy.start());
 
 const QUIET_MS = 1500;
 const ACK = { ack: '1' };
@@ -48,7 +40,7 @@ async function post(server, user, fields) {
   return r.json;
 }
 
-test('replay: entries past expires_at (ttl and expires_at forms) are skipped, the rest in order; counted as expired, not as missed', LANDED, async () => {
+test('replay: entries past expires_at (ttl and expires_at forms) are skipped, the rest in order; counted as expired, not as missed', async () => {
   const user = uid();
   await registerOffline(srv, user, 'D');
   const before = await expiredMetric(srv);
@@ -81,7 +73,7 @@ test('replay: entries past expires_at (ttl and expires_at forms) are skipped, th
   await d2.close();
 });
 
-test('a connected device gets a short-lived notification live, with its expires_at; GET turns expired after', LANDED, async () => {
+test('a connected device gets a short-lived notification live, with its expires_at; GET turns expired after', async () => {
   const user = uid();
   const d = await srv.device(user, 'D');
   const n = await post(srv, user, { ttl: 2 });
@@ -93,7 +85,7 @@ test('a connected device gets a short-lived notification live, with its expires_
   await d.close();
 });
 
-test('ttl 0: delivered live to connected devices only; an offline device and a later device never get it; GET shows expired', LANDED, async () => {
+test('ttl 0: delivered live to connected devices only; an offline device and a later device never get it; GET shows expired', async () => {
   const user = uid();
   await registerOffline(srv, user, 'off');
   const on1 = await srv.device(user, 'on1');
@@ -124,7 +116,7 @@ test('ttl 0: delivered live to connected devices only; an offline device and a l
   for (const c of [on1, on2b, off, late]) await c.close();
 });
 
-test('ttl 0 with nobody connected: stored, delivered to no one', LANDED, async () => {
+test('ttl 0 with nobody connected: stored, delivered to no one', async () => {
   const user = uid();
   await registerOffline(srv, user, 'A');
   await registerOffline(srv, user, 'B');
@@ -141,7 +133,7 @@ test('ttl 0 with nobody connected: stored, delivered to no one', LANDED, async (
   assert.ok(l.json.notifications.some((n) => n.id === z.id && n.expired === true), l.text);
 });
 
-test('retry with the same id after expiry: 200 with the stored one (expired, same expires_at), not 400, not delivered again', LANDED, async () => {
+test('retry with the same id after expiry: 200 with the stored one (expired, same expires_at), not 400, not delivered again', async () => {
   const user = uid();
   const d = await srv.device(user, 'D');
   const byAt = { id: newId(), app_name: 'e2e', title: 'late retry at', body: 'x', expires_at: new Date(Date.now() + 1000).toISOString() };
@@ -166,7 +158,7 @@ test('retry with the same id after expiry: 200 with the stored one (expired, sam
   await d.close();
 });
 
-test('ack mode: delivered live but not acked, then expired → not replayed', LANDED, async () => {
+test('ack mode: delivered live but not acked, then expired → not replayed', async () => {
   const user = uid();
   const c1 = await srv.device(user, 'D', { params: ACK });
   const n = await post(srv, user, { ttl: 1 });
@@ -182,7 +174,7 @@ test('ack mode: delivered live but not acked, then expired → not replayed', LA
   await c2.close();
 });
 
-test('live: a short-lived notification stuck behind a backlog of a connected, non-reading device is never delivered', { ...LANDED, timeout: 180000 }, async () => {
+test('live: a short-lived notification stuck behind a backlog of a connected, non-reading device is never delivered', { timeout: 180000 }, async () => {
   const user = uid();
   const d = await roomy.device(user, 'P');
   const before = await expiredMetric(roomy);

@@ -17,8 +17,6 @@ const {
 } = require('./lib/harness');
 const { getOne } = require('./lib/notif');
 
-/* Skip marker while the server side was not on main (landed in ad84e78). */
-const STORED = {};
 
 const srv = useServer();
 const small = useServer({ env: { NOTISYNC_MAX_DATA_BYTES: '1k', NOTISYNC_QUEUE_TTL: '1h' } });
@@ -68,7 +66,7 @@ async function listAll(server, user) {
 
 /* ------------------------------------------------------------ round trip */
 
-test('absent fields: data null, url null, tags [], collapse_key null, expires_at/deliver_at null, status queued, expired false', STORED, async () => {
+test('absent fields: data null, url null, tags [], collapse_key null, expires_at/deliver_at null, status queued, expired false', async () => {
   const user = uid();
   const r = await postNotification(srv, user);
   assert.equal(r.status, 201, r.text);
@@ -85,7 +83,7 @@ test('absent fields: data null, url null, tags [], collapse_key null, expires_at
   assert.deepEqual(model(l), want, JSON.stringify(l));
 });
 
-test('every field round-trips: POST reply = GET one = GET list = new_notification.data (+ unread)', STORED, async () => {
+test('every field round-trips: POST reply = GET one = GET list = new_notification.data (+ unread)', async () => {
   const user = uid();
   const dev = await srv.device(user, 'phone');
   const data = {
@@ -130,7 +128,7 @@ test('every field round-trips: POST reply = GET one = GET list = new_notificatio
   await dev.close();
 });
 
-test('expires_at (with offset and fraction) is stored as the same instant; ttl 0 and ttl = queue_ttl are accepted', STORED, async () => {
+test('expires_at (with offset and fraction) is stored as the same instant; ttl 0 and ttl = queue_ttl are accepted', async () => {
   const user = uid();
   /* one hour ahead, written as +02:00 with a fraction */
   const target = Date.now() + 3600 * 1000;
@@ -152,7 +150,7 @@ test('expires_at (with offset and fraction) is stored as the same instant; ttl 0
   assert.equal(near.status, 201, `expires_at just inside queue_ttl: ${near.text}`);
 });
 
-test('limits at their edges are accepted: url of 2,048 bytes, 10 tags, a 32-byte tag, a 64-byte collapse_key, data {}, tags []', STORED, async () => {
+test('limits at their edges are accepted: url of 2,048 bytes, 10 tags, a 32-byte tag, a 64-byte collapse_key, data {}, tags []', async () => {
   const user = uid();
   const base = 'https://example.com/';
   const url = base + 'a'.repeat(2048 - base.length);
@@ -172,7 +170,7 @@ test('limits at their edges are accepted: url of 2,048 bytes, 10 tags, a 32-byte
   assert.equal(e.json.url, 'http://localhost:3000/x');
 });
 
-test('batch: each element keeps its own fields in the reply, in GET and in new_notification', STORED, async () => {
+test('batch: each element keeps its own fields in the reply, in GET and in new_notification', async () => {
   const user = uid();
   const dev = await srv.device(user, 'tab');
   const items = [
@@ -202,7 +200,7 @@ test('batch: each element keeps its own fields in the reply, in GET and in new_n
   await dev.close();
 });
 
-test('max_data_bytes: 4k by default (4,000 bytes accepted, 4,100 and 2,100 × "é" refused); 1k when configured', STORED, async () => {
+test('max_data_bytes: 4k by default (4,000 bytes accepted, 4,100 and 2,100 × "é" refused); 1k when configured', async () => {
   const user = uid();
   const ok = await postNotification(srv, user, { data: { s: 'x'.repeat(4000) } });
   assert.equal(ok.status, 201, ok.text.slice(0, 300));
@@ -294,7 +292,7 @@ test('batch: a violation in element i → 400 naming notifications[i].<field>; n
   assert.deepEqual(await listAll(srv, user), [], 'all-or-nothing: nothing stored');
 });
 
-test('a refused POST is not delivered to a connected device', STORED, async () => {
+test('a refused POST is not delivered to a connected device', async () => {
   const user = uid();
   const dev = await srv.device(user, 'watch');
   assertBadRequest(await postNotification(srv, user, { tags: ['a', 'a'] }), 'tags', 'duplicate tags');

@@ -22,16 +22,8 @@ const {
   dbCount, dbExisting, dbUnread, backdateNotifications, backdateUser, backdateComments, dbComments,
 } = require('./lib/pgq');
 
-/* Skip marker while the server side was not on main (landed in ad84e78). */
-const LANDED = {};
-/* node runs the after() hook at once when every test is skipped, so a set-up
- * step that starts a process then would leave it running: start nothing. */
-function onSetup(fn) {
-  if (!LANDED.skip) setup(fn);
-}
-
 const svc = new PrivateServices();
-onSetup(() => svc.start());
+setup(() => svc.start());
 const secret = uid('secret');
 function instance(retention) {
   const env = retention === undefined ? {} : { NOTISYNC_NOTIFICATION_RETENTION: retention };
@@ -39,7 +31,7 @@ function instance(retention) {
 }
 const R1 = instance('1h');
 const R2 = instance('1h');
-onSetup(async () => {
+setup(async () => {
   await start(R1);
   await start(R2);
 });
@@ -81,7 +73,7 @@ async function comments(server, user, n) {
   return postId;
 }
 
-test('retention 1h on two instances: rows older than 1 h are deleted within 10 s, counted once; newer rows and old comments stay', { ...LANDED, timeout: 120000 }, async () => {
+test('retention 1h on two instances: rows older than 1 h are deleted within 10 s, counted once; newer rows and old comments stay', { timeout: 120000 }, async () => {
   const user = uid();
   const metric0 = await expiredTotal([R1, R2]);
   const old = await postN(R1, user, 3);
@@ -109,7 +101,7 @@ test('retention 1h on two instances: rows older than 1 h are deleted within 10 s
   console.log(`RETENTION FIGURES ${JSON.stringify({ case: '1h', deleted_after_ms: took })}`);
 });
 
-test('retention 1h: 2,500 old rows go within 10 s (bounded batches), a row 59 minutes old stays', { ...LANDED, timeout: 180000 }, async () => {
+test('retention 1h: 2,500 old rows go within 10 s (bounded batches), a row 59 minutes old stays', { timeout: 180000 }, async () => {
   const user = uid('many');
   const keep = uid('keep');
   const metric0 = await expiredTotal([R1, R2]);
@@ -135,7 +127,7 @@ test('retention 1h: 2,500 old rows go within 10 s (bounded batches), a row 59 mi
   console.log(`RETENTION FIGURES ${JSON.stringify({ case: '2500 rows', deleted_after_ms: took })}`);
 });
 
-test('retention 3s: a notification is kept while young and deleted within 10 s of passing 3 s', { ...LANDED, timeout: 120000 }, async () => {
+test('retention 3s: a notification is kept while young and deleted within 10 s of passing 3 s', { timeout: 120000 }, async () => {
   const R3 = instance('3s');
   await start(R3);
   try {
@@ -159,7 +151,7 @@ async function shortRetention(R3) {
   console.log(`RETENTION FIGURES ${JSON.stringify({ case: '3s', deleted_after_ms: after })}`);
 }
 
-test('retention 0 keeps everything (a row 400 days old stays); the default 90d deletes a 100-day-old row and keeps an 80-day-old one', { ...LANDED, timeout: 120000 }, async () => {
+test('retention 0 keeps everything (a row 400 days old stays); the default 90d deletes a 100-day-old row and keeps an 80-day-old one', { timeout: 120000 }, async () => {
   for (const s of [R1, R2]) await s.stop();
   const R0 = instance('0');
   await start(R0);

@@ -26,22 +26,14 @@ const {
 } = require('./lib/harness');
 const { registerOffline, getOne } = require('./lib/notif');
 
-/* Skip marker while the server side was not on main (landed in ad84e78). */
-const LANDED = {};
-/* node runs the after() hook at once when every test is skipped, so a set-up
- * step that starts a process then would leave it running: start nothing. */
-function onSetup(fn) {
-  if (!LANDED.skip) setup(fn);
-}
-
 const srv = newServer();
-onSetup(() => srv.start());
+setup(() => srv.start());
 const svc = new PrivateServices();
-onSetup(() => svc.start());
+setup(() => svc.start());
 const secret = uid('secret');
 const P1 = newServer({ secret, instanceId: uid('P1') });
 const P2 = newServer({ secret, instanceId: uid('P2') });
-onSetup(async () => {
+setup(async () => {
   for (const s of [P1, P2]) {
     s.opts.env = { NOTISYNC_REDIS_URL: svc.redisUrl, NOTISYNC_DATABASE_URL: svc.databaseUrl };
   }
@@ -87,7 +79,7 @@ function count(c, id) {
 
 /* ------------------------------------------------------------ one instance */
 
-test('deliver_at: 201 scheduled, nothing queued before; within 1 s after it, queued once to the devices registered then except source_device', LANDED, async () => {
+test('deliver_at: 201 scheduled, nothing queued before; within 1 s after it, queued once to the devices registered then except source_device', async () => {
   const user = uid();
   await registerOffline(srv, user, 'off');
   const on = await srv.device(user, 'on');
@@ -122,7 +114,7 @@ test('deliver_at: 201 scheduled, nothing queued before; within 1 s after it, que
   for (const c of [on, src]) await c.close();
 });
 
-test('DELETE a scheduled one → 200 status canceled; never delivered; GET shows canceled; a second DELETE does not revive it', LANDED, async () => {
+test('DELETE a scheduled one → 200 status canceled; never delivered; GET shows canceled; a second DELETE does not revive it', async () => {
   const user = uid();
   await registerOffline(srv, user, 'off');
   const on = await srv.device(user, 'on');
@@ -145,7 +137,7 @@ test('DELETE a scheduled one → 200 status canceled; never delivered; GET shows
   for (const c of [on, off]) await c.close();
 });
 
-test('DELETE: queued → 409 not_scheduled; unknown or another user\'s → 404 (and it is still delivered); a service token may cancel; no token → 401', LANDED, async () => {
+test('DELETE: queued → 409 not_scheduled; unknown or another user\'s → 404 (and it is still delivered); a service token may cancel; no token → 401', async () => {
   const user = uid();
   const on = await srv.device(user, 'on');
   const now = await postNotification(srv, user, {});
@@ -170,7 +162,7 @@ test('DELETE: queued → 409 not_scheduled; unknown or another user\'s → 404 (
   await on.close();
 });
 
-test('retry with the same id before the due time: 200 with the stored (scheduled) one; delivered once', LANDED, async () => {
+test('retry with the same id before the due time: 200 with the stored (scheduled) one; delivered once', async () => {
   const user = uid();
   const on = await srv.device(user, 'on');
   const id = newId();
@@ -192,7 +184,7 @@ test('retry with the same id before the due time: 200 with the stored (scheduled
  * §5.5": a producer whose answer was lost retries the same body, possibly
  * after deliver_at has passed; the stored notification wins, as for any
  * retry (the first body wins). */
-test('retry with the same id after the due time: 200 with the stored one (status queued), not 400 for a deliver_at now past; delivered once', LANDED, async () => {
+test('retry with the same id after the due time: 200 with the stored one (status queued), not 400 for a deliver_at now past; delivered once', async () => {
   const user = uid();
   const on = await srv.device(user, 'on');
   const id = newId();
@@ -210,7 +202,7 @@ test('retry with the same id after the due time: 200 with the stored one (status
   await on.close();
 });
 
-test('batch: scheduled elements wait, the others go at once', LANDED, async () => {
+test('batch: scheduled elements wait, the others go at once', async () => {
   const user = uid();
   const on = await srv.device(user, 'on');
   const at = Date.now() + 2500;
@@ -233,7 +225,7 @@ test('batch: scheduled elements wait, the others go at once', LANDED, async () =
 
 /* ---------------------------------------------------------- two instances */
 
-test('DELETE racing the due time on two instances: each is canceled and never delivered, or not_scheduled and delivered exactly once', { ...LANDED, timeout: 180000 }, async () => {
+test('DELETE racing the due time on two instances: each is canceled and never delivered, or not_scheduled and delivered exactly once', { timeout: 180000 }, async () => {
   const user = uid('race');
   await registerOffline(P1, user, 'off');
   const on = await P1.device(user, 'on');
@@ -280,7 +272,7 @@ test('DELETE racing the due time on two instances: each is canceled and never de
   for (const c of [on, off]) await c.close();
 });
 
-test('kill -9 of both instances before deliver_at, restart both: every scheduled notification delivered exactly once', { ...LANDED, timeout: 240000 }, async () => {
+test('kill -9 of both instances before deliver_at, restart both: every scheduled notification delivered exactly once', { timeout: 240000 }, async () => {
   const user = uid('kill');
   await registerOffline(P1, user, 'off');
   const live1 = await P1.device(user, 'live', { label: 'live#1' });

@@ -20,19 +20,11 @@ const {
 } = require('./lib/harness');
 const { sharedDbUrl, dbUnread } = require('./lib/pgq');
 
-/* Skip marker while the server side was not on main (landed in ad84e78). */
-const LANDED = {};
-/* node runs the after() hook at once when every test is skipped, so a set-up
- * step that starts a process then would leave it running: start nothing. */
-function onSetup(fn) {
-  if (!LANDED.skip) setup(fn);
-}
-
 const FAST = { NOTISYNC_CLIENT_MSG_RATE: '1000', NOTISYNC_CLIENT_MSG_BURST: '1000' };
 const A = newServer({ env: { ...FAST } });
-onSetup(() => A.start());
+setup(() => A.start());
 const B = newServer({ secret: A.secret, env: { ...FAST } });
-onSetup(() => B.start());
+setup(() => B.start());
 
 const QUIET_MS = 1500;
 const isNew = (id) => (m) => m.type === 'new_notification' && m.data && m.data.id === id;
@@ -68,7 +60,7 @@ function nextSync(c, id, timeoutMs = 10000) {
   return c.waitFor((m) => m.type === 'notification_sync' && m.data && m.data.notification_id === id, timeoutMs, `sync of ${id}`);
 }
 
-test('unread follows every change: welcome, new_notification, notification_sync, REST unread_count', LANDED, async () => {
+test('unread follows every change: welcome, new_notification, notification_sync, REST unread_count', async () => {
   const user = uid();
   assert.equal(await unreadCount(A, user), 0, 'a new user has 0');
   const a = await A.device(user, 'a');
@@ -114,7 +106,7 @@ test('unread follows every change: welcome, new_notification, notification_sync,
   for (const x of [a, b, c]) await x.close();
 });
 
-test('unread_count: needs a token (401), counts only the caller\'s notifications', LANDED, async () => {
+test('unread_count: needs a token (401), counts only the caller\'s notifications', async () => {
   const u1 = uid();
   const u2 = uid();
   for (let i = 0; i < 2; i += 1) await post(A, u1);
@@ -125,7 +117,7 @@ test('unread_count: needs a token (401), counts only the caller\'s notifications
   assert.ok(r.status === 405 || r.status === 404, `POST unread_count: ${r.status}`);
 });
 
-test('expired notifications still count as unread (ttl 0 and a passed ttl)', LANDED, async () => {
+test('expired notifications still count as unread (ttl 0 and a passed ttl)', async () => {
   const user = uid();
   await post(A, user, { ttl: 0 });
   await post(A, user, { ttl: 1 });
@@ -136,7 +128,7 @@ test('expired notifications still count as unread (ttl 0 and a passed ttl)', LAN
   await d.close();
 });
 
-test('scheduled and canceled notifications are not counted; a scheduled one counts once it is queued', LANDED, async () => {
+test('scheduled and canceled notifications are not counted; a scheduled one counts once it is queued', async () => {
   const user = uid();
   const d = await A.device(user, 'd');
   await post(A, user, {});
@@ -157,7 +149,7 @@ test('scheduled and canceled notifications are not counted; a scheduled one coun
   for (const c of [d, d2]) await c.close();
 });
 
-test('a scheduled notification read before its due time is delivered read and never counted', LANDED, async () => {
+test('a scheduled notification read before its due time is delivered read and never counted', async () => {
   const user = uid();
   const d = await A.device(user, 'd');
   await post(A, user, {});
@@ -173,7 +165,7 @@ test('a scheduled notification read before its due time is delivered read and ne
   await d.close();
 });
 
-test('200 concurrent actions from 3 devices on 2 instances: REST unread = the database\'s count = the unread of the next change', { ...LANDED, timeout: 240000 }, async () => {
+test('200 concurrent actions from 3 devices on 2 instances: REST unread = the database\'s count = the unread of the next change', { timeout: 240000 }, async () => {
   const user = uid('conc');
   const db = sharedDbUrl();
   const N = 40;
