@@ -582,13 +582,6 @@ static void on_sync_queued(int rc, long long appended, void *arg) {
   action_done(op);
 }
 
-static void on_status_cached(redisReply *reply, void *arg) {
-  action_op *op = arg;
-  if (!reply)
-    op->failed = 1;
-  action_done(op);
-}
-
 /* Columns of SQL_ACTION's row: NS_NCOLS, targets, source device, unread. */
 #define A_TARGETS NS_NCOLS_N
 #define A_SRC (NS_NCOLS_N + 1)
@@ -598,7 +591,6 @@ static void on_updated(PGresult *res, void *arg) {
   action_op *op = arg;
   ns_server *srv = op->srv;
   json_object *sync;
-  char key[128], ttl[24];
   const char *user, *id, *targets, *src;
   ns_queue_opts qo;
   if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) == 0) {
@@ -614,15 +606,6 @@ static void on_updated(PGresult *res, void *arg) {
   targets = PQgetvalue(res, 0, A_TARGETS);
   src = PQgetvalue(res, 0, A_SRC);
   op->waiting = 1;
-  ns__key(srv, key, sizeof(key), "notif:%s", id);
-  snprintf(ttl, sizeof(ttl), "%lld", (long long)(srv->cfg->queue_ttl_ms / 1000));
-  if (ns_redis_cmd(srv->redis, NULL, NULL, "HSET %s is_read %s is_dismissed %s",
-                   key, PQgetvalue(res, 0, 9)[0] == 't' ? "1" : "0",
-                   PQgetvalue(res, 0, 10)[0] == 't' ? "1" : "0") != 0 ||
-      ns_redis_cmd(srv->redis, on_status_cached, op, "EXPIRE %s %s", key, ttl) != 0)
-    op->failed = 1;
-  else
-    op->waiting++;
   if (*targets) {
     sync = json_object_new_object();
     json_object_object_add(sync, "notification_id", json_object_new_string(id));

@@ -5,24 +5,26 @@
  * bus ("st" device status, "kick" one connection per device), which it
  * registers with ns_bus.
  *
- * Redis layout (DESIGN.md; the braces are literal, a Redis Cluster hash tag
- * that also keeps "q:{a:b}:c" and "q:{a}:b:c" apart): presence:{user} hash
- * device -> JSON
- * {status, instance, conn, since, last_seen[, closed]} (closed: the
- * connection is gone, presence_grace runs); channel u:{user} carries
+ * Redis layout (docs/architecture.md "Redis keys"; the braces are literal,
+ * a Redis Cluster hash tag that also keeps "q:{a:b}:c" and "q:{a}:b:c"
+ * apart): presence:{user} hash device -> JSON
+ * {status, instance, conn, gen, since, last_seen[, closed]} (closed: the
+ * connection is gone, presence_grace runs; gen: the generation of the
+ * instance's idev member, see ns_liveness.h); channel u:{user} carries
  * compact events between instances:
  *   {"k":"st","d":device,"s":"online"|"offline","ls":ms}   device status
  *   {"k":"kick","d":device,"c":conn_id}                     one conn per device
  * Presence changes run as Lua scripts so the read-modify-write and the
- * PUBLISH are atomic across instances.  LUA_CONNECT and LUA_CLOSED touch
- * only keys of the user's hash slot (Redis Cluster); LUA_OFFLINE and
- * LUA_READ still reach other slots (the idev set, inst: and q: keys).  A
- * device reading `online` whose instance key has expired is reported
- * offline (crashed instance).  The
- * instance key, the heartbeat and the reaping of crashed instances are
- * ns_liveness.c; each connection is recorded in this instance's idev set
- * (the members' shape is defined here, ns__presence_idev_member) so that
- * the reaper can find it.
+ * PUBLISH are atomic across instances.  Every script touches only keys of
+ * the user's hash slot, all passed in KEYS (Redis Cluster): presence:{user},
+ * u:{user} and q:{user}:<device>.  What lives in other slots is read or
+ * written by single-key commands beside the scripts: the instances'
+ * liveness keys inst:{<id>} (a device reading `online` whose instance key
+ * has expired is reported offline: a crashed instance) and this instance's
+ * idev:{<id>} set, where each connection is recorded (the members' shape is
+ * defined here, ns__presence_idev_member) so that the reaper of
+ * ns_liveness.c can find it.  The instance key, the heartbeat and the
+ * reaping of crashed instances are ns_liveness.c.
  */
 #include <hiredis/hiredis.h>
 #include <json.h>
@@ -31,9 +33,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ns_liveness.h"
 #include "ns_log.h"
 #include "ns_queue.h"
 #include "ns_server_int.h"
+
+#define NS_INST_ID_MAX (sizeof(((ns_server *)0)->instance_id) - 1)
 
 /* Connect (KEYS: presence:{user}, u:{user}): counts the user's concurrent
  * devices other than this one against the cap -- an `online` entry whose
@@ -45,7 +50,10 @@
  *
  * Every key it touches is in the user's hash slot (Redis Cluster): the
  * instances' liveness keys are not read here.  An instance is alive when it
- * is this one (ARGV[4]), dead when listed in ARGV[8] (ids separated by
+ * is this one (ARGV[4]) -- except for an entry of this instance id older
+ * than this process (generation below ARGV[9]): a previous life killed
+ * before it could mark it offline, whose reaping (ns_liveness.c) may not
+ * have reached it yet -- dead when listed in ARGV[8] (ids separated by
  * spaces), else unknown.  On the first try (ARGV[7] = '0'), when the
  * outcome depends on an unknown instance, the script writes nothing and
  * returns {-2, id, ...} (at most 16 ids); the caller reads their inst: keys
@@ -66,7 +74,10 @@ static const char LUA_CONNECT[] =
     "  local ok, t = pcall(cjson.decode, h[i+1])\n"
     "  if ok and type(t) == 'table' and t.status == 'online' then\n"
     "    local inst = tostring(t.instance)\n"
-    "    if dead[inst] then\n"
+    "    if inst == ARGV[4] and (tonumber(t.gen) or 0) < tonumber(ARGV[9]) then\n"
+    "      inst = ''\n"
+    "    end\n"
+    "    if inst == '' or dead[inst] then\n"
     "    elseif h[i] == ARGV[1] then\n"
     "      if t.closed or not unknown(inst) then old = true\n"
     "      else doubt = true end\n"
@@ -101,11 +112,14 @@ static const char LUA_CLOSED[] =
     "redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(t))\n"
     "return 1\n";
 
-/* Offline: the connection leaves the instance's idev set; the device goes
- * offline only if the stored presence still belongs to this connection (a
- * reconnect or a newer connection elsewhere wins). */
+/* Offline (KEYS: presence:{user}, u:{user}): the device goes offline only
+ * if the stored presence still belongs to this connection (a reconnect or
+ * a newer connection elsewhere wins).  The connection leaves the
+ * instance's idev set (another slot) after the script has answered
+ * (mark_offline): a member left behind by a crash in between is harmless,
+ * the reaper marks nothing offline that names another connection or is
+ * offline already. */
 static const char LUA_OFFLINE[] =
-    "redis.call('SREM', ARGV[5], ARGV[6])\n"
     "local cur = redis.call('HGET', KEYS[1], ARGV[1])\n"
     "if not cur then return 0 end\n"
     "local ok, t = pcall(cjson.decode, cur)\n"
@@ -114,46 +128,61 @@ static const char LUA_OFFLINE[] =
     "redis.call('PUBLISH', KEYS[2], ARGV[4])\n"
     "return 1\n";
 
-/* Read: [device, status, last_seen_ms, queued, ...]. */
+/* Read (KEYS: presence:{user}, then q:{user}:<ARGV[i]> for each device
+ * ARGV[i] the caller lists): per device [present, status, last_seen_ms,
+ * queued, instance, gen]; present 0 when the device has no presence entry
+ * (the rest is then empty).  status is the stored one: whether the
+ * instance of an `online` entry is alive is the caller's to decide (its
+ * liveness key is in another slot). */
 static const char LUA_READ[] =
-    "local h = redis.call('HGETALL', KEYS[1])\n"
     "local out = {}\n"
-    "for i = 1, #h, 2 do\n"
-    "  local ok, t = pcall(cjson.decode, h[i+1])\n"
-    "  local st, ls = 'offline', 0\n"
-    "  if ok then\n"
-    "    ls = t.last_seen or 0\n"
-    "    if t.status == 'online' and (t.instance == ARGV[3] or\n"
-    "       redis.call('EXISTS', ARGV[1] .. t.instance) == 1) then\n"
-    "      st = 'online' end\n"
+    "for i = 1, #ARGV do\n"
+    "  local v = redis.call('HGET', KEYS[1], ARGV[i])\n"
+    "  if not v then\n"
+    "    out[#out+1] = 0; out[#out+1] = ''; out[#out+1] = '0'\n"
+    "    out[#out+1] = 0; out[#out+1] = ''; out[#out+1] = ''\n"
+    "  else\n"
+    "    local ok, t = pcall(cjson.decode, v)\n"
+    "    local st, ls, inst, gen = 'offline', 0, '', ''\n"
+    "    if ok and type(t) == 'table' then\n"
+    "      ls = t.last_seen or 0\n"
+    "      if t.status == 'online' then\n"
+    "        st = 'online'; inst = tostring(t.instance)\n"
+    "        gen = t.gen and tostring(t.gen) or ''\n"
+    "      end\n"
+    "    end\n"
+    "    out[#out+1] = 1; out[#out+1] = st\n"
+    "    out[#out+1] = string.format('%d', ls)\n"
+    "    out[#out+1] = redis.call('XLEN', KEYS[i+1])\n"
+    "    out[#out+1] = inst; out[#out+1] = gen\n"
     "  end\n"
-    "  out[#out+1] = h[i]; out[#out+1] = st\n"
-    "  out[#out+1] = string.format('%d', ls)\n"
-    "  out[#out+1] = redis.call('XLEN', ARGV[2] .. h[i])\n"
     "end\n"
     "return out\n";
 
 /* ---- small helpers ---- */
 
 char *ns__presence_json(const char *status, const ns_server *srv,
-                        const char *conn_id, int64_t since, int64_t ls) {
-  char *s = ns_xmalloc(256);
-  snprintf(s, 256,
+                        const char *conn_id, int64_t gen, int64_t since,
+                        int64_t ls) {
+  char *s = ns_xmalloc(320);
+  snprintf(s, 320,
            "{\"status\":\"%s\",\"instance\":\"%s\",\"conn\":\"%s\","
-           "\"since\":%lld,\"last_seen\":%lld}",
-           status, srv->instance_id, conn_id, (long long)since, (long long)ls);
+           "\"gen\":\"%lld\",\"since\":%lld,\"last_seen\":%lld}",
+           status, srv->instance_id, conn_id, (long long)gen,
+           (long long)since, (long long)ls);
   return s;
 }
 
-void ns__presence_idev_key(const ns_server *srv, char *buf, size_t n) {
-  ns__key(srv, buf, n, "idev:%s", srv->instance_id);
+void ns__presence_idev_key(const ns_server *srv, const char *id, char *buf,
+                           size_t n) {
+  ns__key(srv, buf, n, "idev:{%s}", id ? id : srv->instance_id);
 }
 
-char *ns__presence_idev_member(const char *conn_id, const char *device,
-                               const char *user) {
-  size_t n = strlen(conn_id) + strlen(device) + strlen(user) + 3;
+char *ns__presence_idev_member(const char *conn_id, int64_t gen,
+                               const char *device, const char *user) {
+  size_t n = strlen(conn_id) + strlen(device) + strlen(user) + 24 + 4;
   char *s = ns_xmalloc(n);
-  snprintf(s, n, "%s %s %s", conn_id, device, user);
+  snprintf(s, n, "%s %lld %s %s", conn_id, (long long)gen, device, user);
   return s;
 }
 
@@ -173,60 +202,167 @@ static void op_done(redisReply *r, void *arg) {
 
 /* ---- device list: PostgreSQL rows merged with Redis presence ---- */
 
+/* An instance named by an `online` entry of the list: its liveness key is
+ * read with EXISTS after the read script (another hash slot). */
+typedef struct devlist_inst {
+  char id[NS_INST_ID_MAX + 1];
+  int alive;
+} devlist_inst;
+
 typedef struct devlist_op {
   ns_server *srv;
   char user[NS_SUB_MAX + 1];
   ns_devlist list;
   ns_devlist_cb cb;
   void *arg;
+  /* per row: the instance of an online entry (index into inst[]), -1 when
+   * the row is offline or online here */
+  int *row_inst;
+  devlist_inst *inst;
+  size_t ninst, left;
+  int failed;
 } devlist_op;
 
 static void devlist_finish(devlist_op *op, int rc) {
   op->cb(rc, &op->list, op->arg);
   free(op->list.rows);
+  free(op->row_inst);
+  free(op->inst);
   free(op);
+}
+
+/* Every liveness key read: a row online on a dead instance reads offline
+ * (a crashed instance whose devices the reaper has not reached yet). */
+static void devlist_probed(devlist_op *op) {
+  size_t j;
+  if (op->failed) {
+    devlist_finish(op, NS_EUNAVAIL);
+    return;
+  }
+  for (j = 0; j < op->list.n; j++)
+    if (op->row_inst[j] >= 0 && !op->inst[op->row_inst[j]].alive)
+      op->list.rows[j].online = 0;
+  devlist_finish(op, 0);
+}
+
+typedef struct devlist_probe {
+  devlist_op *op;
+  size_t i;
+} devlist_probe;
+
+static void on_devlist_probed(redisReply *r, void *arg) {
+  devlist_probe *p = arg;
+  devlist_op *op = p->op;
+  if (!r || r->type != REDIS_REPLY_INTEGER)
+    op->failed = 1;
+  else
+    op->inst[p->i].alive = r->integer == 1;
+  free(p);
+  if (--op->left == 0)
+    devlist_probed(op);
+}
+
+/* The index of instance `id` in op->inst, added if new. */
+static int devlist_inst_of(devlist_op *op, const char *id, size_t len) {
+  size_t i;
+  for (i = 0; i < op->ninst; i++)
+    if (strlen(op->inst[i].id) == len && memcmp(op->inst[i].id, id, len) == 0)
+      return (int)i;
+  op->inst = ns_xrealloc(op->inst, (op->ninst + 1) * sizeof(*op->inst));
+  memcpy(op->inst[op->ninst].id, id, len);
+  op->inst[op->ninst].id[len] = '\0';
+  op->inst[op->ninst].alive = 0;
+  return (int)op->ninst++;
 }
 
 static void on_devlist_presence(redisReply *r, void *arg) {
   devlist_op *op = arg;
+  ns_server *srv = op->srv;
   size_t i, j;
-  if (!r || r->type != REDIS_REPLY_ARRAY) {
+  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 6 * op->list.n) {
+    if (r && r->type == REDIS_REPLY_ERROR)
+      ns_log(NS_LOG_ERROR, "presence read: %s", r->str);
     devlist_finish(op, NS_EUNAVAIL);
     return;
   }
-  for (i = 0; i + 3 < r->elements; i += 4) {
-    const char *dev = r->element[i]->str;
-    for (j = 0; dev && j < op->list.n; j++) {
-      ns_devrow *row = &op->list.rows[j];
-      long long ls;
-      if (strcmp(row->device_id, dev) != 0)
-        continue;
-      row->online = r->element[i + 1]->str &&
-                    strcmp(r->element[i + 1]->str, "online") == 0;
-      ls = r->element[i + 2]->str ? atoll(r->element[i + 2]->str) : 0;
-      if (ls > row->last_seen_ms)
-        row->last_seen_ms = ls;
-      row->queued = r->element[i + 3]->integer;
+  op->row_inst = ns_xmalloc((op->list.n ? op->list.n : 1) * sizeof(int));
+  for (j = 0; j < op->list.n; j++) {
+    redisReply **e = r->element + 6 * j;
+    ns_devrow *row = &op->list.rows[j];
+    long long ls;
+    op->row_inst[j] = -1;
+    if (e[0]->integer == 0)
+      continue; /* no presence entry: the row stays as PostgreSQL has it */
+    row->online = e[1]->str && strcmp(e[1]->str, "online") == 0;
+    ls = e[2]->str ? atoll(e[2]->str) : 0;
+    if (ls > row->last_seen_ms)
+      row->last_seen_ms = ls;
+    row->queued = e[3]->integer;
+    if (!row->online || !e[4]->str)
+      continue;
+    if (strcmp(e[4]->str, srv->instance_id) == 0) {
+      /* ours: alive, unless written by a previous life of this id */
+      if (!e[5]->str || atoll(e[5]->str) < srv->start_ms)
+        row->online = 0;
+    } else if (e[4]->len == 0 || e[4]->len > NS_INST_ID_MAX) {
+      row->online = 0;
+    } else {
+      op->row_inst[j] = devlist_inst_of(op, e[4]->str, e[4]->len);
     }
   }
-  devlist_finish(op, 0);
+  if (!op->ninst) {
+    devlist_probed(op);
+    return;
+  }
+  op->left = op->ninst + 1; /* one more, dropped below: no early finish */
+  for (i = 0; i < op->ninst; i++) {
+    char key[160];
+    devlist_probe *p = ns_xmalloc(sizeof(*p));
+    p->op = op;
+    p->i = i;
+    ns__key(srv, key, sizeof(key), "inst:{%s}", op->inst[i].id);
+    if (ns_redis_cmd(srv->redis, on_devlist_probed, p, "EXISTS %s", key) !=
+        0) {
+      free(p);
+      op->failed = 1;
+      op->left--;
+    }
+  }
+  if (--op->left == 0)
+    devlist_probed(op);
 }
 
 /* Merges the user's Redis presence into op->list: 0 (on_devlist_presence
- * follows) or NS_EUNAVAIL. */
+ * follows) or NS_EUNAVAIL.  One script on the user's slot reads the
+ * presence entries and queue lengths of the listed devices; the liveness
+ * keys of the instances they are online on are read after it. */
 static int presence_read(devlist_op *op) {
   ns_server *srv = op->srv;
-  char key[256], iprefix[96], qprefix[256];
-  const char *args[4];
+  size_t n = op->list.n, i, argc = 3 + 1 + 2 * n;
+  char key[256], nkeys[24];
+  const char **argv = ns_xcalloc(argc, sizeof(*argv));
+  char **owned = ns_xcalloc(n ? n : 1, sizeof(*owned));
+  int rc;
   ns__ukey(srv, key, sizeof(key), "presence", op->user, NULL);
-  ns__key(srv, iprefix, sizeof(iprefix), "inst:");
-  ns__ukey(srv, qprefix, sizeof(qprefix), "q", op->user, "");
-  args[0] = key;
-  args[1] = iprefix;
-  args[2] = qprefix;
-  args[3] = srv->instance_id;
-  return ns_redis_eval(srv->redis, on_devlist_presence, op, LUA_READ, 1, args,
-                       4);
+  snprintf(nkeys, sizeof(nkeys), "%zu", n + 1);
+  argv[0] = "EVAL";
+  argv[1] = LUA_READ;
+  argv[2] = nkeys;
+  argv[3] = key;
+  for (i = 0; i < n; i++) {
+    char q[300];
+    ns__ukey(srv, q, sizeof(q), "q", op->user, op->list.rows[i].device_id);
+    owned[i] = ns_xstrdup(q);
+    argv[4 + i] = owned[i];
+    argv[4 + n + i] = op->list.rows[i].device_id;
+  }
+  rc = ns_redis_cmdargv(srv->redis, on_devlist_presence, op, (int)argc, argv,
+                        NULL);
+  for (i = 0; i < n; i++)
+    free(owned[i]);
+  free(owned);
+  free(argv);
+  return rc == 0 ? 0 : NS_EUNAVAIL;
 }
 
 int ns__presence_merge(ns_server *srv, const char *user, ns_devlist *l,
@@ -605,11 +741,15 @@ static void hub_leave(ns_conn *c) {
 
 /* The connection's member of this instance's idev set (ns_liveness reaps
  * from it), added before the connect script and removed when the script
- * refuses: the set is in another hash slot than the user's keys. */
+ * refuses: the set is in another hash slot than the user's keys.  Added
+ * first, so that a crash between the two leaves at worst a member whose
+ * presence entry was never written (the reaper skips it), never a
+ * presence entry the reaper cannot find. */
 static void idev_update(ns_conn *c, const char *cmd) {
   char idev[160];
-  char *member = ns__presence_idev_member(c->id, c->device, c->who.sub);
-  ns__presence_idev_key(c->srv, idev, sizeof(idev));
+  char *member =
+      ns__presence_idev_member(c->id, c->idev_gen, c->device, c->who.sub);
+  ns__presence_idev_key(c->srv, NULL, idev, sizeof(idev));
   ns_redis_cmd(c->srv->redis, NULL, NULL, "%s %s %s", cmd, idev, member);
   free(member);
 }
@@ -629,7 +769,6 @@ static int connect_eval(ns_conn *c, const char *checked, const char *dead);
  * EXISTS each, before the script runs again with the dead ones. */
 
 #define NS_INST_CHECK_MAX 16 /* LUA_CONNECT names at most this many */
-#define NS_INST_ID_MAX (sizeof(((ns_server *)0)->instance_id) - 1)
 
 typedef struct inst_check inst_check;
 
@@ -691,7 +830,7 @@ static void inst_check_start(ns_conn *c, const redisReply *r) {
   k->left = k->n + 1; /* one more, dropped below: no early finish */
   for (i = 0; i < k->n; i++) {
     char key[160];
-    ns__key(c->srv, key, sizeof(key), "inst:%s", k->probe[i].id);
+    ns__key(c->srv, key, sizeof(key), "inst:{%s}", k->probe[i].id);
     if (ns_redis_cmd(c->srv->redis, on_inst_probed, &k->probe[i], "EXISTS %s",
                      key) != 0) {
       k->failed = 1;
@@ -739,16 +878,17 @@ static void on_connect_script(redisReply *r, void *arg) {
  * callback). */
 static int connect_eval(ns_conn *c, const char *checked, const char *dead) {
   ns_server *srv = c->srv;
-  char key[256], ch[256], max[24], kick[200];
+  char key[256], ch[256], max[24], kick[200], life[24];
   char *val, *online;
-  const char *args[10];
+  const char *args[11];
   int64_t now = ns_now_ms();
   int rc;
   ns__ukey(srv, key, sizeof(key), "presence", c->who.sub, NULL);
   ns_bus_user_channel(srv, c->who.sub, ch, sizeof(ch));
   snprintf(max, sizeof(max), "%lld", (long long)srv->cfg->max_devices_per_user);
-  val = ns__presence_json("online", srv, c->id, now, now);
+  val = ns__presence_json("online", srv, c->id, c->idev_gen, now, now);
   online = ns__presence_status_event(c->device, "online", now);
+  snprintf(life, sizeof(life), "%lld", (long long)srv->start_ms);
   snprintf(kick, sizeof(kick), "{\"k\":\"kick\",\"d\":\"%s\",\"c\":\"%s\"}",
            c->device, c->id);
   args[0] = key;
@@ -761,8 +901,9 @@ static int connect_eval(ns_conn *c, const char *checked, const char *dead) {
   args[7] = kick;
   args[8] = checked;
   args[9] = dead;
+  args[10] = life;
   rc = ns_redis_eval(srv->redis, on_connect_script, c, LUA_CONNECT, 2, args,
-                     10);
+                     11);
   free(val);
   free(online);
   return rc;
@@ -787,6 +928,7 @@ void ns_presence_connect(ns_conn *c) {
   if (ns_hub_user_devices(srv->hub, c->who.sub) == 1)
     ns_redis_subscribe(srv->redis, ch);
 
+  c->idev_gen = ns_liveness_gen(srv);
   idev_update(c, "SADD"); /* before the script, on the same connection */
   ns_conn_ref(c);
   if (connect_eval(c, "0", "") != 0) {
@@ -804,17 +946,43 @@ typedef struct ns_pending_off {
   char user[NS_SUB_MAX + 1];
   char device[NS_DEVICE_ID_MAX + 1];
   char conn_id[96];
+  int64_t gen;
 } pending_off;
 
+typedef struct offline_op {
+  ns_server *srv;
+  char *member; /* of the idev set, removed once the script answered */
+} offline_op;
+
+static void on_offline(redisReply *r, void *arg) {
+  offline_op *op = arg;
+  ns_server *srv = op->srv;
+  char idev[160];
+  if (r && r->type != REDIS_REPLY_ERROR) {
+    ns__presence_idev_key(srv, NULL, idev, sizeof(idev));
+    if (ns_redis_cmd(srv->redis, op_done, srv, "SREM %s %s", idev,
+                     op->member) == 0)
+      srv->pending_ops++;
+  }
+  srv->pending_ops--;
+  free(op->member);
+  free(op);
+}
+
+/* LUA_OFFLINE, then (once it has answered) the connection's member leaves
+ * the idev set: in that order a crash in between leaves a member whose
+ * presence is offline already, which the reaper skips.  When the script
+ * fails the member stays, as the presence entry does. */
 static void mark_offline(ns_server *srv, const char *user, const char *device,
-                         const char *conn_id) {
+                         const char *conn_id, int64_t gen) {
   char key[256], ch[256];
   int64_t now = ns_now_ms();
-  char *val = ns__presence_json("offline", srv, conn_id, now, now);
+  char *val = ns__presence_json("offline", srv, conn_id, gen, now, now);
   char *ev = ns__presence_status_event(device, "offline", now);
-  char *member = ns__presence_idev_member(conn_id, device, user);
-  char idev[160];
-  const char *args[8];
+  const char *args[6];
+  offline_op *op = ns_xmalloc(sizeof(*op));
+  op->srv = srv;
+  op->member = ns__presence_idev_member(conn_id, gen, device, user);
   ns__ukey(srv, key, sizeof(key), "presence", user, NULL);
   ns_bus_user_channel(srv, user, ch, sizeof(ch));
   args[0] = key;
@@ -823,14 +991,14 @@ static void mark_offline(ns_server *srv, const char *user, const char *device,
   args[3] = conn_id;
   args[4] = val;
   args[5] = ev;
-  ns__presence_idev_key(srv, idev, sizeof(idev));
-  args[6] = idev;
-  args[7] = member;
-  if (ns_redis_eval(srv->redis, op_done, srv, LUA_OFFLINE, 2, args, 8) == 0)
+  if (ns_redis_eval(srv->redis, on_offline, op, LUA_OFFLINE, 2, args, 6) == 0) {
     srv->pending_ops++;
+  } else {
+    free(op->member);
+    free(op);
+  }
   free(val);
   free(ev);
-  free(member);
 }
 
 static void pending_closed(uv_handle_t *h) { free(h->data); }
@@ -843,7 +1011,7 @@ static void pending_fire(pending_off *p) {
     srv->offline = p->next;
   if (p->next)
     p->next->prev = p->prev;
-  mark_offline(srv, p->user, p->device, p->conn_id);
+  mark_offline(srv, p->user, p->device, p->conn_id, p->gen);
   uv_timer_stop(&p->timer);
   uv_close((uv_handle_t *)&p->timer, pending_closed);
 }
@@ -984,7 +1152,7 @@ void ns_presence_disconnect(ns_conn *c) {
   if (srv->pg_ready)
     seen_enqueue(srv, c->who.sub, c->device);
   if (srv->cfg->presence_grace_ms <= 0 || srv->stopping) {
-    mark_offline(srv, c->who.sub, c->device, c->id);
+    mark_offline(srv, c->who.sub, c->device, c->id, c->idev_gen);
   } else {
     pending_off *p = ns_xcalloc(1, sizeof(*p));
     mark_closed(c);
@@ -992,6 +1160,7 @@ void ns_presence_disconnect(ns_conn *c) {
     snprintf(p->user, sizeof(p->user), "%s", c->who.sub);
     snprintf(p->device, sizeof(p->device), "%s", c->device);
     snprintf(p->conn_id, sizeof(p->conn_id), "%s", c->id);
+    p->gen = c->idev_gen;
     uv_timer_init(&srv->loop, &p->timer);
     p->timer.data = p;
     p->next = srv->offline;

@@ -80,6 +80,12 @@ struct ns_server {
   size_t http_reqs;         /* REST requests received and not yet answered */
   struct ns_pending_off *offline; /* devices inside presence_grace */
   int count_inflight, count_dirty; /* stats:conn write (ns_liveness.c) */
+  /* ns_liveness.c: the presence generation (ms; records and idev members
+   * carry it, a lapse of the liveness key moves it on), one reaper run at
+   * a time, and the drain of our own previous life's idev set */
+  int64_t gen;
+  int reap_busy, past_busy, past_left;
+  int64_t past_ls;
   /* broadcasts received in this loop iteration, fanned out together at its
    * end (ns_comments.c) */
   ns_msg *bcast_pending[NS_BCAST_BATCH_MAX];
@@ -151,6 +157,7 @@ struct ns_conn {
    * without what follows (ns_conn_new), so nothing below may be read on
    * one (AddressSanitizer would say so in the test build). ---- */
   char id[96];            /* connection_id: "<instance>-<seq>" */
+  int64_t idev_gen;       /* generation of its idev member (ns_presence.c) */
   ns_principal who;
   char device[NS_DEVICE_ID_MAX + 1];
   char device_name[NS_DEVICE_NAME_MAX + 1];
@@ -257,18 +264,20 @@ void ns_presence_flush_pending(ns_server *srv);
  * the user's other devices here) and "kick" (a newer connection of the
  * device elsewhere replaces the one here, 4000). */
 void ns_presence_bus_register(ns_bus *b);
-/* The presence record and its pieces, shared with ns_liveness.c (reassert):
- * the stored JSON {status, instance, conn, since, last_seen}, the "st"
- * event, this instance's idev set key and a connection's member of it
- * ("conn device user": the user last, it may contain spaces).  The strings
- * are the caller's to free. */
+/* The presence record and its pieces, shared with ns_liveness.c (reassert,
+ * reaper): the stored JSON {status, instance, conn, gen, since, last_seen},
+ * the "st" event, an instance's idev set key (`id` NULL = this one's) and a
+ * connection's member of it ("conn gen device user": the user last, it may
+ * contain spaces).  The strings are the caller's to free. */
 char *ns__presence_json(const char *status, const ns_server *srv,
-                        const char *conn_id, int64_t since, int64_t ls);
+                        const char *conn_id, int64_t gen, int64_t since,
+                        int64_t ls);
 char *ns__presence_status_event(const char *device, const char *status,
                                 int64_t ls);
-void ns__presence_idev_key(const ns_server *srv, char *buf, size_t n);
-char *ns__presence_idev_member(const char *conn_id, const char *device,
-                               const char *user);
+void ns__presence_idev_key(const ns_server *srv, const char *id, char *buf,
+                           size_t n);
+char *ns__presence_idev_member(const char *conn_id, int64_t gen,
+                               const char *device, const char *user);
 /* A user's registered devices (PostgreSQL) merged with their presence and
  * queue length (Redis). */
 typedef struct ns_devrow {
@@ -304,8 +313,8 @@ int ns_presence_forget(ns_server *srv, const char *user, const char *device,
                        ns_done_cb cb, void *arg);
 
 /* ---- notifications (ns_notify.c) ---- */
-/* Applies `action` to notification `id` of `user` (PostgreSQL), caches the
- * status (notif:{id}) and queues notification_sync to every other
+/* Applies `action` to notification `id` of `user` (PostgreSQL) and queues
+ * notification_sync to every other
  * registered device.  cb(rc, row): rc 0 with the updated notification
  * (borrowed for the call), NS_ENOTFOUND (not this user's), or NS_EUNAVAIL.
  * Returns 0 (cb called later) or NS_EUNAVAIL (never called). */
@@ -331,8 +340,7 @@ void ns__key(const ns_server *srv, char *buf, size_t n, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* A per-user key or channel: "<prefix><kind>:{<user>}", then ":<device>"
  * when `device` is given.  The braces are literal: a Redis Cluster hash tag,
- * and what keeps user and device apart (a device id has no '}').  The reaper
- * script (ns_liveness.c) builds the same shape in Lua. */
+ * and what keeps user and device apart (a device id has no '}'). */
 void ns__ukey(const ns_server *srv, char *buf, size_t n, const char *kind,
               const char *user, const char *device);
 
