@@ -15,7 +15,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const {
   test, useServer, uid, sleep, newId, postNotification, durables, notifIds, autoAck,
-  cmpStreamId, drainUntilIdle, metricSum, until,
+  cmpStreamId, drainUntilIdle, metricSum, until, clusterMode, services, redisCli: harnessRedisCli,
 } = require('./lib/harness');
 
 const srv = useServer();
@@ -438,6 +438,8 @@ test('user "X:a" device "b" and user "X" device "a:b" have separate queues (no k
 
 /* One redis-cli command on the shared Redis; resolves its --raw output. */
 function redisCli(...args) {
+  /* cluster variant (issue 13): sent to the master of the key's slot */
+  if (clusterMode()) return harnessRedisCli(services().NOTISYNC_REDIS_URL, ...args);
   const env = JSON.parse(fs.readFileSync(path.join(process.env.NS_SVC_DIR, 'env.json'), 'utf8'));
   return new Promise((resolve, reject) => {
     execFile('redis-cli', ['-u', env.NOTISYNC_REDIS_URL, '--raw', ...args], { timeout: 5000 }, (err, out) => {

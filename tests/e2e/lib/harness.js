@@ -9,6 +9,14 @@
  *   NS_BIN      path of the notisyncd binary
  *   NS_SVC_DIR  directory where `scripts/services start` wrote env.json
  *   NS_SRC_DIR  repository root
+ * Cluster mode (issue 13, SPEC §10; the e2e_cluster ctest block):
+ *   NS_REDIS_MODE=cluster  and  NS_CLUSTER_DIR = directory where
+ *   `scripts/redis-cluster start` wrote env.json: servers get
+ *   redis_mode=cluster and the cluster's seed URL instead of the services
+ *   Redis (PostgreSQL stays the services one); useRedis() and
+ *   useServices() start a private cluster instead of a private Redis.  A
+ *   services env.json that itself says NOTISYNC_REDIS_MODE=cluster also
+ *   means cluster mode.  See the "Redis Cluster" section at the end.
  *
  * Every process started here is stopped by PID in an after() hook (SIGTERM,
  * SIGKILL after 10 s).  A failing test prints the tail of every server log
@@ -96,7 +104,63 @@ function services() {
   for (const k of ['NOTISYNC_REDIS_URL', 'NOTISYNC_DATABASE_URL']) {
     if (!env[k]) throw new Error(`${file} has no ${k}`);
   }
+  if (env.NOTISYNC_REDIS_MODE === 'cluster') {
+    clusterUrls.add(env.NOTISYNC_REDIS_URL);
+  } else if (process.env.NS_REDIS_MODE === 'cluster') {
+    /* the shared cluster replaces the services Redis; its REDIS_PORT and
+     * REDIS_PIDFILE are dropped so that nothing talks to that one by mistake */
+    const c = sharedClusterEnv();
+    delete env.REDIS_PORT;
+    delete env.REDIS_PIDFILE;
+    Object.assign(env, {
+      NOTISYNC_REDIS_MODE: 'cluster',
+      NOTISYNC_REDIS_URL: c.NOTISYNC_REDIS_URL,
+      NS_CLUSTER_PORTS: c.NS_CLUSTER_PORTS,
+      NS_CLUSTER_MASTERS: c.NS_CLUSTER_MASTERS,
+      NS_CLUSTER_DIR: c.NS_CLUSTER_DIR,
+    });
+    clusterUrls.add(c.NOTISYNC_REDIS_URL);
+    clusterPorts.set(c.NOTISYNC_REDIS_URL, c.ports);
+  }
   return env;
+}
+
+/* Every Redis URL known to be a cluster's (the shared one, private ones):
+ * a server whose redis_url is one of them runs with redis_mode=cluster. */
+const clusterUrls = new Set();
+const clusterPorts = new Map(); /* url -> every node's port, when known */
+
+/* The env.json of the shared cluster (NS_CLUSTER_DIR). */
+function sharedClusterEnv() {
+  const dir = process.env.NS_CLUSTER_DIR;
+  if (!dir) throw new Error('NS_REDIS_MODE=cluster needs NS_CLUSTER_DIR (where scripts/redis-cluster start wrote env.json)');
+  return require('./rcluster').readClusterEnv(dir);
+}
+
+/* True when this run is the cluster variant (NS_REDIS_MODE=cluster, or a
+ * services env.json with NOTISYNC_REDIS_MODE=cluster). */
+let clusterModeCache;
+function clusterMode() {
+  if (clusterModeCache === undefined) {
+    clusterModeCache = process.env.NS_REDIS_MODE === 'cluster';
+    if (!clusterModeCache && process.env.NS_SVC_DIR) {
+      try {
+        const e = JSON.parse(fs.readFileSync(path.join(process.env.NS_SVC_DIR, 'env.json'), 'utf8'));
+        clusterModeCache = e.NOTISYNC_REDIS_MODE === 'cluster';
+      } catch {
+        clusterModeCache = false;
+      }
+    }
+  }
+  return clusterModeCache;
+}
+
+/* For a test's `skip` option: the reason (a string, so node:test skips the
+ * test and prints it) in cluster mode, false otherwise.  For cases that
+ * inspect what only a single Redis has (INFO, MONITOR, SELECT, CLIENT KILL,
+ * a fault proxy in front of the one Redis). */
+function standaloneOnly(reason) {
+  return clusterMode() ? `standalone Redis only: ${reason}` : false;
 }
 
 function binPath() {
@@ -480,6 +544,13 @@ class Server {
       if (v === null || v === undefined) delete env[k];
       else env[k] = String(v);
     }
+    /* redis_mode follows the URL (unless the test sets it): cluster for a
+     * cluster's seed list, standalone (the default) for anything else, e.g.
+     * a private redis-server of the test's own */
+    if (!Object.prototype.hasOwnProperty.call(this.opts.env || {}, 'NOTISYNC_REDIS_MODE')) {
+      if (clusterUrls.has(env.NOTISYNC_REDIS_URL)) env.NOTISYNC_REDIS_MODE = 'cluster';
+      else delete env.NOTISYNC_REDIS_MODE;
+    }
     this.env = env;
     this.logFile = this.logFile || logName('notisyncd');
     const fd = fs.openSync(this.logFile, 'a');
@@ -746,9 +817,17 @@ class PrivateRedis {
   }
 }
 
+/* A private Redis started before the first test: a redis-server, or in
+ * cluster mode a private 3-master + 3-replica cluster (same `url`). */
 function useRedis() {
-  const r = new PrivateRedis();
-  setup(() => r.start());
+  const r = clusterMode() ? new (require('./rcluster').PrivateCluster)() : new PrivateRedis();
+  setup(async () => {
+    await r.start();
+    if (r.env) {
+      clusterUrls.add(r.url);
+      clusterPorts.set(r.url, r.ports);
+    }
+  });
   return r;
 }
 
@@ -1035,11 +1114,29 @@ class PrivateServices {
     });
   }
 
+  /* In cluster mode the Redis is a private cluster with appendonly
+   * (this.cluster): stopRedis/startRedis stop and restart all six nodes on
+   * the same ports and data, and the services' own redis-server is stopped
+   * at once (nothing may talk to it by mistake). */
   async start() {
     this.dir = this.dir || fs.mkdtempSync(path.join(os.tmpdir(), 'notisync-e2e-svc-'));
     if (!privateServices.includes(this)) privateServices.push(this);
-    await this.run('start');
+    if (clusterMode() && !this.cluster) this.cluster = new (require('./rcluster').PrivateCluster)({ aof: true });
+    await Promise.all([this.run('start'), this.cluster ? this.cluster.start() : null]);
     this.env = JSON.parse(fs.readFileSync(path.join(this.dir, 'env.json'), 'utf8'));
+    if (this.cluster) {
+      await this.run('stop-redis', 60000);
+      delete this.env.REDIS_PORT;
+      delete this.env.REDIS_PIDFILE;
+      Object.assign(this.env, {
+        NOTISYNC_REDIS_MODE: 'cluster',
+        NOTISYNC_REDIS_URL: this.cluster.url,
+        NS_CLUSTER_PORTS: this.cluster.env.NS_CLUSTER_PORTS,
+        NS_CLUSTER_DIR: this.cluster.dir,
+      });
+      clusterUrls.add(this.cluster.url);
+      clusterPorts.set(this.cluster.url, this.cluster.ports);
+    }
     return this;
   }
 
@@ -1047,11 +1144,12 @@ class PrivateServices {
 
   startPg() { return this.run('start-pg', 60000); }
 
-  stopRedis() { return this.run('stop-redis', 60000); }
+  stopRedis() { return this.cluster ? this.cluster.stopNodes() : this.run('stop-redis', 60000); }
 
-  startRedis() { return this.run('start-redis', 60000); }
+  startRedis() { return this.cluster ? this.cluster.startNodes() : this.run('start-redis', 60000); }
 
   async stop() {
+    if (this.cluster) await this.cluster.stop();
     if (!this.dir) return;
     try {
       await this.run('stop', 60000);
@@ -1225,4 +1323,104 @@ Object.assign(module.exports, {
   postEvents,
   assertComment,
   assertHttpError,
+});
+
+/* ================================================================
+ * Redis Cluster (issue 13, SPEC §10), appended: talking to the Redis of
+ * a test -- one redis-server or a cluster -- from the test itself.
+ * lib/rcluster.js has the key slot, the RESP client and PrivateCluster.
+ * ================================================================ */
+const rcluster = require('./rcluster');
+
+/* True when `url` is a cluster's seed list (a known one, or several
+ * host:port separated by commas). */
+function isClusterUrl(url) {
+  return clusterUrls.has(url) || /^rediss?:\/\/[^/]*,/.test(url || '');
+}
+
+/* Commands whose first argument is not a key: sent to any master (the
+ * caller decides whether that means anything on a cluster). */
+const KEYLESS = new Set(['PING', 'INFO', 'FLUSHALL', 'FLUSHDB', 'DBSIZE', 'CLUSTER', 'KEYS', 'SCAN',
+  'CONFIG', 'CLIENT', 'MONITOR', 'SELECT', 'TIME', 'SCRIPT', 'FUNCTION']);
+
+/* The port to send `args` to on the cluster of `url`: the master of the
+ * slot of its key (for PUBSUB SHARDNUMSUB/SHARDCHANNELS, of the channel). */
+async function clusterPortFor(url, args) {
+  const ports = clusterPorts.get(url) || rcluster.seedPorts(url);
+  const cmd = String(args[0]).toUpperCase();
+  let key;
+  if (cmd === 'PUBSUB' || cmd === 'SPUBLISH' || cmd === 'SSUBSCRIBE') {
+    key = cmd === 'PUBSUB' ? (/^SHARD/i.test(String(args[1])) ? args[2] : undefined) : args[1];
+  } else if (!KEYLESS.has(cmd)) {
+    key = args[1];
+  }
+  if (key === undefined) {
+    const nodes = await rcluster.clusterNodes(ports);
+    const m = nodes.find((n) => n.role === 'master' && !n.fail);
+    return m ? m.port : ports[0];
+  }
+  return (await rcluster.masterOfSlot(ports, rcluster.keySlot(key))) || ports[0];
+}
+
+/* One redis-cli command on the Redis of `url` (a redis:// URL of one
+ * server, or a cluster's seed list: then sent with -c to the master of the
+ * key's slot, redirects followed); resolves its --raw output, trimmed. */
+async function redisCli(url, ...args) {
+  const conn = isClusterUrl(url)
+    ? ['-c', '-h', '127.0.0.1', '-p', String(await clusterPortFor(url, args))]
+    : ['-u', url];
+  return new Promise((resolve, reject) => {
+    execFile('redis-cli', [...conn, '--raw', ...args], { timeout: 5000, killSignal: 'SIGKILL' }, (err, out, stderr) => {
+      if (err) reject(new Error(`redis-cli ${args.join(' ')}: ${err.message} ${stderr}`));
+      else resolve(out.trim());
+    });
+  });
+}
+
+/* FLUSHALL on the Redis of `url`: every master of a cluster.  Only for a
+ * Redis of the test's own (the shared one serves parallel test files). */
+async function redisFlushAll(url) {
+  if (!isClusterUrl(url)) {
+    await redisCli(url, 'FLUSHALL');
+    return;
+  }
+  const ports = clusterPorts.get(url) || rcluster.seedPorts(url);
+  const masters = (await rcluster.clusterNodes(ports)).filter((n) => n.role === 'master' && !n.fail);
+  for (const m of masters) {
+    const r = await rcluster.command(m.port, ['FLUSHALL']);
+    if (r instanceof Error) throw r;
+  }
+}
+
+/* A private cluster (3 masters + 3 replicas, scripts/redis-cluster) started
+ * before the first test; opts {aof}.  Whatever the mode: for tests that kill
+ * nodes (cluster_failover). */
+function useCluster(opts = {}) {
+  const c = new rcluster.PrivateCluster(opts);
+  setup(async () => {
+    await c.start();
+    clusterUrls.add(c.url);
+    clusterPorts.set(c.url, c.ports);
+  });
+  return c;
+}
+
+/* Registered last: the servers are stopped first, then every private
+ * cluster (by PID through scripts/redis-cluster) and its directory. */
+nodeTest.after(async () => {
+  await setupChain.catch(() => {});
+  await rcluster.stopAllPrivateClusters();
+});
+
+Object.assign(module.exports, {
+  clusterMode,
+  standaloneOnly,
+  isClusterUrl,
+  redisCli,
+  redisFlushAll,
+  useCluster,
+  PrivateCluster: rcluster.PrivateCluster,
+  keySlot: rcluster.keySlot,
+  clusterNodes: rcluster.clusterNodes,
+  redisCommand: rcluster.command,
 });
