@@ -28,7 +28,7 @@ const { execFile } = require('node:child_process');
 const {
   test, setup, newServer, useServices, uid, until, sleep, newId, notificationBody, postNotification,
   durables, notifIds, autoAck, cmpStreamId, drainUntilIdle, publicClient, broadcast, postComment,
-  newPostId, isTimestamp, metricSum,
+  newPostId, isTimestamp, metricSum, clusterMode, redisCli: harnessRedisCli,
 } = require('./lib/harness');
 
 const MAX_DEVICES = 3;
@@ -266,6 +266,8 @@ test('device_status crosses instances: d2 connecting on B → d1 on A and d3 on 
 
 /* One redis-cli command on the file's Redis; resolves its --raw output. */
 function redisCli(...args) {
+  /* cluster variant (issue 13): sent to the master of the key's slot */
+  if (clusterMode()) return harnessRedisCli(svc.redisUrl, ...args);
   return new Promise((resolve, reject) => {
     execFile('redis-cli', ['-p', String(svc.env.REDIS_PORT), '--raw', ...args], { timeout: 5000 }, (err, out) => {
       if (err) reject(err);
@@ -276,6 +278,8 @@ function redisCli(...args) {
 
 /* PUBSUB NUMSUB of one channel: how many instances are subscribed to it. */
 async function numsub(channel) {
+  /* cluster variant (issue 13): per-user channels are sharded (SSUBSCRIBE) */
+  if (clusterMode()) return Number((await redisCli('PUBSUB', 'SHARDNUMSUB', channel)).split('\n')[1]);
   return Number((await redisCli('PUBSUB', 'NUMSUB', channel)).split('\n')[1]);
 }
 
