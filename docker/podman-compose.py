@@ -156,9 +156,11 @@ def wait_healthy(project, name, hc, limit):
     deadline = time.monotonic() + budget
     argv = health_argv(hc["test"])
     while True:
-        state = podman("inspect", "--format", "{{.State.Status}}", ctr, capture=True, check=False)
-        if state.stdout.strip() in ("exited", "stopped"):
-            raise SystemExit(f"{name}: exited while waiting to be healthy")
+        state = podman("inspect", "--format", "{{.State.Status}} {{.RestartCount}}", ctr,
+                       capture=True, check=False).stdout.split()
+        if state and (state[0] in ("exited", "stopped") or (len(state) > 1 and state[1] != "0")):
+            raise SystemExit(f"{name}: exited while waiting to be healthy "
+                             f"(state {state[0]}, restarts {state[1] if len(state) > 1 else '?'})")
         try:
             r = podman("exec", ctr, *argv, check=False, capture=True, timeout=hc["timeout"] + 2)
             if r.returncode == 0:
