@@ -419,15 +419,17 @@ test('liveness lapse: A\'s inst key gone and A\'s device reaped behind its back 
   const watcher = await B.device(user, 'w');
   const dev = await A.device(user, 'a');
   await watcher.waitFor(isStatus('a', 'online'), 10000, 'a online on the watcher');
-  const instKey = `inst:${A.opts.instanceId}`;
-  const idevKey = `idev:${A.opts.instanceId}`;
+  /* per-instance keys carry the instance id as their hash tag; an idev
+   * member is "conn gen device user", gen as in the presence entry */
+  const instKey = `inst:{${A.opts.instanceId}}`;
+  const idevKey = `idev:{${A.opts.instanceId}}`;
   const presKey = `presence:{${user}}`;
-  const member = `${dev.welcome.data.connection_id} a ${user}`;
+  const cur = JSON.parse(await redisCli('HGET', presKey, 'a'));
+  assert.equal(cur.status, 'online');
+  const member = `${dev.welcome.data.connection_id} ${cur.gen} a ${user}`;
   assert.equal(await redisCli('SISMEMBER', idevKey, member), '1', 'registered in idev:A');
   /* what a survivor's reaper does to an instance whose key ran out (an
    * outage longer than the TTL, a stalled loop), done here at once */
-  const cur = JSON.parse(await redisCli('HGET', presKey, 'a'));
-  assert.equal(cur.status, 'online');
   assert.equal(await redisCli('SREM', idevKey, member), '1');
   await redisCli('HSET', presKey, 'a', JSON.stringify({ ...cur, status: 'offline' }));
   assert.equal(await redisCli('DEL', instKey), '1');
@@ -436,7 +438,12 @@ test('liveness lapse: A\'s inst key gone and A\'s device reaped behind its back 
   /* A's heartbeat (every 5 s) finds its key gone and reasserts */
   await watcher.waitFor(isStatus('a', 'online'), 12000, 'a announced online again');
   assert.equal((await deviceRow(B, user, 'a')).status, 'online');
-  assert.equal(await redisCli('SISMEMBER', idevKey, member), '1', 'back in idev:A');
+  /* the lapse moved A's generation on: the entry and the member carry it */
+  const again = JSON.parse(await redisCli('HGET', presKey, 'a'));
+  assert.equal(again.conn, cur.conn);
+  assert.ok(Number(again.gen) > Number(cur.gen), `generation moved on: ${cur.gen} → ${again.gen}`);
+  assert.equal(await redisCli('SISMEMBER', idevKey, `${dev.welcome.data.connection_id} ${again.gen} a ${user}`), '1',
+    'back in idev:A');
   assert.equal(await redisCli('EXISTS', instKey), '1');
   assert.match(A.log(), /liveness key of this instance had lapsed: presence of \d+ devices reasserted/);
   const id = newId();
