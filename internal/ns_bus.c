@@ -129,6 +129,18 @@ void ns_bus_dispatch(ns_bus *b, const char *ch, size_t chlen,
   json_object_put(ev);
 }
 
+int ns_bus_channel_wanted(ns_server *srv, const char *ch, size_t chlen) {
+  char user[NS_SUB_MAX + 1];
+  size_t plen = strlen(srv->prefix) + 2; /* "<prefix>u:" */
+  if (chlen < plen + 3 || chlen - plen - 2 > NS_SUB_MAX ||
+      memcmp(ch + plen - 2, "u:", 2) != 0 || ch[plen] != '{' ||
+      ch[chlen - 1] != '}')
+    return 0;
+  memcpy(user, ch + plen + 1, chlen - plen - 2);
+  user[chlen - plen - 2] = '\0';
+  return ns_hub_user_devices(srv->hub, user) > 0;
+}
+
 /* ---- re-subscription ---- */
 
 typedef struct resub {

@@ -54,6 +54,10 @@ int ns_bus_on_event(ns_bus *b, const char *kind, ns_bus_event_fn fn);
 int ns_bus_on_resubscribed(ns_bus *b, ns_bus_resub_fn fn);
 
 /* The channel of `user`: "<prefix>u:{<user>}". */
+/* 1 when `ch` is a user channel (u:{user}) with a device of that user
+ * connected here. */
+int ns_bus_channel_wanted(ns_server *srv, const char *ch, size_t chlen);
+
 void ns_bus_user_channel(const ns_server *srv, const char *user, char *buf,
                          size_t n);
 

@@ -18,6 +18,9 @@ typedef struct ns_config {
   char *listen;               /* "0.0.0.0:8080" */
   char *redis_url;            /* "redis://127.0.0.1:6379/0" */
   char *redis_prefix;         /* "" : prepended to every Redis key/channel */
+  char *redis_mode;           /* standalone | cluster (SPEC §10) */
+  int64_t redis_wait_replicas; /* 0 = off: WAIT for this many before 201 */
+  int64_t redis_wait_timeout_ms; /* 1s: how long that WAIT may take */
   char *database_url;         /* "postgres://notisync@127.0.0.1:5432/notisync" */
   char *jwt_secret;           /* HS256 secret */
   char *jwt_public_key_file;  /* PEM; selects RS256 / ES256 from the key type */

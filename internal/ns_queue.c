@@ -296,7 +296,44 @@ typedef struct push_op {
   ns_queue_push_cb cb;
   void *arg;
   ns_server *srv;
+  /* redis_wait_replicas: the push's result waits for WAIT's reply */
+  int waiting;     /* a WAIT follows the push on its connection */
+  int wait_lost;   /* it could not be sent: the push ends as 503 */
+  int pushed;      /* the push replied: rc, n below */
+  int rc;
+  long long n;
 } push_op;
+
+static void push_done(push_op *op, int rc, long long n) {
+  if (op->wait_lost && rc == 0)
+    rc = NS_EUNAVAIL;
+  if (op->waiting && !op->pushed) {
+    op->pushed = 1; /* WAIT's reply comes next, on the same connection */
+    op->rc = rc;
+    op->n = n;
+    return;
+  }
+  op->cb(rc, n, op->arg);
+  free(op);
+}
+
+/* redis_wait_replicas: the push counts as done only once that many
+ * replicas have it.  Short of them (timeout, a replica down) the producer
+ * gets 503 and retries with its id; the stored notification is found and
+ * nothing is queued twice. */
+static void on_waited(redisReply *r, void *arg) {
+  push_op *op = arg;
+  int64_t want = op->srv->cfg->redis_wait_replicas;
+  op->waiting = 0;
+  if (op->rc == 0 && (!r || r->type != REDIS_REPLY_INTEGER || r->integer < want)) {
+    ns_log(NS_LOG_WARN, "queue push: WAIT %lld: %s", (long long)want,
+           r && r->type == REDIS_REPLY_INTEGER ? "too few replicas in time"
+                                                : "no reply");
+    ns_metrics_inc(&op->srv->metrics, NS_M_CLUSTER, "wait_replicas_short");
+    op->rc = NS_EUNAVAIL;
+  }
+  push_done(op, op->rc, op->n);
+}
 
 static void on_pushed(redisReply *r, void *arg) {
   push_op *op = arg;
@@ -305,18 +342,17 @@ static void on_pushed(redisReply *r, void *arg) {
       r->element[1]->type != REDIS_REPLY_INTEGER) {
     if (r && r->type == REDIS_REPLY_ERROR)
       ns_log(NS_LOG_ERROR, "queue push: %s", r->str);
-    op->cb(NS_EUNAVAIL, 0, op->arg);
+    push_done(op, NS_EUNAVAIL, 0);
   } else if (r->element[0]->integer == -2) {
-    op->cb(NS_ECANCELED, 0, op->arg);
+    push_done(op, NS_ECANCELED, 0);
   } else {
     long long n = r->element[0]->integer < 0 ? 0 : r->element[0]->integer;
     op->srv->metrics.queue_appends += (uint64_t)n;
     if (r->element[1]->integer > 0)
       ns_metrics_add(&op->srv->metrics, NS_M_QUEUE_DROPPED, "collapsed",
                      (uint64_t)r->element[1]->integer);
-    op->cb(0, n, op->arg);
+    push_done(op, 0, n);
   }
-  free(op);
 }
 
 /* The n device ids of `csv` as keys "<kind>:{user}:<device>", into argv
@@ -404,11 +440,21 @@ int ns_queue_push(ns_server *srv, const char *user, const char *targets_csv,
   argv[at + 10] = o->live_only ? "1" : "0";
   argv[at + 11] = ndevs;
   argv[at + 12] = mttl;
-  op = ns_xmalloc(sizeof(*op));
+  op = ns_xcalloc(1, sizeof(*op));
   op->cb = cb;
   op->arg = arg;
   op->srv = srv;
   rc = ns_redis_cmdargv(srv->redis, on_pushed, op, (int)argc, argv, NULL);
+  if (rc == 0 && cfg->redis_wait_replicas > 0) {
+    /* Right behind the push on the same connection (the marker key's
+     * master).  Not sent: the push alone cannot be confirmed -> 503. */
+    op->waiting = 1;
+    if (ns_redis_wait(srv->redis, mkey, (int)cfg->redis_wait_replicas,
+                      (int)cfg->redis_wait_timeout_ms, on_waited, op) != 0) {
+      op->waiting = 0;
+      op->wait_lost = 1;
+    }
+  }
   for (i = 0; i < 2 * ndev; i++)
     free(owned[i]);
   free(owned);

@@ -24,7 +24,9 @@
 
 #include "ns_common.h"
 #include "ns_log.h"
+#include "ns_rcluster.h"
 #include "ns_redis_uv.h"
+#include "ns_rslot.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -34,7 +36,7 @@
  * excess is the loop's lag, not Redis's silence. */
 #define TICK_CHARGE_MS 1050
 #define DRAIN_MAX_READS 64   /* x 16 KB: what a timeout check reads at most */
-#define MAX_SCRIPTS 16
+#define MAX_SCRIPTS 32
 #define CANARY_EVERY_MS 2000
 #define CANARY_TIMEOUT_MS 3000 /* after Redis answered the PUBLISH */
 
@@ -58,6 +60,8 @@ typedef struct slot {
 } slot;
 
 struct ns_redis {
+  ns_rcluster *cl;      /* cluster mode: everything is forwarded there */
+  int no_sub;           /* no subscriber connection (handlers) */
   uv_loop_t *loop;
   char host[256];
   int port;
@@ -171,8 +175,11 @@ static int parse_url(ns_redis *r, const char *url) {
   return 0;
 }
 
-int ns_redis_url_valid(const char *url) {
+int ns_redis_url_valid(const char *url, int cluster) {
   ns_redis r;
+  ns_rslot_seed seeds[NS_RSLOT_SEEDS_MAX];
+  if (cluster)
+    return ns_rslot_seeds(url, seeds, NS_RSLOT_SEEDS_MAX) > 0 ? 0 : NS_EINVAL;
   return parse_url(&r, url);
 }
 
@@ -296,9 +303,18 @@ static void slot_init(ns_redis *r, slot *s, int is_sub) {
 int ns_redis_open(ns_redis **out, uv_loop_t *loop, const char *url,
                   const ns_redis_handlers *h) {
   ns_redis *r = ns_xcalloc(1, sizeof(*r));
+  if (h->cluster) {
+    if (ns_rcluster_open(&r->cl, loop, url, h) != 0) {
+      free(r);
+      return NS_EINVAL;
+    }
+    *out = r;
+    return 0;
+  }
   r->loop = loop;
   r->h = *h;
-  if (h->canary_channel)
+  r->no_sub = h->no_subscriber;
+  if (h->canary_channel && !r->no_sub)
     snprintf(r->canary, sizeof(r->canary), "%s", h->canary_channel);
   debug_stall_init(r);
   if (parse_url(r, url) != 0) {
@@ -308,7 +324,8 @@ int ns_redis_open(ns_redis **out, uv_loop_t *loop, const char *url,
   slot_init(r, &r->cmd, 0);
   slot_init(r, &r->sub, 1);
   slot_connect(&r->cmd);
-  slot_connect(&r->sub);
+  if (!r->no_sub)
+    slot_connect(&r->sub);
   *out = r;
   return 0;
 }
@@ -331,6 +348,11 @@ void ns_redis_close(ns_redis **rp) {
   *rp = NULL;
   if (!r)
     return;
+  if (r->cl) {
+    ns_rcluster_close(&r->cl);
+    free(r);
+    return;
+  }
   r->closing = 1;
   /* A connected context is disconnected gracefully (pending commands, such
    * as the shutdown's presence updates, still complete, and their replies
@@ -405,6 +427,12 @@ int ns_redis_cmd(ns_redis *r, ns_redis_cb cb, void *arg, const char *fmt,
   va_list ap;
   pending *p;
   int rc;
+  if (r && r->cl) {
+    va_start(ap, fmt);
+    rc = ns_rcluster_vcmd(r->cl, cb, arg, fmt, ap);
+    va_end(ap);
+    return rc;
+  }
   if (!r || !r->cmd.up || !r->cmd.ac || !(p = pending_new(r, cb, arg)))
     return NS_EUNAVAIL;
   va_start(ap, fmt);
@@ -444,6 +472,8 @@ int ns_redis_cmdargv(ns_redis *r, ns_redis_cb cb, void *arg, int argc,
   pending *p;
   script *sc;
   int rc;
+  if (r && r->cl)
+    return ns_rcluster_cmdargv(r->cl, cb, arg, argc, argv, argvlen);
   if (!r || !r->cmd.up || !r->cmd.ac || !(p = pending_new(r, cb, arg)))
     return NS_EUNAVAIL;
   if (argc >= 3 && !argvlen && strcmp(argv[0], "EVAL") == 0 &&
@@ -522,13 +552,28 @@ static void on_sub_message(redisAsyncContext *ac, void *reply_, void *priv) {
                     reply->element[2]->str, reply->element[2]->len);
 }
 
+int ns_redis_wait(ns_redis *r, const char *key, int replicas, int timeout_ms,
+                  ns_redis_cb cb, void *arg) {
+  if (r && r->cl)
+    return ns_rcluster_wait(r->cl, key, replicas, timeout_ms, cb, arg);
+  return ns_redis_cmd(r, cb, arg, "WAIT %d %d", replicas, timeout_ms);
+}
+
 void ns_redis_subscribe(ns_redis *r, const char *channel) {
+  if (r && r->cl) {
+    ns_rcluster_subscribe(r->cl, channel);
+    return;
+  }
   if (r && r->sub.up && r->sub.ac)
     redisAsyncCommand(r->sub.ac, on_sub_message, NULL, "SUBSCRIBE %s",
                       channel);
 }
 
 void ns_redis_after_subscribes(ns_redis *r, void (*cb)(void *), void *arg) {
+  if (r && r->cl) {
+    ns_rcluster_after_subscribes(r->cl, cb, arg);
+    return;
+  }
   if (!r || !r->sub.up || !r->sub.ac || !r->canary[0] ||
       !r->canary_subscribed) {
     cb(arg);
@@ -543,25 +588,39 @@ void ns_redis_after_subscribes(ns_redis *r, void (*cb)(void *), void *arg) {
 }
 
 void ns_redis_unsubscribe(ns_redis *r, const char *channel) {
+  if (r && r->cl) {
+    ns_rcluster_unsubscribe(r->cl, channel);
+    return;
+  }
   if (r && r->sub.up && r->sub.ac)
     redisAsyncCommand(r->sub.ac, on_sub_message, NULL, "UNSUBSCRIBE %s",
                       channel);
 }
 
 unsigned long long ns_redis_canary_losses(const ns_redis *r) {
+  if (r && r->cl)
+    return ns_rcluster_sub_losses(r->cl);
   return r ? r->canary_losses : 0;
 }
 
-size_t ns_redis_inflight(const ns_redis *r) { return r ? r->inflight : 0; }
+size_t ns_redis_inflight(const ns_redis *r) {
+  if (r && r->cl)
+    return ns_rcluster_inflight(r->cl);
+  return r ? r->inflight : 0;
+}
 
 unsigned long long ns_redis_overloads(const ns_redis *r) {
+  if (r && r->cl)
+    return ns_rcluster_overloads(r->cl);
   return r ? r->overloads : 0;
 }
 
 int ns_redis_up(const ns_redis *r) {
-  return r && r->cmd.up && r->cmd_verified && r->sub.up && !r->sub_stalled &&
-         !r->cmd_stalled &&
-         (r->canary_subscribed || !r->canary[0]);
+  if (r && r->cl)
+    return ns_rcluster_up(r->cl);
+  return r && r->cmd.up && r->cmd_verified && !r->cmd_stalled &&
+         (r->no_sub || (r->sub.up && !r->sub_stalled &&
+                        (r->canary_subscribed || !r->canary[0])));
 }
 
 static void on_pong(redisReply *reply, void *arg) {
@@ -664,6 +723,10 @@ static void debug_stall(ns_redis *r) {
 
 void ns_redis_tick(ns_redis *r) {
   int64_t now;
+  if (r && r->cl) {
+    ns_rcluster_tick(r->cl);
+    return;
+  }
   if (!r || r->closing || !r->cmd.up)
     return;
   now = ns_mono_ms();

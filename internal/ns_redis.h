@@ -55,6 +55,14 @@ typedef struct ns_redis_handlers {
   /* This instance's own channel for the subscriber canary (copied); NULL or
    * "" = no canary. */
   const char *canary_channel;
+  /* 1: `url` lists seed nodes of a Redis Cluster (ns_rcluster.h). */
+  int cluster;
+  /* 1: no subscriber connection (a cluster node's command connection). */
+  int no_subscriber;
+  /* Cluster mode: 1 when `channel` is still wanted (some connection here
+   * needs it), so that Redis dropping it (its slot moved) is told apart
+   * from our own SUNSUBSCRIBE.  NULL = never. */
+  int (*wanted)(void *arg, const char *channel, size_t len);
 } ns_redis_handlers;
 
 /* Parses `url` (redis://host[:port][/db]) and starts connecting.  Returns 0
@@ -63,8 +71,9 @@ typedef struct ns_redis_handlers {
 int ns_redis_open(ns_redis **out, uv_loop_t *loop, const char *url,
                   const ns_redis_handlers *h);
 
-/* Checks `url` without connecting: 0 or NS_EINVAL. */
-int ns_redis_url_valid(const char *url);
+/* Checks `url` without connecting: 0 or NS_EINVAL.  With `cluster`, a seed
+ * list "redis://h1:p1,h2:p2/" (db 0 only). */
+int ns_redis_url_valid(const char *url, int cluster);
 
 /* Starts shutdown: disconnects both contexts and stops timers.  The object is
  * freed once every handle has closed (after uv_run returns at the latest);
@@ -94,6 +103,13 @@ int ns_redis_cmdargv(ns_redis *r, ns_redis_cb cb, void *arg, int argc,
  * ns_redis_cmd. */
 int ns_redis_eval(ns_redis *r, ns_redis_cb cb, void *arg, const char *script,
                   int nkeys, const char **args, int nargs);
+
+/* WAIT for `replicas` replicas to acknowledge every write sent so far on
+ * the connection that wrote `key` (cluster: its slot's master), at most
+ * `timeout_ms`; the reply is the number that did.  Returns like
+ * ns_redis_cmd. */
+int ns_redis_wait(ns_redis *r, const char *key, int replicas, int timeout_ms,
+                  ns_redis_cb cb, void *arg);
 
 /* Subscribes / unsubscribes the subscriber connection (no-op when down; the
  * on_state callback triggers the re-subscription). */

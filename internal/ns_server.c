@@ -104,6 +104,12 @@ static void maybe_accept(ns_server *srv) {
   uv_poll_start(&srv->accept_poll, UV_READABLE, on_acceptable);
 }
 
+/* Cluster mode: a user channel Redis dropped on its own (its slot moved)
+ * is still wanted while a device of that user is connected here. */
+static int on_redis_wanted(void *arg, const char *ch, size_t len) {
+  return ns_bus_channel_wanted(arg, ch, len);
+}
+
 static void on_redis_state(void *arg, int up, int sub_reconnected) {
   ns_server *srv = arg;
   int was_up = srv->redis_up_since_ms != 0;
@@ -545,10 +551,13 @@ int ns_server_new(ns_server **out, const ns_config *cfg, int listen_fd,
   ns_server *srv;
   ns_redis_handlers rh;
   char canary[160];
-  int rc, i;
-  if (ns_redis_url_valid(cfg->redis_url) != 0) {
-    snprintf(err, errlen, "bad value for key 'redis_url': expected "
-                          "redis://host[:port][/db]");
+  int rc, i, cluster;
+  cluster = cfg->redis_mode && strcmp(cfg->redis_mode, "cluster") == 0;
+  if (ns_redis_url_valid(cfg->redis_url, cluster) != 0) {
+    snprintf(err, errlen, "bad value for key 'redis_url': expected %s",
+             cluster ? "redis://host[:port][,host[:port]...][/0] (seed nodes "
+                       "of the cluster)"
+                     : "redis://host[:port][/db]");
     return NS_EINVAL;
   }
   srv = ns_xcalloc(1, sizeof(*srv));
@@ -573,14 +582,18 @@ int ns_server_new(ns_server **out, const ns_config *cfg, int listen_fd,
   ns_log_route_lws();
   if ((rc = open_lws(srv, err, errlen)) != 0)
     goto fail_lws;
+  memset(&rh, 0, sizeof(rh));
   rh.on_message = on_redis_message;
   rh.on_state = on_redis_state;
+  rh.wanted = on_redis_wanted;
+  rh.cluster = cluster;
   rh.arg = srv;
   ns__key(srv, canary, sizeof(canary), "canary:%s", srv->instance_id);
   rh.canary_channel = canary; /* copied by ns_redis_open */
   if ((rc = ns_redis_open(&srv->redis, &srv->loop, cfg->redis_url, &rh)) != 0) {
     snprintf(err, errlen, "bad value for key 'redis_url': expected "
-                          "redis://host[:port][/db]");
+                          "redis://host[:port][/db]%s",
+             cluster ? " or a list of seed nodes" : "");
     goto fail_redis;
   }
   for (i = 0; i < NS_PG_POOL; i++) {

@@ -627,8 +627,8 @@ static void test_env_unknown(void **state) {
       {"NOTISYNC_QUEUE_MAX_MESAGES=10",
        "environment NOTISYNC_QUEUE_MAX_MESAGES: unknown key "
        "'queue_max_mesages'"},
-      {"NOTISYNC_REDIS_MODE=nonsense",
-       "environment NOTISYNC_REDIS_MODE: unknown key 'redis_mode'"},
+      {"NOTISYNC_REDIS_SHARDS=3",
+       "environment NOTISYNC_REDIS_SHARDS: unknown key 'redis_shards'"},
       {"NOTISYNC_UNKNOWN_THING=1", "NOTISYNC_UNKNOWN_THING: unknown key"},
       {"NOTISYNC_SVC_DIR=/tmp/x", "NOTISYNC_SVC_DIR: unknown key"},
       {"NOTISYNC_CONFIG=/etc/notisyncd.conf", "NOTISYNC_CONFIG: unknown key"},
