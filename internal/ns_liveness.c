@@ -239,6 +239,7 @@ typedef struct reap_run {
   char (*dead)[INST_ID_MAX + 1];
   long long *dead_ls;
   long long marked; /* devices marked offline, for the one in hand */
+  long long counted; /* of them, already in the metrics */
   /* the batch in hand: members, and step-3 replies still awaited */
   char **m;
   size_t nm, left;
@@ -415,12 +416,13 @@ static void batch_handled(reap_run *run) {
   ns_server *srv = run->srv;
   char idev[160], claim[180], nk[4] = "2";
   const char *fixed[5];
+  ns_metrics_add(&srv->metrics, NS_M_CLUSTER, "devices_reaped",
+                 (uint64_t)(run->marked - run->counted));
+  run->counted = run->marked;
   if (run->past) {
     past_next(run);
     return;
   }
-  ns_metrics_add(&srv->metrics, NS_M_CLUSTER, "devices_reaped",
-                 (uint64_t)run->marked);
   ns__presence_idev_key(srv, run->dead[run->at], idev, sizeof(idev));
   snprintf(claim, sizeof(claim), "%s:claim", idev);
   fixed[0] = "EVAL";
@@ -459,7 +461,7 @@ static void run_next(reap_run *run) {
   ns_server *srv = run->srv;
   char inst[160], idev[160], claim[180], batch[24];
   const char *args[5];
-  run->marked = 0;
+  run->marked = run->counted = 0;
   if (run->at >= run->ndead || run->budget <= 0) {
     run_end(run);
     return;
