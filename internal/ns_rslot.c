@@ -89,7 +89,8 @@ int ns_rslot_redirect(const char *err, size_t len, unsigned *slot,
   if (!colon || parse_num(colon + 1, end, 1, 65535, &v) != 0)
     return 0;
   hl = (size_t)(colon - p);
-  if (hl == 0 || hl > NS_RSLOT_HOST_MAX || memchr(p, ' ', hl))
+  if (hl == 0 || hl > NS_RSLOT_HOST_MAX || memchr(p, ' ', hl) ||
+      memchr(p, '\0', hl))
     return 0;
   memcpy(host, p, hl);
   host[hl] = '\0';
