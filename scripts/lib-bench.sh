@@ -7,9 +7,14 @@
 #   BUILD     build directory (Release)
 #   SVC       directory of the throwaway Redis + PostgreSQL
 #   WORKERS   NOTISYNC_WORKERS for notisyncd
+#   REDIS_MODE  single (default: the one Redis of scripts/services) or
+#               cluster (a fresh 3-master + 3-replica Redis Cluster from
+#               scripts/redis-cluster --aof in $SVC/cluster; notisyncd then
+#               runs with redis_mode=cluster; issue 13)
 # and gets:
 #   BENCH                       the notisync-bench binary (build)
 #   SVC_STARTED REDIS_PID PG_PID and the variables of $SVC/env (start_services)
+#   REDIS_WATCH                 --watch arguments for every Redis process
 #   NS_PID PORT SECRET          (start_notisyncd)
 
 ME=${0##*/}         # name for log lines
@@ -17,6 +22,8 @@ NS_PID=${NS_PID:-}
 SVC_STARTED=${SVC_STARTED:-0}
 BENCH=${BENCH:-}
 SECRET=${SECRET:-}
+REDIS_MODE=${REDIS_MODE:-single}
+REDIS_WATCH=()
 
 log() { echo "$ME: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -106,11 +113,18 @@ start_services() {
   set +a
   REDIS_PID=$(cat "$REDIS_PIDFILE")
   PG_PID=$(head -n1 "$PG_DATA/postmaster.pid")
+  REDIS_WATCH=(--watch "redis=$REDIS_PID")
+  local rports=$REDIS_PORT
+  if [[ $REDIS_MODE == cluster ]]; then
+    start_cluster
+    rports=${NS_CLUSTER_MASTERS//,/ }
+  fi
   cat >"$SVC/stats.sh" <<EOF
 #!/bin/sh
-# Counters for notisync-bench --stat-cmd: printed as "name value".
-redis-cli -h 127.0.0.1 -p $REDIS_PORT info stats |
-  awk -F: '/^total_commands_processed:/ { printf "redis_commands %d\n", \$2 }'
+# Counters for notisync-bench --stat-cmd: printed as "name value"
+# (redis_commands: summed over the masters of a cluster).
+for p in $rports; do redis-cli -h 127.0.0.1 -p \$p info stats; done |
+  awk -F: '/^total_commands_processed:/ { n += \$2 } END { printf "redis_commands %d\n", n }'
 psql "$NOTISYNC_DATABASE_URL" -Atc "select xact_commit, tup_inserted from
   pg_stat_database where datname = current_database()" |
   awk -F'|' '{ print "pg_commits", \$1; print "pg_rows_inserted", \$2 }'
@@ -118,9 +132,39 @@ EOF
   chmod +x "$SVC/stats.sh"
 }
 
+# REDIS_MODE=cluster: a fresh cluster in $SVC/cluster (appendonly, like the
+# single Redis of scripts/services) replaces the single Redis, which is
+# stopped; exports its NOTISYNC_REDIS_MODE/NOTISYNC_REDIS_URL and sets
+# REDIS_WATCH to the six nodes (m = master, r = replica, by port).
+start_cluster() {
+  local p pid role
+  scripts/services stop-redis "$SVC" >/dev/null
+  scripts/redis-cluster start --aof "$SVC/cluster" >/dev/null
+  set -a
+  # shellcheck disable=SC1091 # written by scripts/redis-cluster
+  . "$SVC/cluster/env"
+  set +a
+  REDIS_WATCH=()
+  REDIS_PID=""
+  for p in ${NS_CLUSTER_PORTS//,/ }; do
+    pid=$(redis-cli -h 127.0.0.1 -p "$p" info server | tr -d '\r' | sed -n 's/^process_id://p')
+    role=r
+    [[ ,$NS_CLUSTER_MASTERS, == *,$p,* ]] && role=m
+    REDIS_WATCH+=(--watch "redis-$role$p=$pid")
+    REDIS_PID="$REDIS_PID${REDIS_PID:+,}$pid"
+  done
+}
+
 # Stops Redis + PostgreSQL of $SVC if start_services started them (unless
 # $1 is 1: keep them) and drops their data.
 stop_services() {
+  if [[ $SVC_STARTED -eq 1 && ${1:-0} -eq 0 && -d $SVC/cluster ]]; then
+    if scripts/redis-cluster stop "$SVC/cluster" >/dev/null 2>&1; then
+      rm -rf "${SVC:?}/cluster"
+    else
+      log "redis-cluster stop failed; left in $SVC/cluster"
+    fi
+  fi
   if [[ $SVC_STARTED -eq 1 && ${1:-0} -eq 0 ]]; then
     # The data (~400 MB after a full run) is throwaway: drop it once stopped.
     if scripts/services stop "$SVC" >/dev/null 2>&1; then
