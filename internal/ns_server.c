@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,6 +240,11 @@ static void finish_stop(ns_server *srv) {
   uv_close((uv_handle_t *)&srv->cron, on_handle_closed);
   ns_sched_stop(srv);
   uv_close((uv_handle_t *)&srv->stop_timer, on_handle_closed);
+  /* Past this point the process only exits (closing handles, freeing):
+   * a repeated SIGTERM / SIGINT, as an orchestrator sends, must not turn
+   * the clean exit into a death by signal. */
+  signal(SIGTERM, SIG_IGN);
+  signal(SIGINT, SIG_IGN);
   uv_close((uv_handle_t *)&srv->sig_term, on_handle_closed);
   uv_close((uv_handle_t *)&srv->sig_int, on_handle_closed);
   uv_close((uv_handle_t *)&srv->sig_hup, on_handle_closed);
