@@ -36,7 +36,7 @@ const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const {
   test, newServer, useCluster, setup, uid, sleep, until, newId, notificationBody, postNotification,
-  notifIds, autoAck, clusterMode, keySlot, services,
+  notifIds, autoAck, clusterMode, keySlot, clusterNodes, services,
 } = require('./lib/harness');
 
 const SKIP = clusterMode() ? false : 'cluster variant only: runs as e2e_cluster.cluster_failover (NS_REDIS_MODE=cluster)';
@@ -156,6 +156,23 @@ async function phase(name, srvs, { zeroLoss }) {
   await sleep(KILL_AFTER_MS);
   const killAt = Date.now();
   await cl.killNode(victim, 'KILL');
+  /* when Redis itself has promoted the replica (a survivor's view), to
+   * tell Redis's failover time from the instances' */
+  let promotedAt = null;
+  const promotion = (async () => {
+    const slot = keySlot(`{${users[0]}}`);
+    const survivors = cl.ports.filter((p) => p !== victim);
+    while (!promotedAt && Date.now() - killAt < 30000) {
+      try {
+        const nodes = await clusterNodes(survivors);
+        const m = nodes.find((n) => n.role === 'master' && !n.fail && n.slots.some(([a, b]) => slot >= a && slot <= b));
+        if (m && m.port !== victim) promotedAt = Date.now();
+      } catch {
+        /* try again */
+      }
+      await sleep(100);
+    }
+  })();
   /* recovery: on every instance a 200 with redis up after a non-200 since the kill */
   const recovered = {};
   await until(() => {
@@ -171,6 +188,7 @@ async function phase(name, srvs, { zeroLoss }) {
   }, { timeoutMs: 30000, intervalMs: 100, what: `both instances healthy again after the kill of ${victim}` })
     .catch(() => {});
   const recoverAt = killAt + Math.max(0, ...Object.values(recovered));
+  await promotion;
   /* keep producing a little after the recovery (bounded by PRODUCE_MS) */
   await sleep(Math.min(3000, Math.max(0, t0 + PRODUCE_MS - Date.now())));
   producing = false;
@@ -211,6 +229,7 @@ async function phase(name, srvs, { zeroLoss }) {
     users_per_master: Object.fromEntries([...by].map(([p, l]) => [p, l.length])),
     posts: posts.length,
     statuses: statusCount,
+    replica_promoted_ms: promotedAt && promotedAt - killAt,
     recovered_ms: recovered,
     first_201_after_kill_ms: (() => {
       const firstBad = posts.find((p) => p.at >= killAt && p.status !== 201);
@@ -218,6 +237,14 @@ async function phase(name, srvs, { zeroLoss }) {
       return again ? again.done - killAt : null;
     })(),
     health_down_seen: downSeen,
+    /* after the recovery, by the users' master: with redis_wait_replicas=1
+     * the promoted master has no replica left, so its users get 503 */
+    after_recovery: posts.filter((p) => p.at > recoverAt).reduce((o, p) => {
+      const g = master(p.user) === victim ? 'victim_users' : 'other_users';
+      o[g] = o[g] || {};
+      o[g][p.status] = (o[g][p.status] || 0) + 1;
+      return o;
+    }, {}),
     post_ms_max: Math.max(...posts.map((p) => p.done - p.at)),
     acknowledged: ok.length,
     lost_notifications: lostIds.length,
@@ -277,4 +304,65 @@ test('kill -9 of another master with redis_wait_replicas=1: the same, and no ack
   await pair2[0].start();
   await pair2[1].start();
   await phase('wait1', pair2, { zeroLoss: true });
+});
+
+test('redis_wait_replicas=1: a master whose replica is frozen (SIGSTOP) answers its users 503 within redis_wait_timeout, never 201; other users 201; thawed, 201 again', { timeout: 90000, skip: SKIP }, async () => {
+  assert.ok(pair2, 'the wait1 servers (previous test)');
+  /* the node killed in the previous test rejoins as a replica */
+  const dead = figures.wait1 && figures.wait1.victim;
+  if (dead) await cl.startNode(dead);
+  await cl.waitOk(20);
+  const nodes = await cl.nodes();
+  const masters = nodes.filter((n) => n.role === 'master' && !n.fail);
+  const replicaOf = (m) => nodes.find((n) => n.role === 'replica' && !n.fail && n.master === m.id);
+  const owner = (u) => masters.find((m) => m.slots.some(([a, b]) => keySlot(`{${u}}`) >= a && keySlot(`{${u}}`) <= b));
+  const userOn = new Map();
+  for (let i = 0; i < 10000 && userOn.size < masters.length; i += 1) {
+    const u = uid('wr');
+    if (!userOn.has(owner(u).port)) userOn.set(owner(u).port, u);
+  }
+  const post = async (u, srv = pair2[0]) => {
+    const t = Date.now();
+    const r = await postNotification(srv, u, {}, { timeoutMs: POST_TIMEOUT_MS })
+      .catch((e) => ({ status: 'net', text: e.message }));
+    return { status: r.status, ms: Date.now() - t, text: (r.text || '').slice(0, 160) };
+  };
+  /* a registered device makes the user a target: the push to its queue
+   * is what WAIT waits for (a user without devices has nothing in Redis) */
+  const devs = [];
+  for (const u of userOn.values()) devs.push(await pair2[1].device(u, 'w'));
+  for (const [port, u] of userOn) {
+    const r = await post(u);
+    assert.equal(r.status, 201, `every master has a replica again: user on ${port}: ${r.status} ${r.text}`);
+  }
+  const frozenMaster = masters[0];
+  const replica = replicaOf(frozenMaster);
+  assert.ok(replica, `master ${frozenMaster.port} has a replica`);
+  const pid = cl.pidOf(replica.port);
+  const frozenUser = userOn.get(frozenMaster.port);
+  const otherUser = userOn.get(masters[1].port);
+  const res = { frozen: [], other: [] };
+  process.kill(pid, 'SIGSTOP');
+  try {
+    for (let i = 0; i < 3; i += 1) {
+      res.frozen.push(await post(frozenUser, pair2[i % 2]));
+      res.other.push(await post(otherUser, pair2[i % 2]));
+    }
+  } finally {
+    process.kill(pid, 'SIGCONT');
+  }
+  const thawed = await until(async () => {
+    const r = await post(frozenUser);
+    return r.status === 201 ? r : null;
+  }, { timeoutMs: 10000, intervalMs: 200, what: 'a 201 for the frozen master\'s user once its replica runs again' });
+  const brief = (l) => l.map((r) => `${r.status}/${r.ms}ms`);
+  console.log(`WAIT FIGURES ${JSON.stringify({
+    frozen_master: frozenMaster.port, replica: replica.port, frozen: brief(res.frozen), other: brief(res.other), thawed: brief([thawed]),
+  })}`);
+  for (const r of res.frozen) {
+    assert.equal(r.status, 503, `a user of the master whose replica is frozen: 503 (WAIT short), got ${r.status} ${r.text}`);
+    assert.ok(r.ms < 1000 + 3000, `the 503 came after ${r.ms} ms (redis_wait_timeout 1 s)`);
+  }
+  for (const r of res.other) assert.equal(r.status, 201, `a user of another master: 201, got ${r.status} ${r.text}`);
+  for (const d of devs) await d.close();
 });
