@@ -159,6 +159,7 @@ static void h_metrics(ns_req *r, const char *arg) {
   g.redis_inflight = ns_redis_inflight(srv->redis);
   g.redis_inflight_limit = NS_REDIS_MAX_INFLIGHT;
   g.redis_overloads = ns_redis_overloads(srv->redis);
+  ns_redis_redirects(srv->redis, g.redis_redirects);
   g.pg_queued_limit = (uint64_t)NS_PG_POOL * NS_PG_MAX_QUEUED;
   for (i = 0; i < NS_PG_POOL; i++) {
     g.pg_queued += ns_pg_load(srv->pg[i]);

@@ -165,6 +165,13 @@ char *ns_metrics_render(const ns_metrics *m, const ns_metrics_gauges *g,
            "notisync_overload_rejections_total{queue=\"postgres\"} %llu\n",
        (unsigned long long)g->redis_overloads,
        (unsigned long long)g->pg_overloads);
+  outf(&o, "# HELP notisync_redis_redirects_total Redis Cluster answers "
+           "followed: MOVED, ASK, and retried TRYAGAIN/CLUSTERDOWN/MASTERDOWN/"
+           "LOADING\n# TYPE notisync_redis_redirects_total counter\n"
+           "notisync_redis_redirects_total{kind=\"moved\"} %llu\n"
+           "notisync_redis_redirects_total{kind=\"ask\"} %llu\n"
+           "notisync_redis_redirects_total{kind=\"retry\"} %llu\n",
+       g->redis_redirects[0], g->redis_redirects[1], g->redis_redirects[2]);
   counter(&o, "notisync_queue_appends_total", "Messages appended to queues",
           m->queue_appends);
   counter(&o, "notisync_slow_consumer_closes_total",

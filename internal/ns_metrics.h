@@ -65,6 +65,7 @@ typedef struct ns_metrics_gauges {
   uint64_t pg_queued, pg_queued_limit;
   uint64_t ip_entries, ip_entries_limit;
   uint64_t redis_overloads, pg_overloads; /* refused at the limit */
+  unsigned long long redis_redirects[3]; /* cluster: moved, ask, retry */
   uint64_t reg_waiting;     /* device connects waiting for a registration batch */
   uint64_t seen_waiting, seen_waiting_limit; /* closed devices' last_seen */
   uint64_t seen_dropped;    /* last_seen writes dropped at the limit */

@@ -24,6 +24,12 @@
 #include "ns_rsub.h"
 
 #define MAX_SENDS 5          /* per command, redirects and retries included */
+/* ...except while a slot is being migrated: a script whose keys are split
+ * between the two masters (or not created yet) answers ASK / TRYAGAIN on
+ * both until the move is final, then MOVED.  Those are retried (100 ms
+ * apart) for as long as a migration of one slot may reasonably take. */
+#define RESHARD_WAIT_MS 3000
+#define RESHARD_MAX_SENDS 80
 #define RETRY_DELAY_MS 100   /* TRYAGAIN, CLUSTERDOWN, ... */
 #define CLOCK_MS 100         /* the retry queue and refresh timer */
 #define REFRESH_EVERY_MS 5000
@@ -59,6 +65,8 @@ struct creq {
   int keyed;
   unsigned slot;
   int sends;
+  int64_t start_ms;
+  int no_reshard_wait; /* WAIT: only on the connection that wrote */
   node *ask;          /* ASK: the next send goes there, after ASKING */
   int64_t due_ms;     /* in the retry queue: when */
   creq *next;
@@ -93,7 +101,7 @@ struct ns_rcluster {
   void *barrier_arg;
   int barrier_left;
   unsigned long long barrier_gen;
-  unsigned long long redirects;
+  unsigned long long moved, asked, retried; /* MOVED, ASK, TRYAGAIN & co */
   size_t pending;
   int closing;
 };
@@ -242,8 +250,9 @@ static void evaluate(ns_rcluster *cl) {
   for (n = cl->nodes; n && up; n = n->next)
     if (n->master && !node_up(n))
       up = 0;
-  if (up && cl->up && !cl->resync)
-    return;
+  if (up && cl->up && (!cl->resync || cl->refreshing || cl->refresh_soon))
+    return; /* nothing new, or a resync that waits for the fresh map (a
+             * resubscription on the stale one would be answered MOVED) */
   if (!up && !cl->up && cl->reported)
     return;
   if (up && !cl->up)
@@ -409,6 +418,15 @@ static int error_is(const redisReply *r, const char *what) {
          (r->len == n || r->str[n] == ' ');
 }
 
+/* Past MAX_SENDS: 1 when `r` is what a slot migration answers and the
+ * request may still wait it out. */
+static int reshard_wait(const creq *q, const redisReply *r) {
+  return !q->no_reshard_wait && q->sends < RESHARD_MAX_SENDS &&
+         ns_mono_ms() - q->start_ms < RESHARD_WAIT_MS &&
+         (error_is(r, "TRYAGAIN") || error_is(r, "ASK") ||
+          error_is(r, "MOVED"));
+}
+
 static void on_reply(redisReply *r, void *arg) {
   creq *q = arg;
   ns_rcluster *cl = q->cl;
@@ -420,13 +438,17 @@ static void on_reply(redisReply *r, void *arg) {
     req_finish(q, NULL);
     return;
   }
-  if (r->type != REDIS_REPLY_ERROR || cl->closing || q->sends >= MAX_SENDS) {
+  if (r->type != REDIS_REPLY_ERROR || cl->closing ||
+      (q->sends >= MAX_SENDS && !reshard_wait(q, r))) {
     req_finish(q, r);
     return;
   }
   if ((kind = ns_rslot_redirect(r->str, r->len, &slot, host, &port)) != 0) {
     node *n = node_get(cl, host, port);
-    cl->redirects++;
+    if (kind == 1)
+      cl->moved++;
+    else
+      cl->asked++;
     if (!n) {
       req_finish(q, r);
       return;
@@ -447,6 +469,7 @@ static void on_reply(redisReply *r, void *arg) {
   }
   if (error_is(r, "TRYAGAIN") || error_is(r, "CLUSTERDOWN") ||
       error_is(r, "MASTERDOWN") || error_is(r, "LOADING")) {
+    cl->retried++;
     cl->refresh_soon = 1;
     req_later(q);
     return;
@@ -567,6 +590,7 @@ static creq *req_new(ns_rcluster *cl, ns_redis_cb cb, void *arg, int argc,
     q->argv[1] = script;
     q->argvlen[1] = strlen(script);
   }
+  q->start_ms = ns_mono_ms();
   cl->pending++;
   req_route_key(q);
   return q;
@@ -648,6 +672,7 @@ int ns_rcluster_wait(ns_rcluster *cl, const char *key, int replicas,
   q->keyed = 1;
   q->slot = ns_rslot_of(key, strlen(key));
   q->sends = MAX_SENDS - 1; /* a WAIT elsewhere would prove nothing */
+  q->no_reshard_wait = 1;
   return req_start(q);
 }
 
@@ -836,6 +861,12 @@ size_t ns_rcluster_inflight(const ns_rcluster *cl) {
   for (nd = cl ? cl->nodes : NULL; nd; nd = nd->next)
     n += ns_redis_inflight(nd->cmd);
   return n;
+}
+
+void ns_rcluster_redirects(const ns_rcluster *cl, unsigned long long out[3]) {
+  out[0] = cl ? cl->moved : 0;
+  out[1] = cl ? cl->asked : 0;
+  out[2] = cl ? cl->retried : 0;
 }
 
 unsigned long long ns_rcluster_overloads(const ns_rcluster *cl) {

@@ -13,7 +13,9 @@
  * keyless ones to any master).  MOVED updates that slot and resends, ASK
  * resends once to the named node after ASKING, TRYAGAIN / CLUSTERDOWN /
  * MASTERDOWN / LOADING resend after 100 ms; at most 5 sends in all, then
- * the error reply reaches the caller.  A connection lost with the command
+ * the error reply reaches the caller -- except ASK / TRYAGAIN / MOVED, what
+ * a slot migration answers until it is final, which are retried for up to
+ * 3 s (80 sends).  A connection lost with the command
  * in flight is reported as reply == NULL (it may or may not have run):
  * the caller answers `unavailable`, never success.
  *
@@ -59,6 +61,7 @@ int ns_rcluster_up(const ns_rcluster *c);
 unsigned long long ns_rcluster_sub_losses(const ns_rcluster *c);
 size_t ns_rcluster_inflight(const ns_rcluster *c);
 unsigned long long ns_rcluster_overloads(const ns_rcluster *c);
+void ns_rcluster_redirects(const ns_rcluster *c, unsigned long long out[3]);
 void ns_rcluster_tick(ns_rcluster *c);
 
 #endif

@@ -609,6 +609,14 @@ size_t ns_redis_inflight(const ns_redis *r) {
   return r ? r->inflight : 0;
 }
 
+void ns_redis_redirects(const ns_redis *r, unsigned long long out[3]) {
+  if (r && r->cl) {
+    ns_rcluster_redirects(r->cl, out);
+    return;
+  }
+  out[0] = out[1] = out[2] = 0;
+}
+
 unsigned long long ns_redis_overloads(const ns_redis *r) {
   if (r && r->cl)
     return ns_rcluster_overloads(r->cl);

@@ -131,6 +131,9 @@ unsigned long long ns_redis_canary_losses(const ns_redis *r);
 
 /* Commands awaiting a reply now, and how many were refused at the bound. */
 size_t ns_redis_inflight(const ns_redis *r);
+/* Cluster mode: redirects followed and retries, [0] MOVED, [1] ASK,
+ * [2] TRYAGAIN / CLUSTERDOWN / MASTERDOWN / LOADING (zeros otherwise). */
+void ns_redis_redirects(const ns_redis *r, unsigned long long out[3]);
 unsigned long long ns_redis_overloads(const ns_redis *r);
 
 /* Liveness check; call once a second from a timer (never from inside a
