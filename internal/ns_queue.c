@@ -296,23 +296,11 @@ typedef struct push_op {
   ns_queue_push_cb cb;
   void *arg;
   ns_server *srv;
-  /* redis_wait_replicas: the push's result waits for WAIT's reply */
-  int waiting;     /* a WAIT follows the push on its connection */
-  int wait_lost;   /* it could not be sent: the push ends as 503 */
-  int pushed;      /* the push replied: rc, n below */
-  int rc;
-  long long n;
+  long long n;     /* entries appended, kept while WAIT runs */
+  char mkey[300];  /* the marker key: where the push ran */
 } push_op;
 
-static void push_done(push_op *op, int rc, long long n) {
-  if (op->wait_lost && rc == 0)
-    rc = NS_EUNAVAIL;
-  if (op->waiting && !op->pushed) {
-    op->pushed = 1; /* WAIT's reply comes next, on the same connection */
-    op->rc = rc;
-    op->n = n;
-    return;
-  }
+static void push_finish(push_op *op, int rc, long long n) {
   op->cb(rc, n, op->arg);
   free(op);
 }
@@ -324,15 +312,30 @@ static void push_done(push_op *op, int rc, long long n) {
 static void on_waited(redisReply *r, void *arg) {
   push_op *op = arg;
   int64_t want = op->srv->cfg->redis_wait_replicas;
-  op->waiting = 0;
-  if (op->rc == 0 && (!r || r->type != REDIS_REPLY_INTEGER || r->integer < want)) {
+  if (!r || r->type != REDIS_REPLY_INTEGER || r->integer < want) {
     ns_log(NS_LOG_WARN, "queue push: WAIT %lld: %s", (long long)want,
            r && r->type == REDIS_REPLY_INTEGER ? "too few replicas in time"
                                                 : "no reply");
     ns_metrics_inc(&op->srv->metrics, NS_M_CLUSTER, "wait_replicas_short");
-    op->rc = NS_EUNAVAIL;
+    push_finish(op, NS_EUNAVAIL, 0);
+    return;
   }
-  push_done(op, op->rc, op->n);
+  push_finish(op, 0, op->n);
+}
+
+/* The push's reply: done, or (redis_wait_replicas) a WAIT first, sent from
+ * inside this reply's callback so that it goes on the connection that
+ * wrote (cluster: the node that answered, also after a redirect). */
+static void push_done(push_op *op, int rc, long long n) {
+  const ns_config *cfg = op->srv->cfg;
+  if (rc != 0 || cfg->redis_wait_replicas <= 0) {
+    push_finish(op, rc, n);
+    return;
+  }
+  op->n = n;
+  if (ns_redis_wait(op->srv->redis, op->mkey, (int)cfg->redis_wait_replicas,
+                    (int)cfg->redis_wait_timeout_ms, on_waited, op) != 0)
+    push_finish(op, NS_EUNAVAIL, 0);
 }
 
 static void on_pushed(redisReply *r, void *arg) {
@@ -444,17 +447,8 @@ int ns_queue_push(ns_server *srv, const char *user, const char *targets_csv,
   op->cb = cb;
   op->arg = arg;
   op->srv = srv;
+  snprintf(op->mkey, sizeof(op->mkey), "%s", mkey);
   rc = ns_redis_cmdargv(srv->redis, on_pushed, op, (int)argc, argv, NULL);
-  if (rc == 0 && cfg->redis_wait_replicas > 0) {
-    /* Right behind the push on the same connection (the marker key's
-     * master).  Not sent: the push alone cannot be confirmed -> 503. */
-    op->waiting = 1;
-    if (ns_redis_wait(srv->redis, mkey, (int)cfg->redis_wait_replicas,
-                      (int)cfg->redis_wait_timeout_ms, on_waited, op) != 0) {
-      op->waiting = 0;
-      op->wait_lost = 1;
-    }
-  }
   for (i = 0; i < 2 * ndev; i++)
     free(owned[i]);
   free(owned);

@@ -46,6 +46,7 @@ struct node {
   int port;
   ns_redis *cmd;
   ns_rsub *sub;
+  unsigned id; /* unique: a request remembers where it went by id */
   int master; /* in the current slot map */
   int seed;   /* named in redis_url: kept to ask for the map */
   node *next;
@@ -67,7 +68,9 @@ struct creq {
   int sends;
   int64_t start_ms;
   int no_reshard_wait; /* WAIT: only on the connection that wrote */
+  int wait_on;        /* `ask` is WAIT's node: no ASKING before it */
   node *ask;          /* ASK: the next send goes there, after ASKING */
+  unsigned sent_to;   /* id of the node of the last send */
   int64_t due_ms;     /* in the retry queue: when */
   creq *next;
 };
@@ -102,6 +105,8 @@ struct ns_rcluster {
   int barrier_left;
   unsigned long long barrier_gen;
   unsigned long long moved, asked, retried; /* MOVED, ASK, TRYAGAIN & co */
+  unsigned next_id;
+  unsigned cb_node; /* inside a reply callback: the node that answered */
   size_t pending;
   int closing;
 };
@@ -191,6 +196,7 @@ static node *node_get(ns_rcluster *cl, const char *host, int port) {
     return n;
   n = ns_xcalloc(1, sizeof(*n));
   n->cl = cl;
+  n->id = ++cl->next_id;
   snprintf(n->host, sizeof(n->host), "%s", host);
   n->port = port;
   memset(&h, 0, sizeof(h));
@@ -401,8 +407,11 @@ static void req_free(creq *q) {
 }
 
 static void req_finish(creq *q, redisReply *r) {
+  unsigned saved = q->cl->cb_node;
+  q->cl->cb_node = r ? q->sent_to : 0; /* for ns_rcluster_wait() */
   if (q->cb)
     q->cb(r, q->arg);
+  q->cl->cb_node = saved;
   req_free(q);
 }
 
@@ -493,11 +502,12 @@ static int req_send(creq *q) {
   int rc;
   if (!n || !ns_redis_up(n->cmd))
     return NS_EUNAVAIL;
-  if (q->ask &&
+  if (q->ask && !q->wait_on &&
       ns_redis_cmd(n->cmd, NULL, NULL, "ASKING") != 0)
     return NS_EUNAVAIL;
   q->ask = NULL;
   q->sends++;
+  q->sent_to = n->id;
   rc = ns_redis_cmdargv(n->cmd, on_reply, q, q->argc, q->argv,
                         q->script ? NULL : q->argvlen);
   return rc;
@@ -668,9 +678,23 @@ int ns_rcluster_wait(ns_rcluster *cl, const char *key, int replicas,
   argv[1] = nrep;
   argv[2] = tmo;
   q = req_new(cl, cb, arg, 3, argv, NULL, NULL);
-  /* on the connection that wrote `key`: the same master */
+  /* On the connection that wrote: from inside the write's reply callback,
+   * the node that answered it (after a MOVED or an ASK, not necessarily
+   * the map's); otherwise the master of `key`'s slot. */
   q->keyed = 1;
   q->slot = ns_rslot_of(key, strlen(key));
+  if (cl->cb_node) {
+    node *n;
+    for (n = cl->nodes; n && n->id != cl->cb_node; n = n->next)
+      ;
+    if (!n) { /* dropped meanwhile: nothing can confirm the write */
+      q->cb = NULL;
+      req_free(q);
+      return NS_EUNAVAIL;
+    }
+    q->ask = n; /* one send, there (no ASKING: see req_send) */
+    q->wait_on = 1;
+  }
   q->sends = MAX_SENDS - 1; /* a WAIT elsewhere would prove nothing */
   q->no_reshard_wait = 1;
   return req_start(q);

@@ -105,8 +105,10 @@ int ns_redis_eval(ns_redis *r, ns_redis_cb cb, void *arg, const char *script,
                   int nkeys, const char **args, int nargs);
 
 /* WAIT for `replicas` replicas to acknowledge every write sent so far on
- * the connection that wrote `key` (cluster: its slot's master), at most
- * `timeout_ms`; the reply is the number that did.  Returns like
+ * the connection that wrote `key`, at most `timeout_ms`; the reply is the
+ * number that did.  Call it from inside the write's reply callback: in
+ * cluster mode it then goes to the node that answered the write (after a
+ * MOVED or an ASK too), else to the master of `key`'s slot.  Returns like
  * ns_redis_cmd. */
 int ns_redis_wait(ns_redis *r, const char *key, int replicas, int timeout_ms,
                   ns_redis_cb cb, void *arg);
