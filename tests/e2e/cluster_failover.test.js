@@ -29,6 +29,13 @@
  * node back as a replica, another master killed) runs with
  * redis_wait_replicas = 1 (WAIT for one replica before the 201): no loss.
  *
+ * Then, on the phase-2 servers: a master's replica frozen (SIGSTOP) with
+ * redis_wait_replicas=1 makes that master's users 503 after ~1 s (never
+ * 201), other users 201; and every sharded subscriber connection killed on
+ * every node (CLIENT KILL TYPE pubsub): both instances reconnect and
+ * resubscribe, what was posted meanwhile reaches the devices once and in
+ * order, status events and broadcasts cross again.
+ *
  * Only in the cluster variant (ctest e2e_cluster.cluster_failover,
  * NS_REDIS_MODE=cluster): the standalone glob's e2e.cluster_failover skips.
  */
@@ -36,7 +43,7 @@ const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const {
   test, newServer, useCluster, setup, uid, sleep, until, newId, notificationBody, postNotification,
-  notifIds, autoAck, clusterMode, keySlot, clusterNodes, services,
+  notifIds, autoAck, clusterMode, keySlot, clusterNodes, services, metricSum, broadcast, redisCommand,
 } = require('./lib/harness');
 
 const SKIP = clusterMode() ? false : 'cluster variant only: runs as e2e_cluster.cluster_failover (NS_REDIS_MODE=cluster)';
@@ -365,4 +372,79 @@ test('redis_wait_replicas=1: a master whose replica is frozen (SIGSTOP) answers 
   }
   for (const r of res.other) assert.equal(r.status, 201, `a user of another master: 201, got ${r.status} ${r.text}`);
   for (const d of devs) await d.close();
+});
+
+test('every sharded subscriber connection killed (CLIENT KILL TYPE pubsub on every node): both instances reconnect and resubscribe; what was posted meanwhile reaches the devices once, in order; status events and broadcasts cross again', { timeout: 60000, skip: SKIP }, async () => {
+  assert.ok(pair2, 'the servers of the previous tests');
+  const [A, B] = pair2;
+  /* users on every master, a device of each on A (one ack, one not) */
+  const nodes = await cl.nodes();
+  const masters = nodes.filter((n) => n.role === 'master' && !n.fail);
+  const owner = (u) => masters.find((m) => m.slots.some(([a, b]) => keySlot(`{${u}}`) >= a && keySlot(`{${u}}`) <= b)).port;
+  const users = new Map();
+  for (let i = 0; i < 10000 && users.size < masters.length; i += 1) {
+    const u = uid('sk');
+    if (!users.has(owner(u))) users.set(owner(u), u);
+  }
+  const devs = [];
+  for (const u of users.values()) {
+    const a = await A.device(u, 'a', { params: { ack: '1' }, label: `${u}/a@A(ack)` });
+    autoAck(a);
+    devs.push({ u, c: a });
+    devs.push({ u, c: await A.device(u, 'b', { label: `${u}/b@A` }) });
+  }
+  const pub = await A.ws(`ws://127.0.0.1:${A.port}/ws/public`, { label: 'public@A' });
+  await pub.open();
+  const reconnects0 = (await metricSum(A, 'notisync_cluster_events_total', /event="subscriber_reconnects"/)) || 0;
+  let killed = 0;
+  const killAt = Date.now();
+  for (const n of nodes.filter((x) => !x.fail)) {
+    const r = await redisCommand(n.port, ['CLIENT', 'KILL', 'TYPE', 'pubsub']).catch(() => 0);
+    if (typeof r === 'number') killed += r;
+  }
+  assert.ok(killed >= 2, `subscriber connections of both instances killed (${killed})`);
+  /* posted on B at once, while A is (maybe) still resubscribing; B lost
+   * its subscriber connections too and may answer 503 until it has them
+   * back: a producer retries with the same id (counted) */
+  const meanwhile = new Map();
+  const refused = [];
+  for (const u of users.values()) {
+    const ids = [];
+    for (let i = 0; i < 3; i += 1) {
+      const id = newId();
+      const r = await until(async () => {
+        const x = await postNotification(B, u, { id, title: `after the kill ${i}` });
+        if (x.status === 503) refused.push(Date.now() - killAt);
+        else return x;
+        return null;
+      }, { timeoutMs: 10000, intervalMs: 100, what: `a POST on B after the kill answered other than 503` });
+      assert.equal(r.status, 201, `POST on B: ${r.status} ${r.text}`);
+      ids.push(id);
+    }
+    meanwhile.set(u, ids);
+  }
+  await until(async () => ((await metricSum(A, 'notisync_cluster_events_total', /event="subscriber_reconnects"/)) || 0) > reconnects0,
+    { timeoutMs: 10000, what: 'A counted a subscriber reconnect' });
+  await until(async () => (await A.http('GET', '/health')).status === 200, { timeoutMs: 10000, what: "A's /health 200" });
+  const resubscribedMs = Date.now() - killAt;
+  for (const { u, c } of devs) {
+    const want = meanwhile.get(u);
+    await c.waitFor((m) => m.type === 'new_notification' && m.data && m.data.id === want[want.length - 1], 15000, `${c.label}: the last post`);
+    await sleep(500);
+    const got = notifIds(c).filter((id) => want.includes(id));
+    assert.deepEqual(got, want, `${c.label}: each post once, in order: ${c.describe()}`);
+  }
+  /* status events (sharded u:{user}) and broadcasts (bcast) from B reach A */
+  const [u0] = users.values();
+  const watcher = devs.find((d) => d.u === u0).c;
+  const dc = await B.device(u0, 'dc');
+  await watcher.waitFor((m) => m.type === 'device_status' && m.data && m.data.device_id === 'dc' && m.data.status === 'online', 10000, 'dc (B) online on A');
+  const mark = uid('bc');
+  const r = await broadcast(B, 'test', { message: 'after the kill', mark });
+  assert.equal(r.status, 202, r.text);
+  await pub.waitFor((m) => m.data && m.data.mark === mark, 10000, 'broadcast from B on A');
+  console.log(`SUBSCRIBER KILL FIGURES ${JSON.stringify({
+    killed, a_healthy_and_resubscribed_ms: resubscribedMs, b_503_count: refused.length, b_last_503_ms: refused.length ? refused[refused.length - 1] : null,
+  })}`);
+  for (const x of [dc, pub, ...devs.map((d) => d.c)]) await x.close();
 });
