@@ -42,21 +42,8 @@ let monitor = null;
 const monLines = [];
 const users = new Set();
 
-/* ---- CRC16 (XMODEM), Redis Cluster's key -> slot ---- */
-const CRC_TABLE = (() => {
-  const t = new Uint16Array(256);
-  for (let i = 0; i < 256; i++) {
-    let c = i << 8;
-    for (let j = 0; j < 8; j++) c = (c & 0x8000) ? ((c << 1) ^ 0x1021) & 0xffff : (c << 1) & 0xffff;
-    t[i] = c;
-  }
-  return t;
-})();
-function crc16(buf) {
-  let crc = 0;
-  for (const b of buf) crc = ((crc << 8) & 0xffff) ^ CRC_TABLE[((crc >> 8) ^ b) & 0xff];
-  return crc;
-}
+/* ---- Redis Cluster's key -> slot (lib/rcluster.js: CRC16/XMODEM) ---- */
+const { crc16, keySlot } = require('./lib/rcluster');
 /* The hash tag of `key` (Redis rules: the first '{', then the first '}'
  * after it, non-empty), or null. */
 function hashTag(key) {
@@ -65,10 +52,6 @@ function hashTag(key) {
   const e = key.indexOf('}', s + 1);
   if (e < 0 || e === s + 1) return null;
   return key.slice(s + 1, e);
-}
-function keySlot(key) {
-  const tag = hashTag(key);
-  return crc16(Buffer.from(tag === null ? key : tag, 'utf8')) % 16384;
 }
 
 /* ---- Redis access ---- */
