@@ -184,7 +184,10 @@ setup(async () => {
 
 /* the MONITOR client is this file's: stopped by its PID */
 after(() => {
-  if (monitor && monitor.exitCode === null) process.kill(monitor.pid, 'SIGTERM');
+  /* redis-cli may already have exited (its Redis stopped first) */
+  if (monitor && monitor.exitCode === null && monitor.signalCode === null) {
+    try { process.kill(monitor.pid, 'SIGTERM'); } catch (e) { if (e.code !== 'ESRCH') throw e; }
+  }
 });
 
 function isStatus(dev, status) {
