@@ -45,6 +45,7 @@ const {
   test, newServer, useCluster, setup, uid, sleep, until, newId, notificationBody, postNotification,
   notifIds, autoAck, clusterMode, keySlot, clusterNodes, services, metricSum, broadcast, redisCommand,
 } = require('./lib/harness');
+const { healthPoll } = require('./lib/rcluster');
 
 const SKIP = clusterMode() ? false : 'cluster variant only: runs as e2e_cluster.cluster_failover (NS_REDIS_MODE=cluster)';
 const RECOVER_LIMIT_MS = 10000;   /* SPEC §10 */
@@ -108,28 +109,6 @@ function keptDevice(srv, user, id, ack) {
   })();
   d.ids = () => d.conns.flatMap((c) => notifIds(c));
   return d;
-}
-
-/* Polls /health of `srv` every 100 ms until stopped: samples {at, status, redis}. */
-function healthPoll(srv) {
-  const w = { samples: [], on: true };
-  w.done = (async () => {
-    while (w.on) {
-      const at = Date.now();
-      try {
-        const r = await srv.http('GET', '/health', { timeoutMs: 2000 });
-        w.samples.push({ at, status: r.status, redis: r.json && r.json.redis });
-      } catch (e) {
-        w.samples.push({ at, status: 'net', error: e.message });
-      }
-      await sleep(100);
-    }
-  })();
-  w.stop = async () => {
-    w.on = false;
-    await w.done;
-  };
-  return w;
 }
 
 /* One phase: servers `srvs`, kill the master of `victimUser`'s slot. */

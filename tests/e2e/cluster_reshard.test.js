@@ -54,6 +54,7 @@ const {
   test, newServer, useCluster, setup, uid, sleep, until, newId, notificationBody, postNotification,
   durables, autoAck, clusterMode, keySlot, redisCommand, metricSum, servers,
 } = require('./lib/harness');
+const { healthPoll } = require('./lib/rcluster');
 
 const SKIP = clusterMode() ? false : 'cluster variant only: runs as e2e_cluster.cluster_reshard (NS_REDIS_MODE=cluster)';
 const POST_TIMEOUT_MS = 8000;     /* a POST that takes longer counts as a hang */
@@ -166,27 +167,6 @@ function keptDevice(srv, user, id, ack) {
   d.has = (pred) => d.conns.some((c) => c.messages().some(pred));
   d.last = () => d.conns[d.conns.length - 1];
   return d;
-}
-
-function healthPoll(srv) {
-  const w = { samples: [], on: true };
-  w.done = (async () => {
-    while (w.on) {
-      const at = Date.now();
-      try {
-        const r = await srv.http('GET', '/health', { timeoutMs: 2000 });
-        w.samples.push({ at, status: r.status, redis: r.json && r.json.redis });
-      } catch (e) {
-        w.samples.push({ at, status: 'net', error: e.message });
-      }
-      await sleep(100);
-    }
-  })();
-  w.stop = async () => {
-    w.on = false;
-    await w.done;
-  };
-  return w;
 }
 
 function wsAction(c, notificationId, action) {

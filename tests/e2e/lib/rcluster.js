@@ -300,7 +300,32 @@ async function stopAllPrivateClusters() {
   for (const c of privateClusters) await c.stop();
 }
 
+/* Polls /health of `srv` (a harness server) every 100 ms until stopped:
+ * samples {at, status, redis}. */
+function healthPoll(srv) {
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  const w = { samples: [], on: true };
+  w.done = (async () => {
+    while (w.on) {
+      const at = Date.now();
+      try {
+        const r = await srv.http('GET', '/health', { timeoutMs: 2000 });
+        w.samples.push({ at, status: r.status, redis: r.json && r.json.redis });
+      } catch (e) {
+        w.samples.push({ at, status: 'net', error: e.message });
+      }
+      await sleep(100);
+    }
+  })();
+  w.stop = async () => {
+    w.on = false;
+    await w.done;
+  };
+  return w;
+}
+
 module.exports = {
+  healthPoll,
   crc16,
   keySlot,
   parseReply,
