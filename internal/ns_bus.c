@@ -101,6 +101,20 @@ static void dispatch_event(ns_bus *b, const char *user, json_object *ev) {
     }
 }
 
+/* The user of a user channel "<prefix>u:{user}" into `user`: 0, or -1
+ * when `ch` is not one. */
+static int channel_user(const ns_server *srv, const char *ch, size_t chlen,
+                        char user[NS_SUB_MAX + 1]) {
+  size_t plen = strlen(srv->prefix) + 2; /* "<prefix>u:" */
+  if (chlen < plen + 3 || chlen - plen - 2 > NS_SUB_MAX ||
+      memcmp(ch + plen - 2, "u:", 2) != 0 || ch[plen] != '{' ||
+      ch[chlen - 1] != '}')
+    return -1;
+  memcpy(user, ch + plen + 1, chlen - plen - 2);
+  user[chlen - plen - 2] = '\0';
+  return 0;
+}
+
 void ns_bus_dispatch(ns_bus *b, const char *ch, size_t chlen,
                      const char *payload, size_t len) {
   ns_server *srv = b->srv;
@@ -112,12 +126,8 @@ void ns_bus_dispatch(ns_bus *b, const char *ch, size_t chlen,
       b->on_bcast(srv, payload, len);
     return;
   }
-  /* u:{user} */
-  if (chlen < plen + 3 || chlen - plen - 2 > NS_SUB_MAX || ch[plen] != '{' ||
-      ch[chlen - 1] != '}')
+  if (channel_user(srv, ch, chlen, user) != 0)
     return;
-  memcpy(user, ch + plen + 1, chlen - plen - 2);
-  user[chlen - plen - 2] = '\0';
   {
     json_tokener *tok = json_tokener_new();
     ev = json_tokener_parse_ex(tok, payload, (int)len);
@@ -131,14 +141,8 @@ void ns_bus_dispatch(ns_bus *b, const char *ch, size_t chlen,
 
 int ns_bus_channel_wanted(ns_server *srv, const char *ch, size_t chlen) {
   char user[NS_SUB_MAX + 1];
-  size_t plen = strlen(srv->prefix) + 2; /* "<prefix>u:" */
-  if (chlen < plen + 3 || chlen - plen - 2 > NS_SUB_MAX ||
-      memcmp(ch + plen - 2, "u:", 2) != 0 || ch[plen] != '{' ||
-      ch[chlen - 1] != '}')
-    return 0;
-  memcpy(user, ch + plen + 1, chlen - plen - 2);
-  user[chlen - plen - 2] = '\0';
-  return ns_hub_user_devices(srv->hub, user) > 0;
+  return channel_user(srv, ch, chlen, user) == 0 &&
+         ns_hub_user_devices(srv->hub, user) > 0;
 }
 
 /* ---- re-subscription ---- */

@@ -67,9 +67,9 @@ struct creq {
   unsigned slot;
   int sends;
   int64_t start_ms;
-  int no_reshard_wait; /* WAIT: only on the connection that wrote */
-  int wait_on;        /* `ask` is WAIT's node: no ASKING before it */
-  node *ask;          /* ASK: the next send goes there, after ASKING */
+  int is_wait;        /* WAIT: one send, on the connection that wrote */
+  node *to;           /* the next send goes there, not by the map... */
+  int asking;         /* ...after ASKING (an ASK redirect) */
   unsigned sent_to;   /* id of the node of the last send */
   int64_t due_ms;     /* in the retry queue: when */
   creq *next;
@@ -103,8 +103,8 @@ struct ns_rcluster {
   void (*barrier_cb)(void *);
   void *barrier_arg;
   int barrier_left;
-  unsigned long long barrier_gen;
   unsigned long long moved, asked, retried; /* MOVED, ASK, TRYAGAIN & co */
+  unsigned long long overloads; /* refused at NS_REDIS_MAX_INFLIGHT */
   unsigned next_id;
   unsigned cb_node; /* inside a reply callback: the node that answered */
   size_t pending;
@@ -226,8 +226,10 @@ static void node_drop(ns_rcluster *cl, node *n) {
   creq *q;
   int i;
   for (q = cl->retry_head; q; q = q->next)
-    if (q->ask == n) /* resent by the map instead */
-      q->ask = NULL;
+    if (q->to == n) { /* resent by the map instead */
+      q->to = NULL;
+      q->asking = 0;
+    }
   for (p = &cl->nodes; *p; p = &(*p)->next)
     if (*p == n) {
       *p = n->next;
@@ -430,7 +432,7 @@ static int error_is(const redisReply *r, const char *what) {
 /* Past MAX_SENDS: 1 when `r` is what a slot migration answers and the
  * request may still wait it out. */
 static int reshard_wait(const creq *q, const redisReply *r) {
-  return !q->no_reshard_wait && q->sends < RESHARD_MAX_SENDS &&
+  return q->sends < RESHARD_MAX_SENDS &&
          ns_mono_ms() - q->start_ms < RESHARD_WAIT_MS &&
          (error_is(r, "TRYAGAIN") || error_is(r, "ASK") ||
           error_is(r, "MOVED"));
@@ -447,7 +449,7 @@ static void on_reply(redisReply *r, void *arg) {
     req_finish(q, NULL);
     return;
   }
-  if (r->type != REDIS_REPLY_ERROR || cl->closing ||
+  if (r->type != REDIS_REPLY_ERROR || cl->closing || q->is_wait ||
       (q->sends >= MAX_SENDS && !reshard_wait(q, r))) {
     req_finish(q, r);
     return;
@@ -466,7 +468,8 @@ static void on_reply(redisReply *r, void *arg) {
       cl->slots[slot] = n;
       cl->refresh_soon = 1;
     } else {
-      q->ask = n;
+      q->to = n;
+      q->asking = 1;
     }
     if (!ns_redis_up(n->cmd)) { /* a node just learnt of: give it time */
       req_later(q);
@@ -498,19 +501,17 @@ static node *route(ns_rcluster *cl, const creq *q) {
 
 /* One send: 0, or NS_EUNAVAIL (the node is unknown or down). */
 static int req_send(creq *q) {
-  node *n = q->ask ? q->ask : route(q->cl, q);
-  int rc;
+  node *n = q->to ? q->to : route(q->cl, q);
   if (!n || !ns_redis_up(n->cmd))
     return NS_EUNAVAIL;
-  if (q->ask && !q->wait_on &&
-      ns_redis_cmd(n->cmd, NULL, NULL, "ASKING") != 0)
+  if (q->asking && ns_redis_cmd(n->cmd, NULL, NULL, "ASKING") != 0)
     return NS_EUNAVAIL;
-  q->ask = NULL;
+  q->to = NULL;
+  q->asking = 0;
   q->sends++;
   q->sent_to = n->id;
-  rc = ns_redis_cmdargv(n->cmd, on_reply, q, q->argc, q->argv,
-                        q->script ? NULL : q->argvlen);
-  return rc;
+  return ns_redis_cmdargv(n->cmd, on_reply, q, q->argc, q->argv,
+                          q->script ? NULL : q->argvlen);
 }
 
 /* The script's text with every 'PUBLISH' sent as 'SPUBLISH' (user
@@ -606,9 +607,14 @@ static creq *req_new(ns_rcluster *cl, ns_redis_cb cb, void *arg, int argc,
   return q;
 }
 
-/* First send, from the caller: 0 or NS_EUNAVAIL (cb never called). */
+/* First send, from the caller: 0 or NS_EUNAVAIL (cb never called).  The
+ * requests alive -- in flight on the nodes or waiting in the retry queue
+ * -- are bounded like a standalone connection's commands. */
 static int req_start(creq *q) {
-  if (q->cl->closing || req_send(q) != 0) {
+  int full = q->cl->pending > NS_REDIS_MAX_INFLIGHT;
+  if (full)
+    q->cl->overloads++;
+  if (full || q->cl->closing || req_send(q) != 0) {
     q->cb = NULL;
     req_free(q);
     return NS_EUNAVAIL;
@@ -692,11 +698,9 @@ int ns_rcluster_wait(ns_rcluster *cl, const char *key, int replicas,
       req_free(q);
       return NS_EUNAVAIL;
     }
-    q->ask = n; /* one send, there (no ASKING: see req_send) */
-    q->wait_on = 1;
+    q->to = n;
   }
-  q->sends = MAX_SENDS - 1; /* a WAIT elsewhere would prove nothing */
-  q->no_reshard_wait = 1;
+  q->is_wait = 1; /* a WAIT resent elsewhere would prove nothing */
   return req_start(q);
 }
 
@@ -894,7 +898,7 @@ void ns_rcluster_redirects(const ns_rcluster *cl, unsigned long long out[3]) {
 }
 
 unsigned long long ns_rcluster_overloads(const ns_rcluster *cl) {
-  unsigned long long n = 0;
+  unsigned long long n = cl ? cl->overloads : 0;
   const node *nd;
   for (nd = cl ? cl->nodes : NULL; nd; nd = nd->next)
     n += ns_redis_overloads(nd->cmd);

@@ -15,7 +15,8 @@
  * MASTERDOWN / LOADING resend after 100 ms; at most 5 sends in all, then
  * the error reply reaches the caller -- except ASK / TRYAGAIN / MOVED, what
  * a slot migration answers until it is final, which are retried for up to
- * 3 s (80 sends).  A connection lost with the command
+ * 3 s (80 sends).  At most NS_REDIS_MAX_INFLIGHT requests are alive (sent
+ * or waiting to be resent); past it a command is refused as unavailable.  A connection lost with the command
  * in flight is reported as reply == NULL (it may or may not have run):
  * the caller answers `unavailable`, never success.
  *

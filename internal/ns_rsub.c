@@ -73,6 +73,12 @@ static void on_link_closed(uv_handle_t *h) {
 
 static void on_retry(uv_timer_t *t) { link_connect(t->data); }
 
+/* The next connect attempt, after the backoff (which then doubles). */
+static void retry_later(ns_rsub *s) {
+  uv_timer_start(&s->retry, on_retry, (uint64_t)s->backoff_ms, 0);
+  s->backoff_ms = NS_MIN(s->backoff_ms * 2, BACKOFF_MAX_MS);
+}
+
 /* Drops the current link (if any), reports down, and retries later. */
 static void link_lost(ns_rsub *s, const char *why) {
   link *l = s->l;
@@ -89,8 +95,7 @@ static void link_lost(ns_rsub *s, const char *why) {
   if (s->closing)
     return;
   ns_log(NS_LOG_WARN, "redis sub %s:%d: %s", s->host, s->port, why);
-  uv_timer_start(&s->retry, on_retry, (uint64_t)s->backoff_ms, 0);
-  s->backoff_ms = NS_MIN(s->backoff_ms * 2, BACKOFF_MAX_MS);
+  retry_later(s);
   if (was_up && s->h.on_state)
     s->h.on_state(s->h.arg, s, 0);
 }
@@ -279,8 +284,7 @@ static void link_connect(ns_rsub *s) {
            c ? c->errstr : "out of memory");
     if (c)
       redisFree(c);
-    uv_timer_start(&s->retry, on_retry, (uint64_t)s->backoff_ms, 0);
-    s->backoff_ms = NS_MIN(s->backoff_ms * 2, BACKOFF_MAX_MS);
+    retry_later(s);
     return;
   }
   l = ns_xcalloc(1, sizeof(*l));
@@ -289,7 +293,7 @@ static void link_connect(ns_rsub *s) {
   if (uv_poll_init(s->loop, &l->poll, c->fd) != 0) {
     redisFree(c);
     free(l);
-    uv_timer_start(&s->retry, on_retry, (uint64_t)s->backoff_ms, 0);
+    retry_later(s);
     return;
   }
   l->poll.data = l;
