@@ -18,7 +18,6 @@
 #define REAP_BATCH 500
 #define REAP_MAX_DEAD "64"     /* instances named by one run at most */
 #define REAP_RECLAIM_MS "30000" /* a claim this old is taken again */
-#define INST_ID_MAX (sizeof(((ns_server *)0)->instance_id) - 1)
 
 /* Heartbeat (KEYS: instances:{ns}): our entry, in Redis's clock, so that
  * the instances' clocks do not matter. */
@@ -236,13 +235,14 @@ typedef struct reap_run {
   long budget;
   /* instances to reap (others), from step 1, and the one in hand */
   size_t ndead, at;
-  char (*dead)[INST_ID_MAX + 1];
+  char (*dead)[NS_INST_ID_MAX + 1];
   long long *dead_ls;
   long long marked; /* devices marked offline, for the one in hand */
   long long counted; /* of them, already in the metrics */
   /* the batch in hand: members, and step-3 replies still awaited */
   char **m;
   size_t nm, left;
+  int failed; /* a step-3 call failed: the batch is not released */
   /* past: 0 before the SSCAN of our set, 1 during it (cursor), 2 reading
    * our claim set; found: whether any member of a previous life was */
   int phase, found;
@@ -310,7 +310,9 @@ static void batch_handled(reap_run *run);
 
 static void on_dev_reaped(redisReply *r, void *arg) {
   reap_run *run = arg;
-  if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+  if (!r || r->type != REDIS_REPLY_INTEGER)
+    run->failed = 1; /* not known to be offline: keep the claim */
+  else if (r->integer == 1)
     run->marked++;
   if (--run->left == 0)
     batch_handled(run);
@@ -343,8 +345,10 @@ static void batch_reap(reap_run *run, long long ls) {
     args[5] = lss;
     args[6] = ev;
     if (ns_redis_eval(srv->redis, on_dev_reaped, run, LUA_REAP_DEV, 2, args,
-                      7) != 0)
+                      7) != 0) {
+      run->failed = 1;
       run->left--;
+    }
     free(ev);
     free(buf);
   }
@@ -419,6 +423,15 @@ static void batch_handled(reap_run *run) {
   ns_metrics_add(&srv->metrics, NS_M_CLUSTER, "devices_reaped",
                  (uint64_t)(run->marked - run->counted));
   run->counted = run->marked;
+  if (run->failed) {
+    /* Some member's offline step did not run: releasing the batch would
+     * lose it.  Its claims are taken again after 30 s (a previous life's
+     * members are still in our set for the resumed drain). */
+    ns_log(NS_LOG_WARN, "reaper: an offline step failed: the batch is left "
+           "for a later run");
+    run_end(run);
+    return;
+  }
   if (run->past) {
     past_next(run);
     return;
@@ -492,7 +505,7 @@ static void on_dead(redisReply *r, void *arg) {
   for (i = 0; i < n; i++) {
     const redisReply *id = r->element[2 * i], *ls = r->element[2 * i + 1];
     if (id->type != REDIS_REPLY_STRING || id->len == 0 ||
-        id->len > INST_ID_MAX)
+        id->len > NS_INST_ID_MAX)
       continue;
     memcpy(run->dead[run->ndead], id->str, id->len);
     run->dead_ls[run->ndead] = ls->str ? atoll(ls->str) : 0;
@@ -502,7 +515,7 @@ static void on_dead(redisReply *r, void *arg) {
 }
 
 void ns_liveness_reap(ns_server *srv) {
-  char insts[96], ttl[24];
+  char insts[96];
   const char *args[4];
   reap_run *run;
   if (srv->past_left && !srv->past_busy)
@@ -513,9 +526,8 @@ void ns_liveness_reap(ns_server *srv) {
   run->srv = srv;
   run->budget = REAP_BATCH;
   ns__key(srv, insts, sizeof(insts), "instances:{ns}");
-  snprintf(ttl, sizeof(ttl), "%s", INST_TTL_MS);
   args[0] = insts;
-  args[1] = ttl;
+  args[1] = INST_TTL_MS;
   args[2] = srv->instance_id;
   args[3] = REAP_MAX_DEAD;
   srv->reap_busy = 1;

@@ -38,7 +38,6 @@
 #include "ns_queue.h"
 #include "ns_server_int.h"
 
-#define NS_INST_ID_MAX (sizeof(((ns_server *)0)->instance_id) - 1)
 
 /* Connect (KEYS: presence:{user}, u:{user}): counts the user's concurrent
  * devices other than this one against the cap -- an `online` entry whose

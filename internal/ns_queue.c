@@ -44,7 +44,12 @@
  * same collapse key leaves the stream; it counts as settled
  * ("<device>:n") so it is never reported missed.  A collapse index is
  * pruned of entries already gone from the stream once it holds twice
- * maxlen keys, so it stays within that.
+ * maxlen keys: each push then checks 100 random keys (HRANDFIELD) and
+ * drops those whose entry is gone.  Past that size at least half the keys
+ * are gone (a stream holds at most maxlen), so each push removes ~50 while
+ * adding one: the index stays near 2 x maxlen, and a push's work is
+ * bounded (it used to read the whole index on every push once it stayed
+ * above the size).
  *
  * Redis does not undo a script's writes when a later command fails, so
  * everything that can fail is checked before the first write (a key of
@@ -132,14 +137,10 @@ static const char LUA_PUSH[] =
     "    redis.call('HSET', h, ARGV[9], id)\n"
     "    redis.call('EXPIRE', h, ARGV[1])\n"
     "    if redis.call('HLEN', h) > 2 * tonumber(ARGV[2]) then\n"
-    "      local head = redis.call('XRANGE', q, '-', '+', 'COUNT', 1)\n"
-    "      local all = redis.call('HGETALL', h)\n"
-    "      local ha, hb\n"
-    "      if head[1] then ha, hb = split(head[1][1]) end\n"
-    "      for j = 1, #all, 2 do\n"
-    "        local xa, xb = split(all[j + 1])\n"
-    "        if not ha or not xa or xa < ha or (xa == ha and xb < hb) then\n"
-    "          redis.call('HDEL', h, all[j])\n"
+    "      local some = redis.call('HRANDFIELD', h, 100, 'WITHVALUES')\n"
+    "      for j = 1, #some, 2 do\n"
+    "        if #redis.call('XRANGE', q, some[j + 1], some[j + 1]) == 0 then\n"
+    "          redis.call('HDEL', h, some[j])\n"
     "        end\n"
     "      end\n"
     "    end\n"
@@ -482,7 +483,7 @@ static void on_canceled(redisReply *r, void *arg) {
     op->cb(0, op->arg);
   else if (r->type == REDIS_REPLY_STRING)
     op->cb(NS_ELIMIT, op->arg);
-  else /* the marker expired between SET and GET: try again */
+  else /* not a marker's value: nothing else writes the key */
     op->cb(NS_EUNAVAIL, op->arg);
   free(op);
 }
@@ -490,18 +491,15 @@ static void on_canceled(redisReply *r, void *arg) {
 int ns_queue_cancel(ns_server *srv, const char *user, const char *id,
                     int64_t ttl_s, ns_queue_cancel_cb cb, void *arg) {
   char mkey[300], ttl[24];
-  const char *argv[5];
+  const char *args[2];
   cancel_op *op = ns_xmalloc(sizeof(*op));
   ns__ukey(srv, mkey, sizeof(mkey), "qd", user, id);
   snprintf(ttl, sizeof(ttl), "%lld", (long long)NS_MAX(ttl_s, 1));
-  argv[0] = "EVAL";
-  argv[1] = LUA_CANCEL;
-  argv[2] = "1";
-  argv[3] = mkey;
-  argv[4] = ttl;
+  args[0] = mkey;
+  args[1] = ttl;
   op->cb = cb;
   op->arg = arg;
-  if (ns_redis_cmdargv(srv->redis, on_canceled, op, 5, argv, NULL) != 0) {
+  if (ns_redis_eval(srv->redis, on_canceled, op, LUA_CANCEL, 1, args, 2) != 0) {
     free(op);
     return NS_EUNAVAIL;
   }
@@ -741,12 +739,10 @@ static void trim(ns_conn *c, int pipelined) {
   }
 }
 
-void ns_queue_on_written(ns_conn *c, const ns_msg *m) {
-  if (!m->durable)
-    return;
-  if (m->commit_ms > 0)
-    ns_metrics_observe_latency(&c->srv->metrics,
-                               (double)(ns_now_ms() - m->commit_ms) / 1000.0);
+/* Non-ack mode: the entry of `m` is done with (written, or dropped as
+ * expired): the cursor moves past it and the queue is trimmed.  In ack
+ * mode the ack of a later entry trims it, or the next connect read. */
+static void settle(ns_conn *c, const ns_msg *m) {
   if (c->ack_mode)
     return;
   if (id_cmp(m->qid, c->q_written) > 0)
@@ -754,13 +750,18 @@ void ns_queue_on_written(ns_conn *c, const ns_msg *m) {
   trim(c, 0);
 }
 
+void ns_queue_on_written(ns_conn *c, const ns_msg *m) {
+  if (!m->durable)
+    return;
+  if (m->commit_ms > 0)
+    ns_metrics_observe_latency(&c->srv->metrics,
+                               (double)(ns_now_ms() - m->commit_ms) / 1000.0);
+  settle(c, m);
+}
+
 void ns_queue_on_expired(ns_conn *c, const ns_msg *m) {
   ns_metrics_inc(&c->srv->metrics, NS_M_QUEUE_DROPPED, "expired");
-  if (c->ack_mode)
-    return; /* the ack of a later entry trims it, or the next connect read */
-  if (id_cmp(m->qid, c->q_written) > 0)
-    snprintf(c->q_written, sizeof(c->q_written), "%s", m->qid);
-  trim(c, 0);
+  settle(c, m);
 }
 
 void ns_queue_ack(ns_conn *c, const char *id) {

@@ -42,6 +42,9 @@ typedef struct ns_conn ns_conn;
 /* Client addresses the handshake limiter tracks at most (oldest reused). */
 #define NS_IPLIMIT_ENTRIES 65536
 
+/* The longest instance id (configured <= 64 + "-w<k>" of a worker). */
+#define NS_INST_ID_MAX (sizeof(((ns_server *)0)->instance_id) - 1)
+
 struct ns_server {
   const ns_config *cfg;
   uv_loop_t loop;
