@@ -207,6 +207,8 @@ void ns_liveness_heartbeat(ns_server *srv) {
   args[1] = srv->instance_id;
   ns_redis_eval(srv->redis, NULL, NULL, LUA_BEAT, 1, args, 2);
   ns_liveness_count(srv);
+  if (srv->reassert_more && !srv->stopping)
+    ns_liveness_reassert(srv); /* the rest of a large reassert */
 }
 
 void ns_liveness_retire(ns_server *srv) {
@@ -654,9 +656,13 @@ void ns_liveness_reap_own_past(ns_server *srv) {
 
 /* ---- after a Redis outage ---- */
 
+/* At most this many connections per call (3 commands each), well within
+ * NS_REDIS_MAX_INFLIGHT; the rest follow at the next heartbeats. */
+#define REASSERT_BATCH 10000
+
 void ns_liveness_reassert(ns_server *srv) {
   ns_conn *c;
-  size_t n = 0;
+  size_t n = 0, budget = REASSERT_BATCH;
   char key[256], ch[256], idev[160], gen[24];
   const char *args[7];
   int64_t g = ns_liveness_gen(srv);
@@ -665,20 +671,25 @@ void ns_liveness_reassert(ns_server *srv) {
   for (c = srv->conns; c; c = c->next) {
     int64_t now = ns_now_ms();
     char *val, *member, *online;
-    if (c->is_public || !c->in_hub || c->state != NS_CONN_READY)
+    if (c->is_public || !c->in_hub || c->state != NS_CONN_READY ||
+        c->idev_gen == g) /* connected since the lapse, or done */
       continue;
+    if (budget-- == 0)
+      break;
     /* the member of the new generation first (the reaper must be able to
-     * find the entry the script writes), then the old one goes */
+     * find the entry the script writes), then the old one goes; a
+     * connection whose SADD Redis refused stays for the next call */
     member = ns__presence_idev_member(c->id, g, c->device, c->who.sub);
-    ns_redis_cmd(srv->redis, NULL, NULL, "SADD %s %s", idev, member);
-    free(member);
-    if (c->idev_gen != g) {
-      member = ns__presence_idev_member(c->id, c->idev_gen, c->device,
-                                        c->who.sub);
-      ns_redis_cmd(srv->redis, NULL, NULL, "SREM %s %s", idev, member);
+    if (ns_redis_cmd(srv->redis, NULL, NULL, "SADD %s %s", idev, member) != 0) {
       free(member);
-      c->idev_gen = g;
+      break;
     }
+    free(member);
+    member = ns__presence_idev_member(c->id, c->idev_gen, c->device,
+                                      c->who.sub);
+    ns_redis_cmd(srv->redis, NULL, NULL, "SREM %s %s", idev, member);
+    free(member);
+    c->idev_gen = g;
     ns__ukey(srv, key, sizeof(key), "presence", c->who.sub, NULL);
     ns_bus_user_channel(srv, c->who.sub, ch, sizeof(ch));
     val = ns__presence_json("online", srv, c->id, g, now, now);
@@ -695,6 +706,7 @@ void ns_liveness_reassert(ns_server *srv) {
     free(val);
     free(online);
   }
+  srv->reassert_more = c != NULL; /* stopped early: more at the heartbeat */
   if (n)
     ns_log(NS_LOG_WARN, "liveness key of this instance had lapsed: presence "
            "of %zu devices reasserted (rewritten where it was lost)", n);

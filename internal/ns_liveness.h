@@ -56,10 +56,11 @@ void ns_liveness_heartbeat(ns_server *srv);
  * are exact). */
 void ns_liveness_count(ns_server *srv);
 
-/* Writes the presence of every ready local device again (online, this
- * connection, the current generation, in our idev set), publishing
- * `online` where it had been lost; when the heartbeat finds that our
- * liveness key had lapsed. */
+/* Writes the presence of every ready local device of an older generation
+ * again (online, this connection, the current generation, in our idev
+ * set), publishing `online` where it had been lost; when the heartbeat
+ * finds that our liveness key had lapsed.  At most 10,000 connections per
+ * call: the rest are done at the following heartbeats. */
 void ns_liveness_reassert(ns_server *srv);
 
 /* The instance's current generation (see above). */

@@ -88,6 +88,7 @@ struct ns_server {
    * a time, and the drain of our own previous life's idev set */
   int64_t gen;
   int reap_busy, past_busy, past_left;
+  int reassert_more; /* a reassert stopped at its batch: more to do */
   int64_t past_ls;
   /* broadcasts received in this loop iteration, fanned out together at its
    * end (ns_comments.c) */
