@@ -321,9 +321,7 @@ int ns_notif_parse(json_object *o, const ns_principal *who, const char *prefix,
   if (rc < 0 || (rc == 1 && !ns_proto_valid_uuid(s, strlen(s))))
     return bad(err, 400, prefix, "id", "must be a UUID");
   if (rc == 1) {
-    size_t i;
-    for (i = 0; i < 36; i++)
-      out->id[i] = (char)tolower((unsigned char)s[i]);
+    ns_proto_uuid_lower(out->id, s, 36);
   } else {
     ns_notif_uuid(out->id);
   }

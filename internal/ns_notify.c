@@ -13,7 +13,6 @@
  * Query values, action bodies, X-Device-ID and the paths below
  * /api/v1/notifications are parsed by ns_rest.c (pure, fuzzed).
  */
-#include <ctype.h>
 #include <hiredis/hiredis.h>
 #include <json.h>
 #include <stdio.h>
@@ -1013,7 +1012,6 @@ static void cancel(ns_req *r, const char *id, int id_ok) {
       " FROM notifications WHERE id = $1::uuid AND ($2 = '' OR user_id = $2)";
   const char *params[2];
   cancel_req *q;
-  size_t i;
   if (!ns__http_need_token(r))
     return;
   if (!id_ok) {
@@ -1027,8 +1025,7 @@ static void cancel(ns_req *r, const char *id, int id_ok) {
   }
   q = ns_xcalloc(1, sizeof(*q));
   q->r = r;
-  for (i = 0; i < 36 && id[i]; i++)
-    q->id[i] = (char)tolower((unsigned char)id[i]);
+  ns_proto_uuid_lower(q->id, id, strnlen(id, 36));
   params[0] = q->id;
   params[1] = r->who.is_service ? "" : r->who.sub;
   r->pending = 1;

@@ -436,10 +436,7 @@ static int read_ref(json_object *root, ns_cmd *out) {
   return 0;
 }
 
-/* Copies the n-byte UUID s into dst (n + 1 bytes) in lower case, the form
- * PostgreSQL prints, so ids compare equal in notification_sync messages
- * whatever case the client used. */
-static void copy_uuid_lower(char *dst, const char *s, size_t n) {
+void ns_proto_uuid_lower(char *dst, const char *s, size_t n) {
   for (size_t i = 0; i < n; i++)
     dst[i] = (char)((s[i] >= 'A' && s[i] <= 'F') ? s[i] - 'A' + 'a' : s[i]);
   dst[n] = '\0';
@@ -475,7 +472,7 @@ static int decode_bulk_action(json_object *data, ns_cmd *out,
   if (has_non_null(data, "before")) {
     if (!get_string(data, "before", &s, &n) || !ns_proto_valid_uuid(s, n))
       return fail(err, "bad_message", "data.before must be a UUID");
-    copy_uuid_lower(out->before, s, n);
+    ns_proto_uuid_lower(out->before, s, n);
   }
   out->all = 1;
   return 0;
@@ -499,7 +496,7 @@ static int decode_action(json_object *data, ns_cmd *out, ns_proto_err *err) {
   if (!get_string(data, "notification_id", &s, &n) ||
       !ns_proto_valid_uuid(s, n))
     return fail(err, "bad_message", "data.notification_id must be a UUID");
-  copy_uuid_lower(out->notification_id, s, n);
+  ns_proto_uuid_lower(out->notification_id, s, n);
   if (!get_string(data, "action", &s, &n))
     return fail(err, "bad_message",
                 "data.action must be one of read, unread, dismiss");

@@ -112,6 +112,9 @@ int ns_proto_valid_device_name(const char *s, size_t n); /* <=64 printable UTF-8
 int ns_proto_valid_platform(const char *s, size_t n);    /* <=16 [A-Za-z0-9._-] */
 int ns_proto_valid_stream_id(const char *s, size_t n);   /* "<digits>-<digits>" */
 int ns_proto_valid_uuid(const char *s, size_t n);        /* 8-4-4-4-12 hex */
+/* Copies the n-byte UUID `s` into dst (n + 1 bytes) in lower case, the
+ * form PostgreSQL prints, so ids compare equal whatever case a client used. */
+void ns_proto_uuid_lower(char *dst, const char *s, size_t n);
 int ns_proto_utf8_valid(const char *s, size_t n);
 
 const char *ns_action_name(ns_action a); /* "read" | "unread" | "dismiss" */

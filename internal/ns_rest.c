@@ -157,7 +157,7 @@ int ns_rest_parse_bulk_action(const char *p, size_t n, ns_action *out,
   json_object *root, *v;
   ns_action action;
   const char *s;
-  size_t len = 0, i;
+  size_t len = 0;
   *out = NS_ACTION_NONE;
   before[0] = '\0';
   if (parse_body(p, n, &root, err) != 0)
@@ -177,9 +177,7 @@ int ns_rest_parse_bulk_action(const char *p, size_t n, ns_action *out,
       return fail(err, NS_EINVAL, "bad_request", "before",
                   "before: must be a notification id (UUID)");
     }
-    for (i = 0; i < len; i++)
-      before[i] = (char)(s[i] >= 'A' && s[i] <= 'F' ? s[i] - 'A' + 'a' : s[i]);
-    before[len] = '\0';
+    ns_proto_uuid_lower(before, s, len);
   }
   json_object_put(root);
   *out = action;
